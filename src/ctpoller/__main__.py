@@ -1,0 +1,3 @@
+from ctpoller.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,62 @@
+"""The one exception tree of ctpoller.
+
+::
+
+    CtpollerError                  every error ctpoller raises on purpose; str(e) is one line for a person
+    ├── ConfigError                settings, rules file, command line (exit 2)
+    ├── SourceError                the OpenREM database
+    │     (temporary=True: unreachable, timeout, replica conflict -> retried next run, exit 75;
+    │      temporary=False: schema mismatch, wrong database -> a person must act, exit 1)
+    ├── StateError                 ctpoller's own state store (temporary or not, as above)
+    ├── LockedError                another ctpoller run holds the lock (exit 73)
+    └── NotifyError                a notification could not be delivered
+          (permanent=False: 4xx, connection refused, timeout -> retried next run;
+           permanent=True: 5xx, refused recipient -> marked failed, reported)
+
+Adapters catch driver exceptions (psycopg, sqlite3, smtplib, OSError) at their boundary and raise one
+of these ``from`` the original, so nothing above them ever handles a driver exception. Messages never
+hold a password, a full URL with credentials, or a patient identifier.
+"""
+
+from __future__ import annotations
+
+
+class CtpollerError(Exception):
+    """Base class. ``str(error)`` is a complete one-line message for the user."""
+
+    temporary: bool = False
+
+
+class ConfigError(CtpollerError):
+    """Bad settings, rules file or command line. Nothing was read or written."""
+
+
+class SourceError(CtpollerError):
+    """The OpenREM database could not be read as expected."""
+
+    def __init__(self, message: str, *, temporary: bool) -> None:
+        super().__init__(message)
+        self.temporary = temporary
+
+
+class StateError(CtpollerError):
+    """ctpoller's own state store failed."""
+
+    def __init__(self, message: str, *, temporary: bool) -> None:
+        super().__init__(message)
+        self.temporary = temporary
+
+
+class LockedError(CtpollerError):
+    """Another ctpoller run holds the lock on this state store."""
+
+    temporary = True
+
+
+class NotifyError(CtpollerError):
+    """A message could not be delivered. ``permanent`` says whether trying again can help."""
+
+    def __init__(self, message: str, *, permanent: bool) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+        self.temporary = not permanent

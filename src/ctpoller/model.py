@@ -1,0 +1,336 @@
+"""Plain values that flow between the adapters, the rules and the notifiers.
+
+Standard library only. Doses are ``Decimal`` (never float) with the unit in the field name:
+``ctdivol_mgy`` (mGy), ``dlp_mgycm`` (mGy·cm). ``None`` means "not recorded"; nothing here invents
+a value that OpenREM did not store.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime, time
+from decimal import Decimal
+from typing import Literal
+
+Phantom = Literal["head", "body"]
+
+#: DICOM codes (CID 4052) of the CTDIw phantom, matched on ``code_value``, never on OpenREM's ids.
+PHANTOM_CODES: dict[str, Phantom] = {"113690": "head", "113691": "body"}
+
+#: Units of the metrics, as shown to people.
+UNIT_MGY = "mGy"
+UNIT_MGYCM = "mGy·cm"
+
+#: Ages outside this range (in years) are treated as not recorded.
+PLAUSIBLE_AGE_YEARS = (Decimal(0), Decimal(130))
+
+_DICOM_AGE = re.compile(r"^\s*(\d{1,3})\s*([DWMY])\s*$", re.IGNORECASE)
+_AGE_UNIT_YEARS = {
+    "Y": Decimal(1),
+    "M": Decimal(1) / Decimal(12),
+    "W": Decimal(7) / Decimal("365.25"),
+    "D": Decimal(1) / Decimal("365.25"),
+}
+
+
+def finite(value: Decimal | None) -> Decimal | None:
+    """``value`` if it is a finite number, else ``None`` (NaN and infinities are not doses)."""
+    if value is None or not value.is_finite():
+        return None
+    return value
+
+
+def age_in_years(age_decimal: Decimal | None, age_string: str | None) -> Decimal | None:
+    """The patient's age in years, or ``None`` when it is unknown.
+
+    OpenREM's ``patient_age_decimal`` is used when it is plausible (0-130 years); otherwise the DICOM
+    age string (``"060Y"``, ``"018M"``, ``"003W"``, ``"010D"``) is parsed; otherwise the age is unknown.
+    """
+    low, high = PLAUSIBLE_AGE_YEARS
+    age_decimal = finite(age_decimal)
+    if age_decimal is not None and low <= age_decimal <= high:
+        return age_decimal
+    if age_string:
+        match = _DICOM_AGE.match(age_string)
+        if match:
+            years = (Decimal(int(match.group(1))) * _AGE_UNIT_YEARS[match.group(2).upper()]).quantize(
+                Decimal("0.001")
+            )
+            if low <= years <= high:
+                return years
+    return None
+
+
+@dataclass(frozen=True)
+class DoseCheck:
+    """One ``remapp_ctdosecheckdetails`` row: the scanner's own NEMA XR-25 Dose Check for an event."""
+
+    ctdivol_alert_configured: bool | None = None
+    ctdivol_alert_mgy: Decimal | None = None
+    dlp_alert_configured: bool | None = None
+    dlp_alert_mgycm: Decimal | None = None
+    accumulated_ctdivol_forward_estimate_mgy: Decimal | None = None
+    accumulated_dlp_forward_estimate_mgycm: Decimal | None = None
+    ctdivol_notification_configured: bool | None = None
+    ctdivol_notification_mgy: Decimal | None = None
+    dlp_notification_configured: bool | None = None
+    dlp_notification_mgycm: Decimal | None = None
+    ctdivol_forward_estimate_mgy: Decimal | None = None
+    dlp_forward_estimate_mgycm: Decimal | None = None
+
+
+@dataclass(frozen=True)
+class Event:
+    """One CT irradiation event (``remapp_ctirradiationeventdata``).
+
+    ``key`` is the event's identity across re-imports: its irradiation event UID, or, when OpenREM
+    stored none, a key derived from the event's content (see ``source.event_key``). Never a pk.
+    """
+
+    key: str
+    event_pk: int
+    study_pk: int
+    protocol: str | None = None
+    acquisition_type: str | None = None
+    acquisition_type_code: str | None = None
+    phantom: Phantom | None = None
+    ctdivol_mgy: Decimal | None = None
+    dlp_mgycm: Decimal | None = None
+    series_description: str | None = None
+    standard_names: tuple[str, ...] = ()
+    dose_checks: tuple[DoseCheck, ...] = ()
+
+
+@dataclass(frozen=True)
+class StudyRow:
+    """One ``remapp_generalstudymoduleattr`` row with what ctpoller needs from its 1-per-study tables."""
+
+    pk: int
+    uid: str | None
+    accession_number: str | None = None
+    study_date: date | None = None
+    study_time: time | None = None
+    description: str | None = None
+    requested_procedure: str | None = None
+    procedure: str | None = None
+    station_name: str | None = None
+    display_name: str | None = None
+    total_dlp_mgycm: Decimal | None = None
+    patient_age_decimal: Decimal | None = None
+    patient_age: str | None = None
+    standard_names: tuple[str, ...] = ()
+    events: tuple[Event, ...] = ()
+
+
+@dataclass(frozen=True)
+class Exam:
+    """Every study row that shares one Study Instance UID, in pk order: the unit of evaluation.
+
+    OpenREM stores a "continued" dose report as a second row with the same UID; each row carries its
+    own ``total_dlp``. The exam counts each irradiation event once (by ``Event.key``).
+    """
+
+    uid: str
+    rows: tuple[StudyRow, ...]
+
+    def __post_init__(self) -> None:
+        if not self.rows:
+            raise ValueError("an exam has at least one study row")
+
+    @property
+    def first(self) -> StudyRow:
+        return self.rows[0]
+
+    @property
+    def study_pks(self) -> tuple[int, ...]:
+        return tuple(row.pk for row in self.rows)
+
+    @property
+    def events(self) -> tuple[Event, ...]:
+        """Events of all rows, each irradiation event once (the first row that reported it wins)."""
+        seen: set[str] = set()
+        unique: list[Event] = []
+        for row in self.rows:
+            for event in row.events:
+                if event.key not in seen:
+                    seen.add(event.key)
+                    unique.append(event)
+        return tuple(unique)
+
+    @property
+    def total_dlp_mgycm(self) -> Decimal | None:
+        """The exam's total DLP: the sum of each row's own RDSR total, each event counted once.
+
+        A row's ``total_dlp`` is the scanner's total for that report. Where a later row repeats an event
+        already counted in an earlier row, that event's DLP is taken off the later row's total. A row
+        with no total contributes the DLP of its events not counted before. ``None`` when no row has
+        any DLP at all.
+        """
+        seen: set[str] = set()
+        total = Decimal(0)
+        known = False
+        for row in self.rows:
+            repeated = Decimal(0)
+            fresh = Decimal(0)
+            fresh_known = False
+            for event in row.events:
+                dlp = finite(event.dlp_mgycm)
+                if event.key in seen:
+                    repeated += dlp or 0
+                else:
+                    seen.add(event.key)
+                    if dlp is not None:
+                        fresh += dlp
+                        fresh_known = True
+            row_total = finite(row.total_dlp_mgycm)
+            if row_total is not None:
+                total += row_total - repeated
+                known = True
+            elif fresh_known:
+                total += fresh
+                known = True
+        return total if known else None
+
+    @property
+    def age_years(self) -> Decimal | None:
+        for row in self.rows:
+            age = age_in_years(row.patient_age_decimal, row.patient_age)
+            if age is not None:
+                return age
+        return None
+
+    def texts(self, attribute: str) -> tuple[str, ...]:
+        """The distinct non-empty values of one StudyRow text attribute over all rows."""
+        values: list[str] = []
+        for row in self.rows:
+            value = getattr(row, attribute)
+            if value and value not in values:
+                values.append(value)
+        return tuple(values)
+
+    def event(self, key: str) -> Event | None:
+        for event in self.events:
+            if event.key == key:
+                return event
+        return None
+
+
+Metric = Literal[
+    "ctdivol",
+    "dlp",
+    "dlp_total",
+    "dose_check_ctdivol_notification",
+    "dose_check_dlp_notification",
+    "dose_check_ctdivol_alert",
+    "dose_check_dlp_alert",
+]
+
+METRIC_LABELS: dict[str, str] = {
+    "ctdivol": "CTDIvol (event)",
+    "dlp": "DLP (event)",
+    "dlp_total": "DLP (exam total)",
+    "dose_check_ctdivol_notification": "CTDIvol over the scanner's Dose Check notification value",
+    "dose_check_dlp_notification": "DLP over the scanner's Dose Check notification value",
+    "dose_check_ctdivol_alert": "accumulated CTDIvol over the scanner's Dose Check alert value",
+    "dose_check_dlp_alert": "accumulated DLP over the scanner's Dose Check alert value",
+}
+
+
+@dataclass(frozen=True)
+class Exceedance:
+    """A dose strictly greater than a limit, found by the rules in one exam.
+
+    Its identity, stable across OpenREM re-imports, is ``(exam uid, rule, metric, event_key)``;
+    ``event_key`` is ``""`` for exam-level metrics such as ``dlp_total``.
+    """
+
+    rule: str
+    metric: Metric
+    event_key: str
+    value: Decimal
+    limit: Decimal
+    unit: str
+    recipients: tuple[str, ...] = ()
+    protocol: str | None = None
+
+    @property
+    def ratio(self) -> Decimal:
+        return self.value / self.limit if self.limit else Decimal("Infinity")
+
+
+@dataclass(frozen=True)
+class Notification:
+    """One exceedance as told to people: everything the email and the archive show about it."""
+
+    study_uid: str
+    rule: str
+    metric: str
+    event_key: str
+    value: Decimal
+    limit: Decimal
+    unit: str
+    previous_value: Decimal | None = None
+    protocol: str | None = None
+    station_name: str | None = None
+    display_name: str | None = None
+    study_date: date | None = None
+    study_time: time | None = None
+    description: str | None = None
+    accession_number: str | None = None
+
+    @property
+    def ratio(self) -> Decimal:
+        return self.value / self.limit if self.limit else Decimal("Infinity")
+
+    @property
+    def is_update(self) -> bool:
+        return self.previous_value is not None
+
+    @property
+    def metric_label(self) -> str:
+        return METRIC_LABELS.get(self.metric, self.metric)
+
+
+MessageStatus = Literal["pending", "sent", "failed", "not_sent"]
+
+
+@dataclass(frozen=True)
+class Message:
+    """One email: every new or risen exceedance of one exam found in one run.
+
+    ``message_id`` is fixed when the message is recorded, so a re-sent message carries the same
+    Message-ID. ``status`` is ``not_sent`` for notifications recorded by ``backfill --no-email``.
+    """
+
+    id: int
+    message_id: str
+    study_uid: str
+    created_at: datetime
+    recipients: tuple[str, ...]
+    notifications: tuple[Notification, ...]
+    status: MessageStatus = "pending"
+    attempts: int = 0
+    sent_at: datetime | None = None
+    last_error: str | None = None
+
+    @property
+    def is_update(self) -> bool:
+        return any(n.is_update for n in self.notifications)
+
+    def __iter__(self) -> Iterator[Notification]:
+        return iter(self.notifications)
+
+
+@dataclass(frozen=True)
+class ArchiveRow:
+    """One row of the QA archive: a notification with its message's delivery status."""
+
+    notification: Notification
+    created_at: datetime
+    status: MessageStatus
+    message_id: str
+    sent_at: datetime | None = None
+    error: str | None = None
+    recipients: tuple[str, ...] = field(default=())

@@ -1,0 +1,1 @@
+"""Notifiers: deliver recorded messages (SMTP, .eml files) and keep the QA archive (.xlsx)."""
