@@ -55,9 +55,7 @@ def age_in_years(age_decimal: Decimal | None, age_string: str | None) -> Decimal
     if age_string:
         match = _DICOM_AGE.match(age_string)
         if match:
-            years = (Decimal(int(match.group(1))) * _AGE_UNIT_YEARS[match.group(2).upper()]).quantize(
-                Decimal("0.001")
-            )
+            years = (Decimal(int(match.group(1))) * _AGE_UNIT_YEARS[match.group(2).upper()]).quantize(Decimal("0.001"))
             if low <= years <= high:
                 return years
     return None
@@ -334,3 +332,46 @@ class ArchiveRow:
     sent_at: datetime | None = None
     error: str | None = None
     recipients: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class StudyHead:
+    """What a poll cycle sees of a study row before deciding to evaluate it."""
+
+    pk: int
+    uid: str | None
+    modality: str | None
+    has_patient: bool
+    n_events: int
+    fingerprint: str
+
+    @property
+    def complete(self) -> bool:
+        """OpenREM writes the modality after the events and the patient row last."""
+        return self.modality is not None and self.modality.upper() == "CT" and self.has_patient and bool(self.uid)
+
+    @property
+    def other_modality(self) -> bool:
+        return self.modality is not None and self.modality.strip() != "" and self.modality.upper() != "CT"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """PostgreSQL's view of running transactions when a scan started (None on SQLite)."""
+
+    xmin: int | None = None
+    xmax: int | None = None
+
+
+@dataclass
+class Tracked:
+    """What ctpoller remembers about one OpenREM study row."""
+
+    pk: int
+    uid: str | None
+    status: str
+    fingerprint: str
+    first_seen_at: datetime
+    changed_at: datetime
+    first_seen_xmax: int | None = None
+    decided_at: datetime | None = None

@@ -1,0 +1,295 @@
+"""The ``ctpoller`` command: the composition root. The only module that prints or exits.
+
+Exit codes (also in the README and ``ctpoller --help``):
+
+  0   success (finding exceedances is success)
+  1   permanent failure: a person must act (schema mismatch, a notification refused with 5xx, ...)
+  2   configuration error: settings, rules file or command line; nothing was done
+  3   another ctpoller run holds the lock; this run did nothing
+  75  temporary failure: database or mail server unreachable, timeout; retried by the next run
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+from ctpoller import __version__
+from ctpoller.errors import ConfigError, CtpollerError, LockedError
+from ctpoller.settings import Settings, load_settings
+
+EXIT_OK = 0
+EXIT_PERMANENT = 1
+EXIT_CONFIG = 2
+EXIT_LOCKED = 3
+EXIT_TEMPORARY = 75
+
+EXIT_CODES_HELP = """exit codes:
+  0   success (exceedances found is still success)
+  1   permanent failure: a person must act
+  2   configuration error: nothing was done
+  3   another ctpoller run holds the lock
+  75  temporary failure: the next run retries
+"""
+
+log = logging.getLogger("ctpoller")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help(sys.stderr)
+        return EXIT_CONFIG
+    try:
+        return handler(args)
+    except CtpollerError as e:
+        if args.debug:
+            log.exception("failed")
+        print(f"ctpoller: {e}", file=sys.stderr)
+        return exit_code(e)
+    except KeyboardInterrupt:
+        print("ctpoller: interrupted; nothing that was not recorded was sent", file=sys.stderr)
+        return EXIT_TEMPORARY
+    except Exception as e:  # a bug: still one line unless --debug
+        if args.debug:
+            raise
+        print(
+            f"ctpoller: internal error: {type(e).__name__}: {_one_line(e)} (run with --debug for details)",
+            file=sys.stderr,
+        )
+        return EXIT_PERMANENT
+
+
+def exit_code(error: CtpollerError) -> int:
+    if isinstance(error, ConfigError):
+        return EXIT_CONFIG
+    if isinstance(error, LockedError):
+        return EXIT_LOCKED
+    return EXIT_TEMPORARY if error.temporary else EXIT_PERMANENT
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", help="log details (DEBUG)")
+    common.add_argument("--debug", action="store_true", help="show a traceback on errors")
+    common.add_argument("--env-file", metavar="PATH", help="read settings from this file instead of ./.env")
+
+    parser = argparse.ArgumentParser(
+        prog="ctpoller",
+        description="Notify, exactly once, when a CT exam in OpenREM exceeds its dose limit.",
+        epilog=EXIT_CODES_HELP + "\nSettings come from CTPOLLER_* environment variables (see .env.example).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"ctpoller {__version__}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    def command(name: str, handler: Callable[[argparse.Namespace], int], doc: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(
+            name,
+            help=doc.splitlines()[0],
+            description=doc,
+            parents=[common],
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            epilog=EXIT_CODES_HELP,
+        )
+        sub.set_defaults(handler=handler)
+        return sub
+
+    run = command("run", cmd_run, cmd_run.__doc__ or "")
+    run.add_argument("--dry-run", action="store_true", help="evaluate and print; write and send nothing")
+
+    back = command("backfill", cmd_backfill, cmd_backfill.__doc__ or "")
+    back.add_argument("--since", required=True, type=_date, metavar="YYYY-MM-DD", help="first study date to evaluate")
+    back.add_argument("--no-email", action="store_true", help="record and archive what is found, send no email")
+    back.add_argument("--dry-run", action="store_true", help="evaluate and print; write and send nothing")
+
+    command("check", cmd_check, cmd_check.__doc__ or "")
+    command("status", cmd_status, cmd_status.__doc__ or "")
+
+    demo = command("demo", cmd_demo, cmd_demo.__doc__ or "")
+    demo.add_argument(
+        "--dir", type=Path, default=Path("ctpoller-demo"), help="where to write (default ./ctpoller-demo)"
+    )
+    return parser
+
+
+def setup_logging(verbose: bool) -> None:
+    under_systemd = bool(os.environ.get("JOURNAL_STREAM"))
+    fmt = "%(levelname)s %(name)s: %(message)s" if under_systemd else "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(fmt))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    for noisy in ("sqlalchemy", "aiosmtpd", "mail.log"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+# -- commands ------------------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run one poll cycle (what the systemd timer starts).
+
+    Reads OpenREM study rows above the watermark, waits for each to be complete and unchanged for
+    CTPOLLER_SETTLE_SECONDS, evaluates the rules, records and sends the notifications and rewrites
+    the archive. The first run only records where OpenREM ends: history is not notified.
+    """
+    from ctpoller import poller
+    from ctpoller.wiring import Components
+
+    settings = load_settings(args.env_file)
+    with Components(settings, need_delivery=not args.dry_run) as c, c.locked(args.dry_run):
+        report = poller.run_once(
+            c.source,
+            c.state,
+            c.rules,
+            c.notifier,
+            c.archive,
+            now=_now(),
+            timing=c.timing,
+            dry_run=args.dry_run,
+            mail_domain=c.mail_domain,
+        )
+    return finish(report, "dry run" if args.dry_run else "run", dry_run=args.dry_run)
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    """Evaluate history on purpose: complete CT studies from --since up to the watermark.
+
+    Already-notified exceedances are not notified again (the same ledger as run). With --no-email
+    what is found is recorded and archived as "recorded, not emailed" and never sent.
+    """
+    from ctpoller import poller
+    from ctpoller.wiring import Components
+
+    settings = load_settings(args.env_file)
+    need = not (args.dry_run or args.no_email)
+    with Components(settings, need_delivery=need) as c, c.locked(args.dry_run):
+        report = poller.backfill(
+            c.source,
+            c.state,
+            c.rules,
+            c.notifier,
+            c.archive,
+            now=_now(),
+            since=args.since,
+            email=not args.no_email,
+            dry_run=args.dry_run,
+            timing=c.timing,
+            mail_domain=c.mail_domain,
+        )
+    return finish(report, "backfill dry run" if args.dry_run else "backfill", dry_run=args.dry_run)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Check settings, rules, the OpenREM tables and columns, the state store and the mail server.
+
+    Prints one line per check; exits non-zero if any failed. Sends nothing.
+    """
+    from ctpoller.wiring import run_checks
+
+    settings = load_settings(args.env_file)
+    worst = EXIT_OK
+    for ok, line, error in run_checks(settings):
+        print(f"{'ok     ' if ok else 'PROBLEM'} {line}")
+        if error is not None:
+            worst = max(worst, exit_code(error), key=_severity)
+    return worst
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Show the watermark, studies waiting to settle, the outbox and the last runs."""
+    from ctpoller.wiring import status_lines
+
+    settings = load_settings(args.env_file)
+    for line in status_lines(settings, now=_now()):
+        print(line)
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Run ctpoller end to end on a built-in OpenREM-shaped SQLite database. No server needed.
+
+    Builds the database, replays realistic CT imports the way OpenREM writes them (including a
+    re-sent report and a continued one), runs real poll cycles, writes the emails as .eml files and
+    the .xlsx archive into --dir, and prints what happened.
+    """
+    from ctpoller.demo.run import run_demo
+
+    return run_demo(args.dir, out=print)
+
+
+# -- helpers -------------------------------------------------------------------------------------------
+
+
+def finish(report: object, what: str, *, dry_run: bool) -> int:
+    from ctpoller.poller import Report
+
+    assert isinstance(report, Report)
+    if report.initialised:
+        verb = "would start" if dry_run else "started"
+        print(
+            f"ctpoller: first run: {verb} after OpenREM study pk {report.watermark_after}; "
+            "earlier studies are not notified (use 'ctpoller backfill' for history)"
+        )
+        return EXIT_OK
+    if dry_run:
+        print_dry_run(report)
+    log.info("%s", report.summary(what))
+    if report.failed:
+        return EXIT_PERMANENT
+    if report.deferred or report.archive_error:
+        return EXIT_TEMPORARY
+    return EXIT_OK
+
+
+def print_dry_run(report: object) -> None:
+    from ctpoller.notify.render import format_decimal
+    from ctpoller.poller import Report
+
+    assert isinstance(report, Report)
+    for message in report.messages:
+        print(f"would notify {', '.join(message.recipients) or '(no recipients)'}: study {message.study_uid}")
+        for n in message.notifications:
+            rose = f" (rose from {format_decimal(n.previous_value)})" if n.previous_value is not None else ""
+            print(
+                f"  {n.rule}: {n.metric_label} {format_decimal(n.value)} {n.unit} > {format_decimal(n.limit)}"
+                f"{rose}; protocol {n.protocol or '-'}; {n.display_name or n.station_name or '-'}; "
+                f"{n.study_date or '-'}; {n.description or '-'}"
+            )
+    for pk, why in report.waiting:
+        print(f"waiting: OpenREM study pk {pk}: {why}")
+    if not report.messages:
+        print("nothing to notify")
+
+
+def _severity(code: int) -> int:
+    return {EXIT_OK: 0, EXIT_TEMPORARY: 1, EXIT_LOCKED: 1, EXIT_PERMANENT: 2, EXIT_CONFIG: 3}.get(code, 2)
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date in the form YYYY-MM-DD") from None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _one_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [""])[0][:300]
+
+
+__all__ = ["Settings", "main", "timedelta"]

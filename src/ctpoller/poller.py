@@ -1,0 +1,370 @@
+"""One poll cycle, and backfill: read -> settle -> evaluate -> record -> deliver -> archive.
+
+Collaborators are passed in; nothing here knows SQL, SMTP or a clock. The order is the promise:
+decisions, the outbox and the watermark are committed together before anything is sent, a message
+is marked sent only after it was accepted, and the archive is rebuilt from the state store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Protocol
+
+from ctpoller import settle
+from ctpoller.errors import NotifyError
+from ctpoller.model import ArchiveRow, Exam, Exceedance, Notification, StudyHead, StudyRow, Tracked
+from ctpoller.notify.base import Notifier
+from ctpoller.rules import RuleSet, evaluate
+from ctpoller.source import OpenremSource
+from ctpoller.state import CycleWrite, NewMessage, StateStore
+
+log = logging.getLogger(__name__)
+
+
+class Archive(Protocol):
+    def write(self, rows: Iterator[ArchiveRow]) -> int: ...
+
+
+@dataclass(frozen=True)
+class Timing:
+    settle: timedelta = timedelta(seconds=120)
+    give_up: timedelta = timedelta(hours=6)
+    batch_size: int = 500
+
+
+@dataclass
+class Report:
+    """What a run did, for the summary line, ``--dry-run`` output and the exit code."""
+
+    watermark_before: int | None = None
+    watermark_after: int | None = None
+    initialised: bool = False
+    studies_seen: int = 0
+    exams_evaluated: int = 0
+    events_evaluated: int = 0
+    exceedances: int = 0
+    waiting: list[tuple[int, str]] = field(default_factory=list)
+    abandoned: list[tuple[int, str]] = field(default_factory=list)
+    messages: list[NewMessage] = field(default_factory=list)
+    sent: int = 0
+    deferred: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    archive_rows: int | None = None
+    archive_error: str | None = None
+
+    def summary(self, what: str = "run") -> str:
+        moved = (
+            f"watermark {self.watermark_before}→{self.watermark_after}"
+            if self.watermark_before != self.watermark_after
+            else f"watermark {self.watermark_after}"
+        )
+        parts = [
+            f"{self.studies_seen} new study rows",
+            f"{self.exams_evaluated} exams evaluated",
+            f"{self.events_evaluated} events",
+            f"{self.exceedances} exceedances",
+            f"{len(self.messages)} new notifications",
+            f"{self.sent} emails sent",
+        ]
+        if self.waiting:
+            parts.append(f"{len(self.waiting)} waiting to settle")
+        if self.deferred:
+            parts.append(f"{len(self.deferred)} deferred")
+        if self.failed:
+            parts.append(f"{len(self.failed)} failed")
+        state = "ok" if not (self.deferred or self.failed or self.archive_error) else "with problems"
+        return f"{what} {state}: " + ", ".join(parts) + f", {moved}"
+
+
+def run_once(
+    source: OpenremSource,
+    state: StateStore,
+    rules: RuleSet,
+    notifier: Notifier | None,
+    archive: Archive | None,
+    *,
+    now: datetime,
+    timing: Timing = Timing(),
+    dry_run: bool = False,
+    mail_domain: str = "ctpoller.invalid",
+) -> Report:
+    """One poll cycle. With ``dry_run`` nothing is written and nothing is sent."""
+    report = Report()
+    watermark = state.watermark()
+    report.watermark_before = report.watermark_after = watermark
+    if watermark is None:
+        with source.session("finding the current end") as conn:
+            end = source.max_study_pk(conn)
+        report.initialised = True
+        report.watermark_after = end
+        if not dry_run and state.initialise(end, now):
+            log.info("first run: starting after OpenREM study pk %d; history is not notified (see backfill)", end)
+        return report
+
+    known = state.tracked_above(watermark)
+    with source.session("reading new studies") as conn:
+        snapshot = source.snapshot(conn)
+        heads = _all_heads(source, conn, watermark, timing.batch_size)
+        report.studies_seen = sum(1 for h in heads if h.pk not in known)
+        plan = settle.plan(heads, known, now=now, settle=timing.settle, give_up=timing.give_up, snapshot=snapshot)
+        for pk, why in plan.abandoned:
+            log.warning("OpenREM study pk %d: %s", pk, why)
+        for head, why in plan.forced:
+            log.warning("OpenREM study pk %d: %s", head.pk, why)
+        to_evaluate = plan.ready + [head for head, _ in plan.forced]
+        messages, gone = _evaluate(source, conn, state, rules, to_evaluate, report, now=now, domain=mail_domain)
+    settle.decide(plan, [h.pk for h in to_evaluate], now)
+    new_watermark = settle.advance(
+        watermark, plan, now=now, settle=timing.settle, give_up=timing.give_up, snapshot=snapshot
+    )
+    # Rows the watermark passes need no tracking unless they belong to an exam (decided).
+    passed = [pk for pk, t in plan.tracked.items() if pk <= new_watermark and t.status != settle.DECIDED]
+    write = CycleWrite(
+        upsert=[plan.tracked[pk] for pk in sorted(plan.changed) if pk not in passed],
+        forget=sorted(set(plan.forget) | set(passed) | set(gone)),
+        messages=messages,
+        watermark_from=watermark,
+        watermark_to=new_watermark,
+    )
+    report.waiting, report.abandoned, report.messages = plan.waiting, plan.abandoned, messages
+    report.watermark_after = new_watermark
+    if dry_run:
+        return report
+    state.commit_cycle(write, now)
+    deliver(state, notifier, report, now=now)
+    write_archive(state, archive, report)
+    return report
+
+
+def backfill(
+    source: OpenremSource,
+    state: StateStore,
+    rules: RuleSet,
+    notifier: Notifier | None,
+    archive: Archive | None,
+    *,
+    now: datetime,
+    since: date | None,
+    email: bool = True,
+    dry_run: bool = False,
+    timing: Timing = Timing(),
+    mail_domain: str = "ctpoller.invalid",
+) -> Report:
+    """Evaluate complete CT studies at or below the watermark on purpose, de-duplicated by the ledger.
+
+    Rows above the watermark are left to ``run``. With ``email=False`` what is found is recorded
+    and archived as "recorded, not emailed", and never sent later.
+    """
+    report = Report()
+    watermark = state.watermark()
+    if watermark is None:
+        with source.session("finding the current end") as conn:
+            watermark = source.max_study_pk(conn)
+        if not dry_run:
+            state.initialise(watermark, now)
+    report.watermark_before = report.watermark_after = watermark
+    after = 0
+    while after < watermark:
+        with source.session("reading history") as conn:
+            heads, last = source.complete_heads(conn, after, watermark, since, timing.batch_size)
+            heads = [h for h in heads if h.complete]
+            report.studies_seen += len(heads)
+            messages, gone = _evaluate(
+                source,
+                conn,
+                state,
+                rules,
+                heads,
+                report,
+                now=now,
+                domain=mail_domain,
+                status="pending" if email else "not_sent",
+            )
+        report.messages.extend(messages)
+        if not dry_run and (heads or messages):
+            previous = state.tracked([h.pk for h in heads])
+            upsert = [
+                Tracked(
+                    pk=h.pk,
+                    uid=h.uid,
+                    status=settle.DECIDED,
+                    fingerprint=h.fingerprint,
+                    first_seen_at=previous[h.pk].first_seen_at if h.pk in previous else now,
+                    changed_at=now,
+                    decided_at=now,
+                )
+                for h in heads
+            ]
+            state.commit_cycle(CycleWrite(upsert=upsert, forget=gone, messages=messages), now)
+        after = last
+    if not dry_run:
+        deliver(state, notifier if email else None, report, now=now)
+        write_archive(state, archive, report)
+    return report
+
+
+def deliver(state: StateStore, notifier: Notifier | None, report: Report, *, now: datetime) -> None:
+    """Send every pending message, oldest first; each is marked sent right after it was accepted."""
+    pending = state.pending_messages()
+    if not pending:
+        return
+    if notifier is None:
+        report.deferred.extend(m.message_id for m in pending)
+        log.warning("%d notifications wait in the outbox: no delivery is configured", len(pending))
+        return
+    try:
+        for message in pending:
+            try:
+                notifier.send(message)
+            except NotifyError as e:
+                state.mark_failed(message, now, str(e), permanent=e.permanent)
+                if e.permanent:
+                    report.failed.append(message.message_id)
+                    log.error(
+                        "notification %s for %d exceedance(s) failed and will not be retried: %s",
+                        message.message_id,
+                        len(message.notifications),
+                        e,
+                    )
+                    continue
+                report.deferred.extend(m.message_id for m in pending[pending.index(message) :])
+                log.error("delivery deferred to the next run (%d waiting): %s", len(pending) - report.sent, e)
+                break
+            state.mark_sent(message, now)
+            report.sent += 1
+    finally:
+        notifier.close()
+
+
+def write_archive(state: StateStore, archive: Archive | None, report: Report) -> None:
+    """Rebuild the QA archive from the state store when anything in it changed."""
+    if archive is None or not state.archive_due():
+        return
+    generation = state.get_meta("archive_generation")
+    try:
+        report.archive_rows = archive.write(state.archive_rows())
+    except NotifyError as e:
+        report.archive_error = str(e)
+        log.error("%s", e)
+        return
+    state.archive_written(generation)
+
+
+def _all_heads(source: OpenremSource, conn: object, watermark: int, batch: int) -> list[StudyHead]:
+    heads: list[StudyHead] = []
+    after = watermark
+    while True:
+        page = source.heads_after(conn, after, batch)  # type: ignore[arg-type]
+        heads.extend(page)
+        if len(page) < batch:
+            return heads
+        after = page[-1].pk
+
+
+def _evaluate(
+    source: OpenremSource,
+    conn: object,
+    state: StateStore,
+    rules: RuleSet,
+    heads: Sequence[StudyHead],
+    report: Report,
+    *,
+    now: datetime,
+    domain: str,
+    status: str = "pending",
+) -> tuple[list[NewMessage], list[int]]:
+    """Evaluate the exams these rows belong to; return the messages to record and vanished pks."""
+    if not heads:
+        return [], []
+    uids = {h.uid for h in heads if h.uid}
+    others = state.decided_pks(uids)
+    wanted = {h.pk for h in heads} | {pk for pks in others.values() for pk in pks}
+    rows = source.study_rows(conn, sorted(wanted))  # type: ignore[arg-type]
+    gone = sorted(pk for pk in wanted if pk not in rows)
+    by_uid: dict[str, list[StudyRow]] = {}
+    for head in heads:
+        if head.uid and head.pk in rows:
+            by_uid.setdefault(head.uid, [])
+    for pk in sorted(rows):
+        uid = next((h.uid for h in heads if h.pk == pk), None) if rows[pk].uid is None else rows[pk].uid
+        if uid in by_uid:
+            by_uid[uid].append(rows[pk])
+    ledger = state.ledger(by_uid)
+    messages: list[NewMessage] = []
+    for uid, exam_rows in by_uid.items():
+        exam = Exam(uid=uid, rows=tuple(exam_rows))
+        report.exams_evaluated += 1
+        report.events_evaluated += len(exam.events)
+        found = evaluate(exam, rules)
+        report.exceedances += len(found)
+        notifications, recipients = _news(exam, found, ledger)
+        if notifications:
+            messages.append(
+                NewMessage(
+                    message_id=message_id(uid, notifications, domain),
+                    study_uid=uid,
+                    recipients=recipients,
+                    notifications=tuple(notifications),
+                    status="pending" if status == "pending" else "not_sent",
+                )
+            )
+    return messages, gone
+
+
+def _news(
+    exam: Exam, found: Sequence[Exceedance], ledger: dict[tuple[str, str, str, str], Decimal]
+) -> tuple[list[Notification], tuple[str, ...]]:
+    """Exceedances never notified, or whose value rose since: the ones to tell people about."""
+    news: list[Notification] = []
+    recipients: list[str] = []
+    for x in found:
+        previous = ledger.get((exam.uid, x.rule, x.metric, x.event_key))
+        if previous is not None and x.value <= previous:
+            continue
+        row = _row_of(exam, x.event_key)
+        news.append(
+            Notification(
+                study_uid=exam.uid,
+                rule=x.rule,
+                metric=x.metric,
+                event_key=x.event_key,
+                value=x.value,
+                limit=x.limit,
+                unit=x.unit,
+                previous_value=previous,
+                protocol=x.protocol,
+                station_name=row.station_name,
+                display_name=row.display_name,
+                study_date=row.study_date,
+                study_time=row.study_time,
+                description=row.description,
+                accession_number=row.accession_number,
+            )
+        )
+        for address in x.recipients:
+            if address.casefold() not in (r.casefold() for r in recipients):
+                recipients.append(address)
+    return news, tuple(recipients)
+
+
+def _row_of(exam: Exam, event_key: str) -> StudyRow:
+    event = exam.event(event_key) if event_key else None
+    if event is not None:
+        for row in exam.rows:
+            if row.pk == event.study_pk:
+                return row
+    return exam.first
+
+
+def message_id(uid: str, notifications: Sequence[Notification], domain: str) -> str:
+    """A Message-ID fixed by what the message says, so the same news always has the same id."""
+    content = "\n".join(
+        [uid, *sorted(f"{n.rule}|{n.metric}|{n.event_key}|{n.value.normalize()}" for n in notifications)]
+    )
+    digest = hashlib.sha256(content.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return f"<{digest}@{domain}>"

@@ -1,0 +1,137 @@
+"""Settings: environment variables ``CTPOLLER_*``, a ``.env`` file, and systemd credentials.
+
+Precedence, highest first: environment, ``.env`` in the working directory (or the file named by
+``CTPOLLER_ENV_FILE``), files in ``$CREDENTIALS_DIRECTORY`` (systemd ``LoadCredential=``; a file is
+named after the variable, e.g. ``CTPOLLER_SMTP_PASSWORD``), then the defaults below.
+Every error names the variable to fix. Secrets are ``SecretStr`` and never printed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ctpoller.errors import ConfigError
+
+PREFIX = "CTPOLLER_"
+DEFAULT_STATE_FILE = "ctpoller-state.sqlite3"
+SMTP_DEFAULT_PORTS = {"starttls": 587, "ssl": 465, "none": 25}
+
+
+def default_state_url() -> str:
+    """SQLite in systemd's ``$STATE_DIRECTORY`` when set, else in the working directory."""
+    directory = os.environ.get("STATE_DIRECTORY", "").split(":")[0] or "."
+    return f"sqlite:///{Path(directory).resolve() / DEFAULT_STATE_FILE}"
+
+
+class Settings(BaseSettings):
+    """Every setting of ctpoller. The README's configuration table lists the same names."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        hide_input_in_errors=True,
+    )
+
+    source_url: str | None = Field(default=None, description="OpenREM database URL (read-only)")
+    source_password: SecretStr | None = Field(default=None, description="password for the OpenREM database")
+    state_url: str = Field(default_factory=default_state_url, description="ctpoller's own state store")
+    state_password: SecretStr | None = Field(default=None, description="password for a PostgreSQL state store")
+    rules_file: Path | None = Field(default=None, description="the rules file (TOML)")
+    settle_seconds: int = Field(default=120, ge=0, le=86_400)
+    give_up_seconds: int = Field(default=6 * 3600, ge=60, le=30 * 86_400)
+    statement_timeout_seconds: int = Field(default=60, ge=1, le=3600)
+    batch_size: int = Field(default=500, ge=1, le=10_000)
+    smtp_host: str | None = None
+    smtp_port: int | None = Field(default=None, ge=1, le=65_535)
+    smtp_security: Literal["starttls", "ssl", "none"] = "starttls"
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_timeout: float = Field(default=30.0, gt=0, le=600)
+    mail_from: str | None = None
+    mail_to: str = ""
+    outbox_dir: Path | None = None
+    archive_path: Path | None = None
+
+    @field_validator(
+        "source_url",
+        "smtp_host",
+        "smtp_username",
+        "mail_from",
+        "rules_file",
+        "outbox_dir",
+        "archive_path",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value.strip() if isinstance(value, str) else value
+
+    @field_validator("mail_from")
+    @classmethod
+    def _one_address(cls, value: str | None) -> str | None:
+        if value is not None and not _looks_like_address(value):
+            raise ValueError("must be one e-mail address such as ctpoller@hospital.example")
+        return value
+
+    @field_validator("mail_to")
+    @classmethod
+    def _addresses(cls, value: str) -> str:
+        for address in split_addresses(value):
+            if not _looks_like_address(address):
+                raise ValueError(f"{address!r} is not an e-mail address (separate addresses with commas)")
+        return value
+
+    @model_validator(mode="after")
+    def _give_up_after_settle(self) -> Settings:
+        if self.give_up_seconds <= self.settle_seconds:
+            raise ValueError("CTPOLLER_GIVE_UP_SECONDS must be greater than CTPOLLER_SETTLE_SECONDS")
+        return self
+
+    @property
+    def recipients(self) -> tuple[str, ...]:
+        return tuple(split_addresses(self.mail_to))
+
+    @property
+    def smtp_port_or_default(self) -> int:
+        return self.smtp_port or SMTP_DEFAULT_PORTS[self.smtp_security]
+
+
+def split_addresses(value: str) -> list[str]:
+    return [part.strip() for part in value.replace(";", ",").split(",") if part.strip()]
+
+
+def _looks_like_address(value: str) -> bool:
+    local, at, domain = value.rpartition("@")
+    return bool(at and local and domain) and not any(c.isspace() or c in ",<>\"'" or ord(c) < 32 for c in value)
+
+
+def env_name(field: str) -> str:
+    return PREFIX + field.upper()
+
+
+def load_settings(env_file: str | Path | None = None) -> Settings:
+    """Build the settings or raise ConfigError naming the variable that is wrong."""
+    env_file = env_file or os.environ.get(PREFIX + "ENV_FILE") or ".env"
+    secrets_dir = os.environ.get("CREDENTIALS_DIRECTORY") or None
+    if secrets_dir and not Path(secrets_dir).is_dir():
+        raise ConfigError(f"CREDENTIALS_DIRECTORY={secrets_dir} is not a directory")
+    try:
+        return Settings(_env_file=env_file, _secrets_dir=secrets_dir)
+    except ValidationError as e:
+        error = e.errors()[0]
+        where = env_name(str(error["loc"][0])) if error["loc"] else "settings"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        more = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
+        raise ConfigError(f"{where}: {message}{more}") from None
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ConfigError(f"cannot read settings from {env_file}: {e}") from None

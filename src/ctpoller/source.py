@@ -1,0 +1,563 @@
+"""The OpenREM adapter: every SELECT ctpoller runs against OpenREM, and nothing else.
+
+Read-only three times over: the connection defaults to read-only transactions, every transaction is
+``REPEATABLE READ, READ ONLY`` with a statement timeout, and this module only ever builds SELECTs
+(the recommended role in ``sql/readonly_role.sql`` can do nothing else either). Tables are reflected
+(only the ones needed) and checked column by column at connect time. Paging is keyset by primary
+key; no query on the per-cycle path touches ``study_instance_uid`` (OpenREM has no index on it).
+Returns model objects, never rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+from collections.abc import Iterator, Sequence
+from datetime import date
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchTableError, SQLAlchemyError
+
+from ctpoller.errors import ConfigError, SourceError
+from ctpoller.model import PHANTOM_CODES, DoseCheck, Event, Snapshot, StudyHead, StudyRow
+
+log = logging.getLogger(__name__)
+
+STUDY = "remapp_generalstudymoduleattr"
+PATIENT_STUDY = "remapp_patientstudymoduleattr"
+PATIENT = "remapp_patientmoduleattr"
+EQUIPMENT = "remapp_generalequipmentmoduleattr"
+EQUIPMENT_NAMES = "remapp_uniqueequipmentnames"
+RADIATION_DOSE = "remapp_ctradiationdose"
+EVENT = "remapp_ctirradiationeventdata"
+CONTEXT = "remapp_contextid"
+DOSE_CHECK = "remapp_ctdosecheckdetails"
+STANDARD_NAMES = "remapp_standardnames"
+STUDY_STANDARD_NAMES = "remapp_generalstudymoduleattr_standard_names"
+EVENT_STANDARD_NAMES = "remapp_ctirradiationeventdata_standard_protocols"
+
+DOSE_CHECK_COLUMNS = {
+    "ctdivol_alert_value_configured": "ctdivol_alert_configured",
+    "ctdivol_alert_value": "ctdivol_alert_mgy",
+    "dlp_alert_value_configured": "dlp_alert_configured",
+    "dlp_alert_value": "dlp_alert_mgycm",
+    "accumulated_ctdivol_forward_estimate": "accumulated_ctdivol_forward_estimate_mgy",
+    "accumulated_dlp_forward_estimate": "accumulated_dlp_forward_estimate_mgycm",
+    "ctdivol_notification_value_configured": "ctdivol_notification_configured",
+    "ctdivol_notification_value": "ctdivol_notification_mgy",
+    "dlp_notification_value_configured": "dlp_notification_configured",
+    "dlp_notification_value": "dlp_notification_mgycm",
+    "ctdivol_forward_estimate": "ctdivol_forward_estimate_mgy",
+    "dlp_forward_estimate": "dlp_forward_estimate_mgycm",
+}
+
+#: Every table and column ctpoller reads. Missing ones stop ctpoller at start with one clear line.
+REQUIRED: dict[str, tuple[str, ...]] = {
+    STUDY: (
+        "id",
+        "study_instance_uid",
+        "accession_number",
+        "study_date",
+        "study_time",
+        "study_description",
+        "requested_procedure_code_meaning",
+        "procedure_code_meaning",
+        "modality_type",
+        "total_dlp",
+        "number_of_events",
+    ),
+    PATIENT_STUDY: ("id", "general_study_module_attributes_id", "patient_age", "patient_age_decimal"),
+    PATIENT: ("id", "general_study_module_attributes_id"),
+    EQUIPMENT: ("id", "general_study_module_attributes_id", "station_name", "unique_equipment_name_id"),
+    EQUIPMENT_NAMES: ("id", "display_name"),
+    RADIATION_DOSE: ("id", "general_study_module_attributes_id"),
+    EVENT: (
+        "id",
+        "ct_radiation_dose_id",
+        "irradiation_event_uid",
+        "acquisition_protocol",
+        "mean_ctdivol",
+        "dlp",
+        "ct_acquisition_type_id",
+        "ctdiw_phantom_type_id",
+        "series_description",
+    ),
+    CONTEXT: ("id", "code_value", "code_meaning"),
+    DOSE_CHECK: ("id", "ct_irradiation_event_data_id", *DOSE_CHECK_COLUMNS),
+}
+#: Standard names exist from OpenREM 1.0 on; without them ``standard_name`` criteria match nothing.
+OPTIONAL: dict[str, tuple[str, ...]] = {
+    STANDARD_NAMES: ("id", "standard_name"),
+    STUDY_STANDARD_NAMES: ("generalstudymoduleattr_id", "standardnames_id"),
+    EVENT_STANDARD_NAMES: ("ctirradiationeventdata_id", "standardnames_id"),
+}
+
+
+def source_url(url: str | None, password: str | None) -> URL:
+    if not url:
+        raise ConfigError(
+            "CTPOLLER_SOURCE_URL is not set: give the OpenREM database, e.g. postgresql://ctpoller@db/openrem"
+        )
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError("CTPOLLER_SOURCE_URL is not a database URL (expected postgresql://user@host/db)") from None
+    if parsed.drivername in ("postgresql", "postgres", "postgresql+psycopg2"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if not parsed.drivername.startswith(("postgresql", "sqlite")):
+        raise ConfigError(f"CTPOLLER_SOURCE_URL: {parsed.drivername} is not supported (use postgresql://)")
+    if password:
+        parsed = parsed.set(password=password)
+    return parsed
+
+
+def describe(url: URL) -> str:
+    if url.drivername.startswith("sqlite"):
+        return str(url.database)
+    return f"{url.host or 'localhost'}:{url.port or 5432}/{url.database or ''}"
+
+
+class OpenremSource:
+    """Read-only access to OpenREM's CT tables."""
+
+    def __init__(self, url: str | None, *, password: str | None = None, statement_timeout_seconds: int = 60) -> None:
+        self.url = source_url(url, password)
+        self.where = describe(self.url)
+        self.is_sqlite = self.url.drivername.startswith("sqlite")
+        if self.is_sqlite:
+            ro = sa.engine.URL.create("sqlite", database=f"file:{self.url.database}?mode=ro&uri=true")
+            self.engine = sa.create_engine(ro)
+        else:
+            options = (
+                f"-c default_transaction_read_only=on -c statement_timeout={statement_timeout_seconds * 1000} "
+                f"-c idle_in_transaction_session_timeout={statement_timeout_seconds * 2000}"
+            )
+            self.engine = sa.create_engine(
+                self.url,
+                connect_args={"options": options, "connect_timeout": 10, "application_name": "ctpoller"},
+                isolation_level="REPEATABLE READ",
+                pool_pre_ping=True,
+            )
+        self.tables: dict[str, sa.Table] = {}
+        self.has_standard_names = False
+        self.supports_snapshot = False
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    @contextlib.contextmanager
+    def session(self, what: str = "reading") -> Iterator[Connection]:
+        """One REPEATABLE READ, READ ONLY transaction. Driver errors become SourceError."""
+        try:
+            with self.engine.connect() as conn:
+                if not self.is_sqlite:
+                    conn = conn.execution_options(postgresql_readonly=True)
+                with conn.begin():
+                    yield conn
+        except SourceError:
+            raise
+        except DBAPIError as e:
+            raise self._error(what, e) from e
+        except SQLAlchemyError as e:
+            raise SourceError(f"OpenREM database {self.where}: {what} failed: {_first_line(e)}", temporary=False) from e
+
+    def _error(self, what: str, e: DBAPIError) -> SourceError:
+        sqlstate = getattr(e.orig, "sqlstate", None) or ""
+        text = _first_line(e.orig)
+        if e.connection_invalidated or sqlstate[:2] in ("08", "57", "40", "53", "55") or not sqlstate:
+            hint = " (check CTPOLLER_SOURCE_URL and that the server is up)" if sqlstate[:2] in ("08", "") else ""
+            if sqlstate == "57014":
+                hint = " (statement timeout: raise CTPOLLER_STATEMENT_TIMEOUT_SECONDS if the server is just slow)"
+            return SourceError(f"OpenREM database {self.where}: {what} failed: {text}{hint}", temporary=True)
+        if sqlstate == "42501":
+            return SourceError(
+                f"OpenREM database {self.where}: permission denied while {what}: {text}", temporary=False
+            )
+        return SourceError(f"OpenREM database {self.where}: {what} failed: {text}", temporary=False)
+
+    # -- schema -------------------------------------------------------------------------------------
+
+    def connect(self) -> None:
+        """Reflect the needed tables and check every needed column; learn what the server offers."""
+        with self.session("reading the schema") as conn:
+            inspector = sa.inspect(conn)
+            names = set(inspector.get_table_names())
+            md = sa.MetaData()
+            for table, columns in REQUIRED.items():
+                if table not in names:
+                    raise SourceError(
+                        f"OpenREM database {self.where}: table {table} is missing "
+                        "(is CTPOLLER_SOURCE_URL an OpenREM database, and may this role read it?)",
+                        temporary=False,
+                    )
+                self.tables[table] = self._reflect(conn, md, table, columns)
+            self.has_standard_names = all(t in names for t in OPTIONAL)
+            if self.has_standard_names:
+                for table, columns in OPTIONAL.items():
+                    self.tables[table] = self._reflect(conn, md, table, columns)
+            if not self.is_sqlite:
+                self.supports_snapshot = self._probe_snapshot()
+
+    def _reflect(self, conn: Connection, md: sa.MetaData, table: str, columns: Sequence[str]) -> sa.Table:
+        try:
+            reflected = sa.Table(table, md, autoload_with=conn, resolve_fks=False)
+        except NoSuchTableError:
+            raise SourceError(f"OpenREM database {self.where}: table {table} is missing", temporary=False) from None
+        for column in columns:
+            if column not in reflected.c:
+                raise SourceError(
+                    f"OpenREM database {self.where}: column {table}.{column} is missing "
+                    "(is this an OpenREM 1.0 or later database?)",
+                    temporary=False,
+                )
+        return reflected
+
+    def _probe_snapshot(self) -> bool:
+        try:
+            with self.engine.connect() as conn, conn.begin():
+                conn.execute(sa.text("SELECT pg_snapshot_xmin(pg_current_snapshot())"))
+            return True
+        except DBAPIError:
+            log.info("the OpenREM server offers no pg_current_snapshot(); gaps in study pks are judged by time alone")
+            return False
+
+    def t(self, name: str) -> sa.Table:
+        if not self.tables:
+            self.connect()
+        return self.tables[name]
+
+    # -- per-cycle reads ------------------------------------------------------------------------------
+
+    def max_study_pk(self, conn: Connection) -> int:
+        g = self.t(STUDY)
+        return int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(g.c.id), 0))).scalar_one())
+
+    def snapshot(self, conn: Connection) -> Snapshot:
+        if not self.supports_snapshot:
+            return Snapshot()
+        row = conn.execute(
+            sa.text(
+                "SELECT pg_snapshot_xmin(s)::text::bigint, pg_snapshot_xmax(s)::text::bigint "
+                "FROM pg_current_snapshot() AS s"
+            )
+        ).one()
+        return Snapshot(xmin=int(row[0]), xmax=int(row[1]))
+
+    def heads_after(self, conn: Connection, after: int, limit: int) -> list[StudyHead]:
+        """One keyset page of study rows with pk > after, with what settling needs to know."""
+        g = self.t(STUDY)
+        rows = conn.execute(
+            sa.select(g.c.id, g.c.study_instance_uid, g.c.modality_type, g.c.total_dlp, g.c.number_of_events)
+            .where(g.c.id > after)
+            .order_by(g.c.id)
+            .limit(limit)
+        ).all()
+        return self._heads(conn, rows)
+
+    def complete_heads(
+        self, conn: Connection, after: int, upto: int, since: date | None, limit: int
+    ) -> tuple[list[StudyHead], int]:
+        """Backfill page: CT study rows with after < pk <= upto (and study_date >= since).
+
+        Returns the page and the highest pk it covered.
+        """
+        g = self.t(STUDY)
+        query = sa.select(g.c.id, g.c.study_instance_uid, g.c.modality_type, g.c.total_dlp, g.c.number_of_events).where(
+            g.c.id > after, g.c.id <= upto, g.c.modality_type == "CT"
+        )
+        if since is not None:
+            query = query.where(g.c.study_date >= since)
+        rows = conn.execute(query.order_by(g.c.id).limit(limit)).all()
+        last = rows[-1].id if len(rows) == limit else upto
+        return self._heads(conn, rows), last
+
+    def _heads(self, conn: Connection, rows: Sequence[Any]) -> list[StudyHead]:
+        if not rows:
+            return []
+        pks = [row.id for row in rows]
+        r, ev, pm, ps = self.t(RADIATION_DOSE), self.t(EVENT), self.t(PATIENT), self.t(PATIENT_STUDY)
+        study_fk = r.c.general_study_module_attributes_id
+        events = {
+            row[0]: row[1:]
+            for row in conn.execute(
+                sa.select(
+                    study_fk,
+                    sa.func.count(ev.c.id),
+                    sa.func.max(ev.c.id),
+                    sa.func.sum(ev.c.dlp),
+                    sa.func.sum(ev.c.mean_ctdivol),
+                )
+                .select_from(r.join(ev, ev.c.ct_radiation_dose_id == r.c.id))
+                .where(study_fk.in_(pks))
+                .group_by(study_fk)
+            )
+        }
+        patients = set(
+            conn.execute(
+                sa.select(pm.c.general_study_module_attributes_id).where(
+                    pm.c.general_study_module_attributes_id.in_(pks)
+                )
+            ).scalars()
+        )
+        ages: dict[int, tuple[Any, Any]] = {}
+        for row in conn.execute(
+            sa.select(ps.c.general_study_module_attributes_id, ps.c.patient_age_decimal, ps.c.patient_age).where(
+                ps.c.general_study_module_attributes_id.in_(pks)
+            )
+        ):
+            ages.setdefault(row[0], (row[1], row[2]))
+        heads = []
+        for row in rows:
+            n_events, max_event, sum_dlp, sum_ctdivol = events.get(row.id, (0, None, None, None))
+            fingerprint = "|".join(
+                str(part)
+                for part in (
+                    row.modality_type,
+                    row.study_instance_uid,
+                    row.total_dlp,
+                    row.number_of_events,
+                    n_events,
+                    max_event,
+                    sum_dlp,
+                    sum_ctdivol,
+                    row.id in patients,
+                    *ages.get(row.id, (None, None)),
+                )
+            )
+            heads.append(
+                StudyHead(
+                    pk=row.id,
+                    uid=_text(row.study_instance_uid),
+                    modality=_text(row.modality_type),
+                    has_patient=row.id in patients,
+                    n_events=int(n_events or 0),
+                    fingerprint=hashlib.sha256(fingerprint.encode("utf-8", "surrogatepass")).hexdigest()[:32],
+                )
+            )
+        return heads
+
+    def study_rows(self, conn: Connection, pks: Sequence[int]) -> dict[int, StudyRow]:
+        """The full study rows (with events) for these pks; pks that no longer exist are absent."""
+        result: dict[int, StudyRow] = {}
+        pks = sorted(set(pks))
+        for start in range(0, len(pks), 500):
+            result.update(self._study_rows(conn, pks[start : start + 500]))
+        return result
+
+    def _study_rows(self, conn: Connection, pks: list[int]) -> dict[int, StudyRow]:
+        g, ps, eq, u = self.t(STUDY), self.t(PATIENT_STUDY), self.t(EQUIPMENT), self.t(EQUIPMENT_NAMES)
+        studies: dict[int, dict[str, Any]] = {}
+        query = (
+            sa.select(
+                g.c.id,
+                g.c.study_instance_uid,
+                g.c.accession_number,
+                g.c.study_date,
+                g.c.study_time,
+                g.c.study_description,
+                g.c.requested_procedure_code_meaning,
+                g.c.procedure_code_meaning,
+                g.c.total_dlp,
+                ps.c.patient_age_decimal,
+                ps.c.patient_age,
+                eq.c.station_name,
+                u.c.display_name,
+            )
+            .select_from(
+                g.outerjoin(ps, ps.c.general_study_module_attributes_id == g.c.id)
+                .outerjoin(eq, eq.c.general_study_module_attributes_id == g.c.id)
+                .outerjoin(u, u.c.id == eq.c.unique_equipment_name_id)
+            )
+            .where(g.c.id.in_(pks))
+            .order_by(g.c.id, ps.c.id, eq.c.id)
+        )
+        for row in conn.execute(query):
+            if row.id in studies:
+                continue  # OpenREM keeps one row per study in these tables; take the first if not
+            studies[row.id] = dict(
+                pk=row.id,
+                uid=_text(row.study_instance_uid),
+                accession_number=_text(row.accession_number),
+                study_date=_date(row.study_date),
+                study_time=row.study_time,
+                description=_text(row.study_description),
+                requested_procedure=_text(row.requested_procedure_code_meaning),
+                procedure=_text(row.procedure_code_meaning),
+                station_name=_text(row.station_name),
+                display_name=_text(row.display_name),
+                total_dlp_mgycm=_decimal(row.total_dlp),
+                patient_age_decimal=_decimal(row.patient_age_decimal),
+                patient_age=_text(row.patient_age),
+            )
+        if not studies:
+            return {}
+        events = self._events(conn, list(studies))
+        study_names = self._study_standard_names(conn, list(studies))
+        return {
+            pk: StudyRow(**fields, standard_names=study_names.get(pk, ()), events=tuple(events.get(pk, ())))
+            for pk, fields in studies.items()
+        }
+
+    def _events(self, conn: Connection, pks: list[int]) -> dict[int, list[Event]]:
+        r, ev, dc = self.t(RADIATION_DOSE), self.t(EVENT), self.t(DOSE_CHECK)
+        acq = self.t(CONTEXT).alias("acq")
+        phantom = self.t(CONTEXT).alias("phantom")
+        rows = conn.execute(
+            sa.select(
+                r.c.general_study_module_attributes_id.label("study_pk"),
+                ev.c.id,
+                ev.c.irradiation_event_uid,
+                ev.c.acquisition_protocol,
+                ev.c.mean_ctdivol,
+                ev.c.dlp,
+                ev.c.series_description,
+                acq.c.code_value.label("acq_code"),
+                acq.c.code_meaning.label("acq_meaning"),
+                phantom.c.code_value.label("phantom_code"),
+            )
+            .select_from(
+                r.join(ev, ev.c.ct_radiation_dose_id == r.c.id)
+                .outerjoin(acq, acq.c.id == ev.c.ct_acquisition_type_id)
+                .outerjoin(phantom, phantom.c.id == ev.c.ctdiw_phantom_type_id)
+            )
+            .where(r.c.general_study_module_attributes_id.in_(pks))
+            .order_by(r.c.general_study_module_attributes_id, ev.c.id)
+        ).all()
+        event_pks = [row.id for row in rows]
+        checks: dict[int, list[DoseCheck]] = {}
+        names: dict[int, tuple[str, ...]] = {}
+        for start in range(0, len(event_pks), 1000):
+            chunk = event_pks[start : start + 1000]
+            columns = [dc.c[name] for name in DOSE_CHECK_COLUMNS]
+            for row in conn.execute(
+                sa.select(dc.c.ct_irradiation_event_data_id, *columns)
+                .where(dc.c.ct_irradiation_event_data_id.in_(chunk))
+                .order_by(dc.c.id)
+            ):
+                values: dict[str, Any] = {
+                    field: (_bool(row[i + 1]) if field.endswith("_configured") else _decimal(row[i + 1]))
+                    for i, field in enumerate(DOSE_CHECK_COLUMNS.values())
+                }
+                checks.setdefault(row[0], []).append(DoseCheck(**values))
+            names.update(self._event_standard_names(conn, chunk))
+        result: dict[int, list[Event]] = {}
+        for row in rows:
+            siblings = result.setdefault(row.study_pk, [])
+            protocol = _text(row.acquisition_protocol)
+            ctdivol, dlp = _decimal(row.mean_ctdivol), _decimal(row.dlp)
+            siblings.append(
+                Event(
+                    key=event_key(row.irradiation_event_uid, len(siblings), protocol, row.acq_code, ctdivol, dlp),
+                    event_pk=row.id,
+                    study_pk=row.study_pk,
+                    protocol=protocol,
+                    acquisition_type=_text(row.acq_meaning),
+                    acquisition_type_code=_text(row.acq_code),
+                    phantom=PHANTOM_CODES.get((row.phantom_code or "").strip()),
+                    ctdivol_mgy=ctdivol,
+                    dlp_mgycm=dlp,
+                    series_description=_text(row.series_description),
+                    standard_names=names.get(row.id, ()),
+                    dose_checks=tuple(checks.get(row.id, ())),
+                )
+            )
+        return result
+
+    def _study_standard_names(self, conn: Connection, pks: list[int]) -> dict[int, tuple[str, ...]]:
+        if not self.has_standard_names:
+            return {}
+        link, sn = self.t(STUDY_STANDARD_NAMES), self.t(STANDARD_NAMES)
+        return _group(
+            conn.execute(
+                sa.select(link.c.generalstudymoduleattr_id, sn.c.standard_name)
+                .select_from(link.join(sn, sn.c.id == link.c.standardnames_id))
+                .where(link.c.generalstudymoduleattr_id.in_(pks))
+            )
+        )
+
+    def _event_standard_names(self, conn: Connection, event_pks: list[int]) -> dict[int, tuple[str, ...]]:
+        if not self.has_standard_names or not event_pks:
+            return {}
+        link, sn = self.t(EVENT_STANDARD_NAMES), self.t(STANDARD_NAMES)
+        return _group(
+            conn.execute(
+                sa.select(link.c.ctirradiationeventdata_id, sn.c.standard_name)
+                .select_from(link.join(sn, sn.c.id == link.c.standardnames_id))
+                .where(link.c.ctirradiationeventdata_id.in_(event_pks))
+            )
+        )
+
+
+def event_key(
+    uid: str | None,
+    ordinal: int,
+    protocol: str | None,
+    acq_code: str | None,
+    ctdivol: Decimal | None,
+    dlp: Decimal | None,
+) -> str:
+    """An event's identity across re-imports: its irradiation event UID, else a digest of its content.
+
+    The fallback uses the event's position in its report and what it measured, never an OpenREM pk,
+    so a re-imported report produces the same keys.
+    """
+    uid = _text(uid)
+    if uid:
+        return uid
+    content = "|".join(str(part) for part in (ordinal, protocol, acq_code, _plain(ctdivol), _plain(dlp)))
+    return "no-uid:" + hashlib.sha256(content.encode("utf-8", "surrogatepass")).hexdigest()[:24]
+
+
+def _plain(value: Decimal | None) -> str:
+    if value is None or not value.is_finite():
+        return str(value)
+    return format(value.normalize(), "f")
+
+
+def _group(rows: Any) -> dict[int, tuple[str, ...]]:
+    grouped: dict[int, list[str]] = {}
+    for key, name in rows:
+        if name and name not in grouped.setdefault(key, []):
+            grouped[key].append(name)
+    return {key: tuple(names) for key, names in grouped.items()}
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _decimal(value: Any) -> Decimal | None:
+    if value is None:
+        return None
+    if isinstance(value, Decimal):
+        return value
+    try:
+        return Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        log.warning("ignoring a value that is not a number: %.40r", value)
+        return None
+
+
+def _date(value: Any) -> date | None:
+    if value is None or isinstance(value, date):
+        return value
+    try:
+        return date.fromisoformat(str(value))
+    except ValueError:
+        return None
+
+
+def _bool(value: Any) -> bool | None:
+    return None if value is None else bool(value)
+
+
+def _first_line(e: BaseException | None) -> str:
+    text = str(e) if e is not None else "unknown error"
+    return (text.strip().splitlines() or ["unknown error"])[0][:300]

@@ -1,0 +1,606 @@
+"""ctpoller's own state store: watermark, studies being tracked, the notification ledger and outbox.
+
+SQLite (the default, a file) or PostgreSQL. The tables are declared here, never reflected, and
+``ensure_schema`` creates them idempotently with a schema-version row. Everything one poll cycle
+decides is written by ``commit_cycle`` in ONE transaction, before anything is sent; the watermark
+move in it is compare-and-set. A message is marked sent only after the server accepted it.
+
+Tables::
+
+    ctp_meta          key/value: schema_version, watermark, last_run_at, last_success_at, archive generations
+    ctp_study         OpenREM study rows seen above (or, once decided, below) the watermark:
+                      pk, uid, status pending|decided|skipped|given_up, fingerprint and when first seen / changed
+    ctp_exceedance    the ledger: highest value notified per (study uid, rule, metric, event key)
+    ctp_message       the outbox: one email per exam per run, with its fixed Message-ID and status
+    ctp_notification  the exceedances each message tells about (what the email and the archive show)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+
+from ctpoller.errors import ConfigError, LockedError, StateError
+from ctpoller.model import ArchiveRow, Message, MessageStatus, Notification, Tracked
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+ADVISORY_LOCK_KEY = 0x63_74_70_6F_6C_6C  # "ctpoll"
+
+metadata = sa.MetaData()
+
+meta_table = sa.Table(
+    "ctp_meta",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=True),
+)
+
+study_table = sa.Table(
+    "ctp_study",
+    metadata,
+    sa.Column("pk", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("uid", sa.Text, nullable=True, index=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("fingerprint", sa.Text, nullable=False, default=""),
+    sa.Column("first_seen_at", sa.String(40), nullable=False),
+    sa.Column("first_seen_xmax", sa.BigInteger, nullable=True),
+    sa.Column("changed_at", sa.String(40), nullable=False),
+    sa.Column("decided_at", sa.String(40), nullable=True),
+)
+
+exceedance_table = sa.Table(
+    "ctp_exceedance",
+    metadata,
+    sa.Column("study_uid", sa.Text, primary_key=True),
+    sa.Column("rule", sa.Text, primary_key=True),
+    sa.Column("metric", sa.String(64), primary_key=True),
+    sa.Column("event_key", sa.Text, primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+    sa.Column("notified_at", sa.String(40), nullable=False),
+)
+
+message_table = sa.Table(
+    "ctp_message",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("message_id", sa.Text, nullable=False, unique=True),
+    sa.Column("study_uid", sa.Text, nullable=False, index=True),
+    sa.Column("created_at", sa.String(40), nullable=False),
+    sa.Column("recipients", sa.Text, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, index=True),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("last_attempt_at", sa.String(40), nullable=True),
+    sa.Column("sent_at", sa.String(40), nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+)
+
+notification_table = sa.Table(
+    "ctp_notification",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("message", sa.Integer, sa.ForeignKey("ctp_message.id"), nullable=False, index=True),
+    sa.Column("study_uid", sa.Text, nullable=False),
+    sa.Column("rule", sa.Text, nullable=False),
+    sa.Column("metric", sa.String(64), nullable=False),
+    sa.Column("event_key", sa.Text, nullable=False),
+    sa.Column("value", sa.Text, nullable=False),
+    sa.Column("limit_value", sa.Text, nullable=False),
+    sa.Column("unit", sa.String(16), nullable=False),
+    sa.Column("previous_value", sa.Text, nullable=True),
+    sa.Column("protocol", sa.Text, nullable=True),
+    sa.Column("station_name", sa.Text, nullable=True),
+    sa.Column("display_name", sa.Text, nullable=True),
+    sa.Column("study_date", sa.String(10), nullable=True),
+    sa.Column("study_time", sa.String(15), nullable=True),
+    sa.Column("description", sa.Text, nullable=True),
+    sa.Column("accession_number", sa.Text, nullable=True),
+)
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def from_iso(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
+
+
+@dataclass
+class NewMessage:
+    """A message decided in this cycle, not yet in the store."""
+
+    message_id: str
+    study_uid: str
+    recipients: tuple[str, ...]
+    notifications: tuple[Notification, ...]
+    status: MessageStatus = "pending"
+
+
+@dataclass
+class CycleWrite:
+    """Everything one cycle decided: written together or not at all."""
+
+    upsert: list[Tracked] = field(default_factory=list)
+    forget: list[int] = field(default_factory=list)
+    messages: list[NewMessage] = field(default_factory=list)
+    watermark_from: int | None = None
+    watermark_to: int | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not (self.upsert or self.forget or self.messages) and self.watermark_from == self.watermark_to
+
+
+def state_url(url: str, password: str | None) -> URL:
+    try:
+        parsed = make_url(url)
+    except ArgumentError as e:
+        raise ConfigError(f"CTPOLLER_STATE_URL is not a database URL ({e})") from None
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if not parsed.drivername.startswith(("sqlite", "postgresql")):
+        raise ConfigError(f"CTPOLLER_STATE_URL: {parsed.drivername} is not supported (use sqlite:/// or postgresql://)")
+    if password:
+        parsed = parsed.set(password=password)
+    return parsed
+
+
+def describe(url: URL) -> str:
+    """Where a database is, for messages: never the password or user."""
+    if url.drivername.startswith("sqlite"):
+        return str(url.database or ":memory:")
+    return f"{url.host or 'localhost'}:{url.port or 5432}/{url.database or ''}"
+
+
+class StateStore:
+    """The state store. Create it, call ``ensure_schema``, hold ``lock()`` for a run."""
+
+    def __init__(self, url: str, *, password: str | None = None) -> None:
+        self.url = state_url(url, password)
+        self.where = describe(self.url)
+        self.is_sqlite = self.url.drivername.startswith("sqlite")
+        connect_args: dict[str, Any] = {}
+        if self.is_sqlite:
+            connect_args = {"timeout": 10}
+            if self.url.database:
+                path = Path(self.url.database)
+                if not path.parent.is_dir():
+                    raise ConfigError(f"CTPOLLER_STATE_URL: directory {path.parent} does not exist")
+        else:
+            connect_args = {"connect_timeout": 10, "application_name": "ctpoller-state"}
+        self.engine: Engine = sa.create_engine(self.url, connect_args=connect_args, pool_pre_ping=True)
+        if self.is_sqlite:
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # -- plumbing ---------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _tx(self, what: str) -> Iterator[Connection]:
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except StateError:
+            raise
+        except DBAPIError as e:
+            temporary = e.connection_invalidated or _is_temporary(e)
+            raise StateError(
+                f"state store {self.where}: {what} failed: {_first_line(e.orig)}", temporary=temporary
+            ) from e
+        except SQLAlchemyError as e:
+            raise StateError(f"state store {self.where}: {what} failed: {_first_line(e)}", temporary=False) from e
+        except OSError as e:
+            raise StateError(f"state store {self.where}: {what} failed: {e}", temporary=True) from e
+
+    def ensure_schema(self) -> None:
+        """Create the tables if needed; refuse a store written by a newer ctpoller."""
+        with self._tx("creating the schema") as conn:
+            metadata.create_all(conn)
+            version = conn.execute(
+                sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")
+            ).scalar_one_or_none()
+            if version is None:
+                conn.execute(sa.insert(meta_table).values(key="schema_version", value=str(SCHEMA_VERSION)))
+            elif int(version) > SCHEMA_VERSION:
+                raise StateError(
+                    f"state store {self.where} has schema version {version}, newer than this ctpoller "
+                    f"understands ({SCHEMA_VERSION}): upgrade ctpoller",
+                    temporary=False,
+                )
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the single-run lock: a file lock for SQLite, an advisory lock for PostgreSQL."""
+        if self.is_sqlite:
+            path = Path(f"{self.url.database}.lock") if self.url.database else None
+            if path is None:
+                yield
+                return
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError as e:
+                raise StateError(f"cannot create lock file {path}: {e.strerror}", temporary=False) from e
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    raise LockedError(f"another ctpoller run holds the lock {path}; this run did nothing") from None
+                yield
+            finally:
+                os.close(fd)
+            return
+        try:
+            conn = self.engine.connect()
+        except DBAPIError as e:
+            raise StateError(
+                f"cannot connect to the state store {self.where}: {_first_line(e.orig)}", temporary=True
+            ) from e
+        try:
+            got = conn.execute(sa.select(sa.func.pg_try_advisory_lock(ADVISORY_LOCK_KEY))).scalar_one()
+            conn.commit()
+            if not got:
+                raise LockedError(
+                    f"another ctpoller run holds the lock on the state store {self.where}; this run did nothing"
+                )
+            try:
+                yield
+            finally:
+                with contextlib.suppress(SQLAlchemyError):
+                    conn.execute(sa.select(sa.func.pg_advisory_unlock(ADVISORY_LOCK_KEY)))
+                    conn.commit()
+        finally:
+            conn.close()
+
+    # -- meta ---------------------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        with self._tx(f"reading {key}") as conn:
+            return conn.execute(sa.select(meta_table.c.value).where(meta_table.c.key == key)).scalar_one_or_none()
+
+    def set_meta(self, values: dict[str, str | None]) -> None:
+        with self._tx("recording the run") as conn:
+            for key, value in values.items():
+                _put_meta(conn, key, value)
+
+    def watermark(self) -> int | None:
+        value = self.get_meta("watermark")
+        return int(value) if value is not None else None
+
+    def initialise(self, watermark: int, now: datetime) -> bool:
+        """Set the first watermark unless another run already did. True if this call set it."""
+        with self._tx("setting the first watermark") as conn:
+            exists = conn.execute(sa.select(meta_table.c.value).where(meta_table.c.key == "watermark")).first()
+            if exists is not None:
+                return False
+            conn.execute(sa.insert(meta_table).values(key="watermark", value=str(watermark)))
+            _put_meta(conn, "initialised_at", iso(now))
+            _put_meta(conn, "initial_watermark", str(watermark))
+            return True
+
+    # -- tracking -----------------------------------------------------------------------------------
+
+    def tracked_above(self, watermark: int) -> dict[int, Tracked]:
+        with self._tx("reading tracked studies") as conn:
+            rows = conn.execute(sa.select(study_table).where(study_table.c.pk > watermark).order_by(study_table.c.pk))
+            return {row.pk: _tracked(row) for row in rows}
+
+    def tracked(self, pks: Sequence[int]) -> dict[int, Tracked]:
+        found: dict[int, Tracked] = {}
+        with self._tx("reading tracked studies") as conn:
+            for chunk in _chunks(pks, 500):
+                for row in conn.execute(sa.select(study_table).where(study_table.c.pk.in_(chunk))):
+                    found[row.pk] = _tracked(row)
+        return found
+
+    def decided_pks(self, uids: Iterable[str]) -> dict[str, list[int]]:
+        """Decided OpenREM study pks per Study Instance UID (the exam's other rows)."""
+        result: dict[str, list[int]] = {}
+        with self._tx("reading exams") as conn:
+            for chunk in _chunks(sorted(set(uids)), 500):
+                query = (
+                    sa.select(study_table.c.uid, study_table.c.pk)
+                    .where(study_table.c.uid.in_(chunk), study_table.c.status == "decided")
+                    .order_by(study_table.c.pk)
+                )
+                for uid, pk in conn.execute(query):
+                    result.setdefault(uid, []).append(pk)
+        return result
+
+    def ledger(self, uids: Iterable[str]) -> dict[tuple[str, str, str, str], Decimal]:
+        result: dict[tuple[str, str, str, str], Decimal] = {}
+        with self._tx("reading the ledger") as conn:
+            for chunk in _chunks(sorted(set(uids)), 500):
+                for row in conn.execute(sa.select(exceedance_table).where(exceedance_table.c.study_uid.in_(chunk))):
+                    result[(row.study_uid, row.rule, row.metric, row.event_key)] = Decimal(row.value)
+        return result
+
+    def commit_cycle(self, write: CycleWrite, now: datetime) -> None:
+        """Write one cycle's decisions, messages, ledger and watermark atomically."""
+        if write.empty:
+            return
+        with self._tx("recording this cycle's decisions") as conn:
+            if write.watermark_to is not None and write.watermark_to != write.watermark_from:
+                moved = conn.execute(
+                    sa.update(meta_table)
+                    .where(meta_table.c.key == "watermark", meta_table.c.value == str(write.watermark_from))
+                    .values(value=str(write.watermark_to))
+                )
+                if moved.rowcount != 1:
+                    raise StateError(
+                        f"state store {self.where}: the watermark moved under this run (another ctpoller?); "
+                        "nothing was recorded",
+                        temporary=True,
+                    )
+            if write.forget:
+                for chunk in _chunks(write.forget, 500):
+                    conn.execute(sa.delete(study_table).where(study_table.c.pk.in_(chunk)))
+            if write.upsert:
+                pks = [t.pk for t in write.upsert]
+                for chunk in _chunks(pks, 500):
+                    conn.execute(sa.delete(study_table).where(study_table.c.pk.in_(chunk)))
+                conn.execute(sa.insert(study_table), [_tracked_row(t) for t in write.upsert])
+            for message in write.messages:
+                self._insert_message(conn, message, now)
+            if write.messages:
+                _bump(conn, "archive_generation")
+
+    def _insert_message(self, conn: Connection, message: NewMessage, now: datetime) -> None:
+        duplicate = conn.execute(
+            sa.select(message_table.c.id).where(message_table.c.message_id == message.message_id)
+        ).first()
+        if duplicate is not None:
+            log.warning("message %s was recorded before; not recording it twice", message.message_id)
+            return
+        message_pk: int = conn.execute(
+            sa.insert(message_table).values(
+                message_id=message.message_id,
+                study_uid=message.study_uid,
+                created_at=iso(now),
+                recipients=json.dumps(list(message.recipients)),
+                status=message.status,
+                attempts=0,
+            )
+        ).inserted_primary_key[0]  # type: ignore[index]
+        for n in message.notifications:
+            conn.execute(sa.insert(notification_table).values(message=message_pk, **_notification_row(n)))
+            key = dict(study_uid=n.study_uid, rule=n.rule, metric=n.metric, event_key=n.event_key)
+            updated = conn.execute(
+                sa.update(exceedance_table)
+                .where(*(exceedance_table.c[k] == v for k, v in key.items()))
+                .values(value=str(n.value), notified_at=iso(now))
+            )
+            if updated.rowcount == 0:
+                conn.execute(sa.insert(exceedance_table).values(value=str(n.value), notified_at=iso(now), **key))
+
+    # -- outbox -------------------------------------------------------------------------------------
+
+    def pending_messages(self) -> list[Message]:
+        with self._tx("reading the outbox") as conn:
+            rows = conn.execute(
+                sa.select(message_table).where(message_table.c.status == "pending").order_by(message_table.c.id)
+            ).all()
+            return [self._message(conn, row) for row in rows]
+
+    def _message(self, conn: Connection, row: Any) -> Message:
+        notes = conn.execute(
+            sa.select(notification_table)
+            .where(notification_table.c.message == row.id)
+            .order_by(notification_table.c.id)
+        )
+        return Message(
+            id=row.id,
+            message_id=row.message_id,
+            study_uid=row.study_uid,
+            created_at=from_iso(row.created_at) or datetime.now(UTC),
+            recipients=tuple(json.loads(row.recipients)),
+            notifications=tuple(_notification(n) for n in notes),
+            status=row.status,
+            attempts=row.attempts,
+            sent_at=from_iso(row.sent_at),
+            last_error=row.last_error,
+        )
+
+    def mark_sent(self, message: Message, now: datetime, *, note: str | None = None) -> None:
+        with self._tx("marking a message sent") as conn:
+            conn.execute(
+                sa.update(message_table)
+                .where(message_table.c.id == message.id)
+                .values(
+                    status="sent",
+                    sent_at=iso(now),
+                    last_attempt_at=iso(now),
+                    attempts=message_table.c.attempts + 1,
+                    last_error=note,
+                )
+            )
+            _bump(conn, "archive_generation")
+
+    def mark_failed(self, message: Message, now: datetime, error: str, *, permanent: bool) -> None:
+        with self._tx("recording a failed delivery") as conn:
+            conn.execute(
+                sa.update(message_table)
+                .where(message_table.c.id == message.id)
+                .values(
+                    status="failed" if permanent else "pending",
+                    last_error=error[:2000],
+                    last_attempt_at=iso(now),
+                    attempts=message_table.c.attempts + 1,
+                )
+            )
+            _bump(conn, "archive_generation")
+
+    def outbox_counts(self) -> dict[str, int]:
+        with self._tx("counting the outbox") as conn:
+            rows = conn.execute(sa.select(message_table.c.status, sa.func.count()).group_by(message_table.c.status))
+            return {status: count for status, count in rows}
+
+    def archive_rows(self) -> Iterator[ArchiveRow]:
+        """Every notification ever recorded, oldest first, streamed."""
+        query = (
+            sa.select(
+                notification_table,
+                message_table.c.created_at,
+                message_table.c.status.label("msg_status"),
+                message_table.c.message_id,
+                message_table.c.sent_at,
+                message_table.c.last_error,
+                message_table.c.recipients,
+            )
+            .join(message_table, message_table.c.id == notification_table.c.message)
+            .order_by(notification_table.c.id)
+        )
+        try:
+            with self.engine.connect() as conn:
+                for row in conn.execution_options(yield_per=1000).execute(query):
+                    yield ArchiveRow(
+                        notification=_notification(row),
+                        created_at=from_iso(row.created_at) or datetime.now(UTC),
+                        status=row.msg_status,
+                        message_id=row.message_id,
+                        sent_at=from_iso(row.sent_at),
+                        error=row.last_error,
+                        recipients=tuple(json.loads(row.recipients)),
+                    )
+        except DBAPIError as e:
+            raise StateError(
+                f"state store {self.where}: reading the archive failed: {_first_line(e.orig)}", temporary=True
+            ) from e
+
+    def archive_due(self) -> bool:
+        with self._tx("reading the archive state") as conn:
+            generation = _meta(conn, "archive_generation")
+            written = _meta(conn, "archive_written_generation")
+        return generation is not None and generation != written
+
+    def archive_written(self, generation: str | None) -> None:
+        self.set_meta({"archive_written_generation": generation})
+
+    def integrity_check(self) -> str:
+        if not self.is_sqlite:
+            return "ok"
+        with self._tx("checking integrity") as conn:
+            return str(conn.execute(sa.text("PRAGMA integrity_check")).scalar_one())
+
+
+# -- helpers ------------------------------------------------------------------------------------------
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _put_meta(conn: Connection, key: str, value: str | None) -> None:
+    updated = conn.execute(sa.update(meta_table).where(meta_table.c.key == key).values(value=value))
+    if updated.rowcount == 0:
+        conn.execute(sa.insert(meta_table).values(key=key, value=value))
+
+
+def _meta(conn: Connection, key: str) -> str | None:
+    return conn.execute(sa.select(meta_table.c.value).where(meta_table.c.key == key)).scalar_one_or_none()
+
+
+def _bump(conn: Connection, key: str) -> None:
+    _put_meta(conn, key, str(int(_meta(conn, key) or 0) + 1))
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[list[Any]]:
+    items = list(items)
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _tracked(row: Any) -> Tracked:
+    return Tracked(
+        pk=row.pk,
+        uid=row.uid,
+        status=row.status,
+        fingerprint=row.fingerprint,
+        first_seen_at=from_iso(row.first_seen_at) or datetime.now(UTC),
+        changed_at=from_iso(row.changed_at) or datetime.now(UTC),
+        first_seen_xmax=row.first_seen_xmax,
+        decided_at=from_iso(row.decided_at),
+    )
+
+
+def _tracked_row(t: Tracked) -> dict[str, Any]:
+    return dict(
+        pk=t.pk,
+        uid=t.uid,
+        status=t.status,
+        fingerprint=t.fingerprint,
+        first_seen_at=iso(t.first_seen_at),
+        first_seen_xmax=t.first_seen_xmax,
+        changed_at=iso(t.changed_at),
+        decided_at=iso(t.decided_at) if t.decided_at else None,
+    )
+
+
+def _notification_row(n: Notification) -> dict[str, Any]:
+    return dict(
+        study_uid=n.study_uid,
+        rule=n.rule,
+        metric=n.metric,
+        event_key=n.event_key,
+        value=str(n.value),
+        limit_value=str(n.limit),
+        unit=n.unit,
+        previous_value=str(n.previous_value) if n.previous_value is not None else None,
+        protocol=n.protocol,
+        station_name=n.station_name,
+        display_name=n.display_name,
+        study_date=n.study_date.isoformat() if n.study_date else None,
+        study_time=n.study_time.isoformat() if n.study_time else None,
+        description=n.description,
+        accession_number=n.accession_number,
+    )
+
+
+def _notification(row: Any) -> Notification:
+    return Notification(
+        study_uid=row.study_uid,
+        rule=row.rule,
+        metric=row.metric,
+        event_key=row.event_key,
+        value=Decimal(row.value),
+        limit=Decimal(row.limit_value),
+        unit=row.unit,
+        previous_value=Decimal(row.previous_value) if row.previous_value is not None else None,
+        protocol=row.protocol,
+        station_name=row.station_name,
+        display_name=row.display_name,
+        study_date=date.fromisoformat(row.study_date) if row.study_date else None,
+        study_time=time.fromisoformat(row.study_time) if row.study_time else None,
+        description=row.description,
+        accession_number=row.accession_number,
+    )
+
+
+def _is_temporary(e: DBAPIError) -> bool:
+    text = str(e.orig).lower()
+    return any(word in text for word in ("locked", "busy", "connection", "timeout", "could not", "terminat"))
+
+
+def _first_line(e: BaseException | None) -> str:
+    text = str(e) if e is not None else "unknown error"
+    return (text.strip().splitlines() or ["unknown error"])[0][:300]

@@ -1,0 +1,219 @@
+"""Building ctpoller's parts from the settings, for the CLI: source, state, rules, notifier, archive."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from types import TracebackType
+
+from ctpoller.errors import ConfigError, CtpollerError
+from ctpoller.model import ArchiveRow
+from ctpoller.notify.base import Notifier
+from ctpoller.poller import Timing
+from ctpoller.rules import RuleSet, parse_rules
+from ctpoller.settings import Settings
+from ctpoller.source import OpenremSource
+from ctpoller.state import StateStore
+
+
+def load_rules(settings: Settings) -> RuleSet:
+    path = settings.rules_file
+    if path is None:
+        raise ConfigError("CTPOLLER_RULES_FILE is not set: give the rules file (see examples/rules.toml)")
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"rules file {path} does not exist (CTPOLLER_RULES_FILE)") from None
+    except IsADirectoryError:
+        raise ConfigError(f"rules file {path} is a directory (CTPOLLER_RULES_FILE)") from None
+    except PermissionError:
+        raise ConfigError(f"rules file {path} cannot be read: permission denied (CTPOLLER_RULES_FILE)") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"rules file {path} is not UTF-8 text (byte {e.start})") from None
+    except OSError as e:
+        raise ConfigError(f"rules file {path} cannot be read: {e.strerror} (CTPOLLER_RULES_FILE)") from None
+    return parse_rules(text, source=str(path)).with_recipients(settings.recipients)
+
+
+def build_notifier(settings: Settings) -> Notifier | None:
+    if settings.outbox_dir is not None:
+        from ctpoller.notify.outbox import EmlDirectoryNotifier
+
+        return EmlDirectoryNotifier(settings.outbox_dir, mail_from=settings.mail_from or "ctpoller@localhost")
+    if settings.smtp_host is not None:
+        if settings.mail_from is None:
+            raise ConfigError("CTPOLLER_MAIL_FROM is not set: the sender address of the emails is required with SMTP")
+        from ctpoller.notify.smtp import SmtpNotifier
+
+        return SmtpNotifier(
+            settings.smtp_host,
+            settings.smtp_port_or_default,
+            security=settings.smtp_security,
+            username=settings.smtp_username,
+            password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
+            timeout=settings.smtp_timeout,
+            mail_from=settings.mail_from,
+        )
+    return None
+
+
+class XlsxArchive:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def write(self, rows: Iterator[ArchiveRow]) -> int:
+        from ctpoller.notify.xlsx import write_archive
+
+        return write_archive(rows, self.path)
+
+
+def mail_domain(settings: Settings) -> str:
+    if settings.mail_from and "@" in settings.mail_from:
+        return settings.mail_from.rpartition("@")[2]
+    return "ctpoller.invalid"
+
+
+class Components:
+    """Everything one command needs, built and checked in a sensible order, disposed at the end."""
+
+    def __init__(self, settings: Settings, *, need_delivery: bool) -> None:
+        self.settings = settings
+        self.rules = load_rules(settings)
+        self.notifier = build_notifier(settings)
+        if need_delivery and self.notifier is None:
+            raise ConfigError(
+                "no delivery configured: set CTPOLLER_SMTP_HOST (or CTPOLLER_OUTBOX_DIR to write .eml files)"
+            )
+        self.archive = XlsxArchive(settings.archive_path) if settings.archive_path else None
+        self.mail_domain = mail_domain(settings)
+        self.timing = Timing(
+            settle=timedelta(seconds=settings.settle_seconds),
+            give_up=timedelta(seconds=settings.give_up_seconds),
+            batch_size=settings.batch_size,
+        )
+        self.state = StateStore(settings.state_url, password=_secret(settings.state_password))
+        self.source = OpenremSource(
+            settings.source_url,
+            password=_secret(settings.source_password),
+            statement_timeout_seconds=settings.statement_timeout_seconds,
+        )
+
+    def __enter__(self) -> Components:
+        self.state.ensure_schema()
+        self.source.connect()
+        if self.rules.uses_standard_names and not self.source.has_standard_names:
+            raise ConfigError(
+                f"the rules file uses standard_name, but the OpenREM database {self.source.where} "
+                "has no standard-name tables (OpenREM 1.0 or later has them)"
+            )
+        return self
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.source.dispose()
+        self.state.dispose()
+
+    @contextlib.contextmanager
+    def locked(self, dry_run: bool) -> Iterator[None]:
+        if dry_run:
+            yield
+            return
+        with self.state.lock():
+            yield
+
+
+def _secret(value: object) -> str | None:
+    getter = getattr(value, "get_secret_value", None)
+    return getter() if getter is not None else None
+
+
+def run_checks(settings: Settings) -> Iterator[tuple[bool, str, CtpollerError | None]]:
+    """Each check as (passed, one line, the error if it failed)."""
+    yield True, "settings: loaded", None
+    try:
+        rules = load_rules(settings)
+        yield True, f"rules file {settings.rules_file}: {len(rules.rules)} rules", None
+    except CtpollerError as e:
+        rules = None
+        yield False, str(e), e
+    source: OpenremSource | None = None
+    try:
+        source = OpenremSource(
+            settings.source_url,
+            password=_secret(settings.source_password),
+            statement_timeout_seconds=settings.statement_timeout_seconds,
+        )
+        source.connect()
+        extra = "" if source.has_standard_names else " (no standard-name tables: standard_name never matches)"
+        yield True, f"OpenREM database {source.where}: every needed table and column is there{extra}", None
+        if rules is not None and rules.uses_standard_names and not source.has_standard_names:
+            e2 = ConfigError("the rules use standard_name but the OpenREM database has no standard-name tables")
+            yield False, str(e2), e2
+    except CtpollerError as e:
+        yield False, str(e), e
+    finally:
+        if source is not None:
+            source.dispose()
+    state: StateStore | None = None
+    try:
+        state = StateStore(settings.state_url, password=_secret(settings.state_password))
+        state.ensure_schema()
+        watermark = state.watermark()
+        where = "not started yet" if watermark is None else f"watermark at OpenREM study pk {watermark}"
+        yield True, f"state store {state.where}: {where}", None
+    except CtpollerError as e:
+        yield False, str(e), e
+    finally:
+        if state is not None:
+            state.dispose()
+    try:
+        notifier = build_notifier(settings)
+        if notifier is None:
+            e3 = ConfigError("no delivery configured: set CTPOLLER_SMTP_HOST (or CTPOLLER_OUTBOX_DIR)")
+            yield False, str(e3), e3
+        else:
+            checker = getattr(notifier, "check", None)
+            detail = checker() if checker is not None else f"{notifier.name} ready"
+            yield True, str(detail), None
+    except CtpollerError as e:
+        yield False, str(e), e
+    if settings.archive_path is not None:
+        parent = Path(settings.archive_path).parent
+        if parent.is_dir():
+            yield True, f"archive {settings.archive_path}: directory exists", None
+        else:
+            e4 = ConfigError(f"CTPOLLER_ARCHIVE_PATH: directory {parent} does not exist")
+            yield False, str(e4), e4
+
+
+def status_lines(settings: Settings, *, now: datetime) -> Iterator[str]:
+    state = StateStore(settings.state_url, password=_secret(settings.state_password))
+    try:
+        state.ensure_schema()
+        watermark = state.watermark()
+        yield f"state store: {state.where}"
+        if watermark is None:
+            yield "watermark: not started (the first 'ctpoller run' starts at OpenREM's current end)"
+            return
+        yield f"watermark: OpenREM study pk {watermark}"
+        for key in ("last_run_at", "last_success_at", "last_error"):
+            value = state.get_meta(key)
+            if value:
+                yield f"{key.replace('_', ' ')}: {value}"
+        tracked = state.tracked_above(watermark)
+        waiting = [t for t in tracked.values() if t.status == "pending"]
+        yield f"studies above the watermark: {len(tracked)} ({len(waiting)} waiting to settle or complete)"
+        for t in waiting[:20]:
+            yield (
+                f"  pk {t.pk}: first seen {int((now - t.first_seen_at).total_seconds())} s ago, "
+                f"unchanged for {int((now - t.changed_at).total_seconds())} s"
+            )
+        counts = state.outbox_counts()
+        yield (
+            ("outbox: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
+            if counts
+            else "outbox: empty"
+        )
+    finally:
+        state.dispose()

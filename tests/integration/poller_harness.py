@@ -1,0 +1,136 @@
+"""A ctpoller wired to a real OpenREM-shaped PostgreSQL and a real SMTP server, with a virtual clock."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import socket
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from pathlib import Path
+
+from aiosmtpd.controller import Controller
+
+from ctpoller import poller
+from ctpoller.notify.smtp import SmtpNotifier
+from ctpoller.poller import Report, Timing
+from ctpoller.rules import RuleSet, parse_rules
+from ctpoller.source import OpenremSource
+from ctpoller.state import StateStore
+from ctpoller.wiring import XlsxArchive
+
+T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+SETTLE = timedelta(seconds=120)
+
+
+class Inbox:
+    """aiosmtpd handler that keeps every message it accepted."""
+
+    def __init__(self) -> None:
+        self.messages: list[EmailMessage] = []
+        self.reply: str | None = None  # e.g. "451 4.3.0 try later" to refuse DATA
+
+    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+        if self.reply is not None:
+            return self.reply
+        content = envelope.original_content  # type: ignore[attr-defined]
+        message = email.message_from_bytes(content, policy=email.policy.default)
+        assert isinstance(message, EmailMessage)
+        self.messages.append(message)
+        return "250 OK"
+
+
+@dataclass
+class Harness:
+    source_url: str
+    state_url: str
+    rules_text: str
+    smtp_port: int
+    tmp: Path
+    timing: Timing = field(default_factory=lambda: Timing(settle=SETTLE, give_up=timedelta(hours=6)))
+    clock: datetime = T0
+
+    def __post_init__(self) -> None:
+        self.archive_path = self.tmp / "archive.xlsx"
+
+    @property
+    def rules(self) -> RuleSet:
+        return parse_rules(self.rules_text, source="test rules")
+
+    def cycle(self, *, after: timedelta = timedelta(0), dry_run: bool = False, port: int | None = None) -> Report:
+        """One real poll cycle at the virtual time (advanced by ``after`` first)."""
+        self.clock += after
+        source = OpenremSource(self.source_url, statement_timeout_seconds=30)
+        state = StateStore(self.state_url)
+        notifier = SmtpNotifier(
+            "127.0.0.1",
+            port or self.smtp_port,
+            security="none",
+            username=None,
+            password=None,
+            timeout=10,
+            mail_from="ctpoller@hospital.example",
+        )
+        try:
+            state.ensure_schema()
+            source.connect()
+            return poller.run_once(
+                source,
+                state,
+                self.rules,
+                notifier,
+                XlsxArchive(self.archive_path),
+                now=self.clock,
+                timing=self.timing,
+                dry_run=dry_run,
+                mail_domain="hospital.example",
+            )
+        finally:
+            source.dispose()
+            state.dispose()
+
+    def backfill(self, *, since=None, email: bool = True, dry_run: bool = False) -> Report:
+        source = OpenremSource(self.source_url, statement_timeout_seconds=30)
+        state = StateStore(self.state_url)
+        notifier = SmtpNotifier(
+            "127.0.0.1",
+            self.smtp_port,
+            security="none",
+            username=None,
+            password=None,
+            timeout=10,
+            mail_from="ctpoller@hospital.example",
+        )
+        try:
+            state.ensure_schema()
+            source.connect()
+            return poller.backfill(
+                source,
+                state,
+                self.rules,
+                notifier,
+                XlsxArchive(self.archive_path),
+                now=self.clock,
+                since=since,
+                email=email,
+                dry_run=dry_run,
+                timing=self.timing,
+                mail_domain="hospital.example",
+            )
+        finally:
+            source.dispose()
+            state.dispose()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_smtp(inbox: Inbox) -> tuple[Controller, int]:
+    port = free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    return controller, port
