@@ -1,0 +1,102 @@
+"""Writes each message as an ``.eml`` file into a directory (an outbox for another mailer, or a record).
+
+Files are written atomically: a temporary file in the same directory, flushed and fsynced, then
+renamed over the target and the directory fsynced. A message's file name comes from its Message-ID
+alone, so sending the same message again replaces its file instead of adding a second one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.policy
+import hashlib
+import os
+import re
+import stat
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+from ctpoller.errors import NotifyError
+from ctpoller.model import Message
+from ctpoller.notify.render import render_email
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._@+-]+")
+_READABLE_MAX = 80
+
+
+def eml_name(message_id: str) -> str:
+    """The file name for ``message_id``: a readable part and a hash, so distinct ids never collide.
+
+    ``"<20240305.7@ctpoller.example>"`` → ``"20240305.7@ctpoller.example-<16 hex digits>.eml"``.
+    """
+    digest = hashlib.sha256(message_id.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    readable = _UNSAFE.sub("_", message_id.strip().strip("<>"))[:_READABLE_MAX].strip("._-")
+    return f"{readable}-{digest}.eml" if readable else f"{digest}.eml"
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Replace ``path`` with what ``write`` writes, all or nothing, durably.
+
+    ``write`` gets a binary file opened on a temporary file next to ``path``. On any failure the
+    temporary file is removed, ``path`` is left as it was and the exception propagates. An existing
+    file's permission bits are kept; a new file is readable by its owner only.
+    """
+    directory = path.parent
+    fd, temporary_name = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+    temporary = Path(temporary_name)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        with contextlib.suppress(FileNotFoundError):
+            old = path.stat()
+            if stat.S_ISREG(old.st_mode):
+                os.chmod(temporary, stat.S_IMODE(old.st_mode))
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        raise
+    fsync_directory(directory)
+
+
+def fsync_directory(directory: Path) -> None:
+    """Make a rename in ``directory`` durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class EmlDirectoryNotifier:
+    """Writes ``<directory>/<name from the Message-ID>.eml``; the directory is created when needed."""
+
+    name = "outbox"
+
+    def __init__(self, directory: Path, *, mail_from: str) -> None:
+        self.directory = Path(directory)
+        self.mail_from = mail_from
+
+    def __repr__(self) -> str:
+        return f"EmlDirectoryNotifier({str(self.directory)!r})"
+
+    def path_for(self, message: Message) -> Path:
+        return self.directory / eml_name(message.message_id)
+
+    def send(self, message: Message) -> None:
+        """Write the message's file; return once it is durably in place, else raise ``NotifyError``."""
+        data = render_email(message, mail_from=self.mail_from).as_bytes(policy=email.policy.SMTP)
+        path = self.path_for(message)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, lambda file: file.write(data))
+        except OSError as error:
+            reason = error.strerror or error.__class__.__name__
+            raise NotifyError(f"cannot write {path} ({reason}): check CTPOLLER_OUTBOX_DIR", permanent=False) from error
+
+    def close(self) -> None:
+        """Nothing to close."""

@@ -1,0 +1,131 @@
+"""The .eml outbox: one file per Message-ID, written atomically."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from dataclasses import replace
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from ctpoller.errors import NotifyError
+from ctpoller.model import Message, Notification
+from ctpoller.notify.outbox import EmlDirectoryNotifier, eml_name
+
+MAIL_FROM = "ctpoller@hospital.example"
+
+
+def message(message_id: str = "<ctpoller.7.abc@hospital.example>", **changes: object) -> Message:
+    note = Notification(
+        study_uid="1.2.3.4",
+        rule="adult head",
+        metric="ctdivol",
+        event_key="1.2.3.4.5",
+        value=Decimal("76"),
+        limit=Decimal("50"),
+        unit="mGy",
+        description="CT HEAD",
+        study_date=date(2026, 3, 2),
+    )
+    base = Message(
+        id=7,
+        message_id=message_id,
+        study_uid="1.2.3.4",
+        created_at=datetime(2026, 3, 2, 9, 0, tzinfo=UTC),
+        recipients=("physicist@hospital.example",),
+        notifications=(note,),
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def test_send_writes_the_rendered_email_as_an_eml_file(tmp_path: Path) -> None:
+    outbox = EmlDirectoryNotifier(tmp_path, mail_from=MAIL_FROM)
+
+    outbox.send(message())
+
+    files = list(tmp_path.iterdir())
+    assert [f.suffix for f in files] == [".eml"]
+    parsed = email.message_from_bytes(files[0].read_bytes(), policy=email.policy.default)
+    assert parsed["Message-ID"] == "<ctpoller.7.abc@hospital.example>"
+    assert parsed["To"] == "physicist@hospital.example"
+    assert parsed["From"] == MAIL_FROM
+    # CPython may fold a long subject onto the next line, which the parser reads back with a leading space.
+    assert parsed["Subject"].strip().startswith("CT dose over limit: CT HEAD")
+
+
+def test_sending_the_same_message_id_again_replaces_its_file(tmp_path: Path) -> None:
+    outbox = EmlDirectoryNotifier(tmp_path, mail_from=MAIL_FROM)
+
+    outbox.send(message())
+    outbox.send(message(recipients=("other@hospital.example",)))
+
+    files = list(tmp_path.iterdir())
+    assert len(files) == 1
+    assert b"other@hospital.example" in files[0].read_bytes()
+
+
+def test_different_message_ids_get_different_files_even_when_they_look_alike(tmp_path: Path) -> None:
+    outbox = EmlDirectoryNotifier(tmp_path, mail_from=MAIL_FROM)
+
+    for message_id in ("<a/b@x>", "<a_b@x>", "<a:b@x>"):
+        outbox.send(message(message_id))
+
+    assert len(list(tmp_path.glob("*.eml"))) == 3
+
+
+def test_file_name_is_stable_and_cannot_leave_the_directory(tmp_path: Path) -> None:
+    hostile = "<../../etc/passwd\x00\n@evil>"
+    name = eml_name(hostile)
+
+    assert name == eml_name(hostile)
+    assert "/" not in name and "\x00" not in name and "\n" not in name
+    assert not name.startswith(".")
+    assert name.endswith(".eml")
+    assert len(name) < 120
+    EmlDirectoryNotifier(tmp_path, mail_from=MAIL_FROM).send(message(hostile))
+    assert [p.name for p in tmp_path.iterdir()] == [name]
+
+
+def test_missing_directory_is_created(tmp_path: Path) -> None:
+    directory = tmp_path / "spool" / "outbox"
+
+    EmlDirectoryNotifier(directory, mail_from=MAIL_FROM).send(message())
+
+    assert len(list(directory.glob("*.eml"))) == 1
+
+
+def test_directory_that_is_a_file_raises_a_temporary_notify_error(tmp_path: Path) -> None:
+    not_a_directory = tmp_path / "outbox"
+    not_a_directory.write_text("I am a file")
+
+    with pytest.raises(NotifyError) as caught:
+        EmlDirectoryNotifier(not_a_directory, mail_from=MAIL_FROM).send(message())
+
+    assert caught.value.permanent is False
+    assert str(not_a_directory) in str(caught.value)
+    assert "CTPOLLER_OUTBOX_DIR" in str(caught.value)
+    assert not_a_directory.read_text() == "I am a file"
+
+
+def test_no_temporary_file_is_left_behind_after_a_failed_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(source: object, target: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("ctpoller.notify.outbox.os.replace", refuse)
+    with pytest.raises(NotifyError, match="Permission denied"):
+        EmlDirectoryNotifier(tmp_path, mail_from=MAIL_FROM).send(message())
+
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_close_does_nothing_and_never_raises(tmp_path: Path) -> None:
+    outbox = EmlDirectoryNotifier(tmp_path / "never created", mail_from=MAIL_FROM)
+
+    outbox.close()
+    outbox.close()
+
+    assert outbox.name == "outbox"
+    assert not (tmp_path / "never created").exists()

@@ -1,0 +1,335 @@
+"""The QA archive workbook: its columns, its cells, and that it is replaced all or nothing."""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, date, datetime, time, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import openpyxl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ctpoller.errors import NotifyError
+from ctpoller.model import ArchiveRow, MessageStatus, Notification
+from ctpoller.notify.xlsx import CELL_TEXT_MAX, COLUMNS, build_workbook, cell_text, write_archive
+
+HEADERS = [
+    "Notified at (UTC)",
+    "Study date",
+    "Study time",
+    "Station",
+    "Display name",
+    "Accession number",
+    "Study description",
+    "Protocol",
+    "Rule",
+    "Metric",
+    "Value",
+    "Limit",
+    "Unit",
+    "Ratio",
+    "Previous value",
+    "Status",
+    "Sent at (UTC)",
+    "Error",
+    "Message-ID",
+    "Study Instance UID",
+]
+HOSTILE = ['=HYPERLINK("http://x","y")', "+1", "-2+3", "@SUM(A1)", "\t=1", "\r=1", "=1"]
+
+
+def archive_row(**changes: Any) -> ArchiveRow:
+    notification = Notification(
+        study_uid="1.2.826.0.1.3680043.8.498.1",
+        rule="adult head",
+        metric="ctdivol",
+        event_key="1.2.3.4.5",
+        value=Decimal("76.12000000"),
+        limit=Decimal("50.00000000"),
+        unit="mGy",
+        previous_value=Decimal("60.5"),
+        protocol="Head routine",
+        station_name="CTAWP00001",
+        display_name="Main CT",
+        study_date=date(2026, 3, 2),
+        study_time=time(8, 15, 30),
+        description="CT HEAD",
+        accession_number="ACC0042",
+    )
+    notification = replace(notification, **changes.pop("notification", {}))
+    row = ArchiveRow(
+        notification=notification,
+        created_at=datetime(2026, 3, 2, 10, 0, tzinfo=timezone(timedelta(hours=1))),
+        status="sent",
+        message_id="<ctpoller.7@hospital.example>",
+        sent_at=datetime(2026, 3, 2, 9, 0, 5, tzinfo=UTC),
+        error=None,
+    )
+    return replace(row, **changes)
+
+
+def load(rows: list[ArchiveRow]) -> list[list[Any]]:
+    """Save ``build_workbook(rows)`` to bytes and read every cell back, as Excel would see it."""
+    buffer = io.BytesIO()
+    build_workbook(rows).save(buffer)
+    workbook = openpyxl.load_workbook(io.BytesIO(buffer.getvalue()))
+    try:
+        assert workbook.sheetnames == ["Notifications"]
+        sheet = workbook["Notifications"]
+        for row in sheet.iter_rows():
+            for cell in row:
+                assert cell.data_type != "f", (cell.coordinate, cell.value)
+        return [[cell.value for cell in row] for row in sheet.iter_rows()]
+    finally:
+        workbook.close()
+
+
+def test_header_row_names_every_column_in_order() -> None:
+    assert load([])[0] == HEADERS
+    assert [title for title, _ in COLUMNS] == HEADERS
+
+
+def test_row_holds_the_notification_with_real_dates_and_numbers() -> None:
+    _, row = load([archive_row()])
+    by_header = dict(zip(HEADERS, row, strict=True))
+
+    assert by_header == {
+        "Notified at (UTC)": datetime(2026, 3, 2, 9, 0),
+        "Study date": datetime(2026, 3, 2, 0, 0),
+        "Study time": time(8, 15, 30),
+        "Station": "CTAWP00001",
+        "Display name": "Main CT",
+        "Accession number": "ACC0042",
+        "Study description": "CT HEAD",
+        "Protocol": "Head routine",
+        "Rule": "adult head",
+        "Metric": "CTDIvol (event)",
+        "Value": 76.12,
+        "Limit": 50,
+        "Unit": "mGy",
+        "Ratio": pytest.approx(1.5224),
+        "Previous value": 60.5,
+        "Status": "sent",
+        "Sent at (UTC)": datetime(2026, 3, 2, 9, 0, 5),
+        "Error": None,
+        "Message-ID": "<ctpoller.7@hospital.example>",
+        "Study Instance UID": "1.2.826.0.1.3680043.8.498.1",
+    }
+
+
+@pytest.mark.parametrize(
+    ("status", "words"),
+    [("pending", "pending"), ("sent", "sent"), ("failed", "failed"), ("not_sent", "recorded, not emailed")],
+)
+def test_status_is_written_in_words(status: MessageStatus, words: str) -> None:
+    _, row = load([archive_row(status=status)])
+
+    assert row[HEADERS.index("Status")] == words
+
+
+def test_missing_values_and_a_zero_limit_leave_cells_empty() -> None:
+    row = archive_row(
+        notification={"limit": Decimal(0), "previous_value": None, "protocol": None, "study_time": None},
+        sent_at=None,
+    )
+    _, values = load([row])
+    by_header = dict(zip(HEADERS, values, strict=True))
+
+    assert by_header["Ratio"] is None
+    assert by_header["Previous value"] is None
+    assert by_header["Protocol"] is None
+    assert by_header["Study time"] is None
+    assert by_header["Sent at (UTC)"] is None
+
+
+def test_sheet_has_frozen_header_autofilter_and_column_widths(tmp_path: Path) -> None:
+    path = tmp_path / "archive.xlsx"
+    write_archive([archive_row(), archive_row()], path)
+    workbook = openpyxl.load_workbook(path)
+    sheet = workbook["Notifications"]
+
+    assert sheet.freeze_panes == "A2"
+    assert sheet.auto_filter.ref == "A1:T3"
+    assert sheet.column_dimensions["G"].width == 30
+    workbook.close()
+
+
+@pytest.mark.parametrize("hostile", HOSTILE)
+def test_text_that_looks_like_a_formula_is_stored_as_quoted_text(hostile: str) -> None:
+    row = archive_row(
+        notification={
+            "protocol": hostile,
+            "description": hostile,
+            "rule": hostile,
+            "accession_number": hostile,
+        },
+        error=hostile,
+        message_id=hostile,
+    )
+    _, values = load([row])
+    expected = ("'" + hostile).replace("\r", "\n")
+
+    for header in ("Protocol", "Study description", "Rule", "Accession number", "Error", "Message-ID"):
+        assert values[HEADERS.index(header)] == expected
+
+
+def test_error_code_lookalike_stays_text() -> None:
+    buffer = io.BytesIO()
+    build_workbook([archive_row(notification={"protocol": "#N/A"})]).save(buffer)
+    workbook = openpyxl.load_workbook(io.BytesIO(buffer.getvalue()))
+    cell = workbook["Notifications"].cell(row=2, column=HEADERS.index("Protocol") + 1)
+    workbook.close()
+
+    assert (cell.value, cell.data_type) == ("#N/A", "s")
+
+
+def test_control_characters_are_replaced_and_long_text_is_cut_to_the_excel_limit() -> None:
+    assert cell_text("a\x00b\x1fc\x0bd") == "a\ufffdb\ufffdc\ufffdd"
+    assert len(cell_text("x" * 40_000)) == CELL_TEXT_MAX
+    assert len(cell_text("=" + "x" * 40_000)) == CELL_TEXT_MAX
+
+
+def test_unicode_survives_the_round_trip() -> None:
+    text = "Schädel 頭部 😀 ‮RTL‬ ت\nzweite Zeile"
+    _, values = load([archive_row(notification={"description": text, "station_name": "CT ½"})])
+
+    assert values[HEADERS.index("Study description")] == text
+    assert values[HEADERS.index("Station")] == "CT ½"
+
+
+@settings(max_examples=100, deadline=None)
+@given(texts=st.lists(st.text(max_size=60), min_size=4, max_size=4))
+def test_no_text_ever_becomes_a_formula(texts: list[str]) -> None:
+    description, protocol, rule, error = texts
+    row = archive_row(notification={"description": description, "protocol": protocol, "rule": rule}, error=error)
+    _, values = load([row])  # load() fails on any formula cell
+
+    for header, text in zip(("Study description", "Protocol", "Rule", "Error"), texts, strict=True):
+        stored = values[HEADERS.index(header)]
+        assert stored == (cell_text(text) or None)
+        if text[:1] in ("=", "+", "-", "@", "\t", "\r"):
+            assert stored.startswith("'")
+
+
+def test_write_archive_writes_every_row_and_returns_the_count(tmp_path: Path) -> None:
+    path = tmp_path / "archive.xlsx"
+    rows = (archive_row(notification={"accession_number": f"ACC{i}"}) for i in range(250))
+
+    assert write_archive(rows, path) == 250
+    workbook = openpyxl.load_workbook(path, read_only=True)
+    values = [row for row in workbook["Notifications"].iter_rows(values_only=True)]
+    workbook.close()
+    assert len(values) == 251
+    assert values[-1][HEADERS.index("Accession number")] == "ACC249"
+
+
+def test_rewriting_replaces_the_archive(tmp_path: Path) -> None:
+    path = tmp_path / "archive.xlsx"
+    write_archive([archive_row()] * 3, path)
+    write_archive([archive_row()], path)
+
+    workbook = openpyxl.load_workbook(path)
+    assert workbook["Notifications"].max_row == 2
+    workbook.close()
+    assert [p.name for p in tmp_path.iterdir()] == ["archive.xlsx"]
+
+
+def test_failure_while_writing_keeps_the_old_archive_and_leaves_no_temporary_file(tmp_path: Path) -> None:
+    path = tmp_path / "archive.xlsx"
+    write_archive([archive_row()], path)
+    before = path.read_bytes()
+
+    def rows_then_disk_full() -> Iterator[ArchiveRow]:
+        yield archive_row()
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(NotifyError) as caught:
+        write_archive(rows_then_disk_full(), path)
+
+    assert caught.value.permanent is False
+    assert str(path) in str(caught.value) and "CTPOLLER_ARCHIVE_PATH" in str(caught.value)
+    assert "No space left on device" in str(caught.value)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["archive.xlsx"]
+
+
+def test_archive_path_that_is_a_directory_raises_and_leaves_no_temporary_file(tmp_path: Path) -> None:
+    path = tmp_path / "archive.xlsx"
+    path.mkdir()
+
+    with pytest.raises(NotifyError, match="CTPOLLER_ARCHIVE_PATH") as caught:
+        write_archive([archive_row()], path)
+
+    assert caught.value.permanent is False
+    assert path.is_dir()
+    assert [p.name for p in tmp_path.iterdir()] == ["archive.xlsx"]
+
+
+def test_failed_rename_keeps_the_old_archive_and_removes_the_temporary_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "archive.xlsx"
+    write_archive([archive_row()], path)
+    before = path.read_bytes()
+
+    def refuse(source: object, target: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(os, "replace", refuse)
+    with pytest.raises(NotifyError, match=r"Permission denied.*CTPOLLER_ARCHIVE_PATH"):
+        write_archive([archive_row()] * 2, path)
+
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["archive.xlsx"]
+
+
+def test_error_from_the_rows_propagates_unchanged_and_keeps_the_old_archive(tmp_path: Path) -> None:
+    path = tmp_path / "archive.xlsx"
+    write_archive([archive_row()], path)
+    before = path.read_bytes()
+
+    def rows_then_state_failure() -> Iterator[ArchiveRow]:
+        yield archive_row()
+        raise RuntimeError("state store went away")
+
+    with pytest.raises(RuntimeError, match="state store went away"):
+        write_archive(rows_then_state_failure(), path)
+
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["archive.xlsx"]
+
+
+def test_missing_directory_raises_notify_error(tmp_path: Path) -> None:
+    with pytest.raises(NotifyError, match="CTPOLLER_ARCHIVE_PATH"):
+        write_archive([archive_row()], tmp_path / "no such dir" / "archive.xlsx")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
+def test_read_only_directory_keeps_the_old_archive(tmp_path: Path) -> None:
+    path = tmp_path / "archive.xlsx"
+    write_archive([archive_row()], path)
+    before = path.read_bytes()
+    tmp_path.chmod(0o555)
+    try:
+        with pytest.raises(NotifyError, match="CTPOLLER_ARCHIVE_PATH"):
+            write_archive([archive_row()] * 2, path)
+    finally:
+        tmp_path.chmod(0o755)
+    assert path.read_bytes() == before
+
+
+def test_rewrite_keeps_the_permissions_of_the_existing_archive(tmp_path: Path) -> None:
+    path = tmp_path / "archive.xlsx"
+    write_archive([archive_row()], path)
+    path.chmod(0o644)
+
+    write_archive([archive_row()], path)
+
+    assert path.stat().st_mode & 0o777 == 0o644
