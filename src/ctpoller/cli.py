@@ -226,6 +226,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """
     from ctpoller.demo.run import run_demo
 
+    if not args.verbose:
+        logging.getLogger("ctpoller").setLevel(logging.WARNING)  # the demo tells its own story
     return run_demo(args.dir, out=print)
 
 

@@ -129,7 +129,9 @@ class OpenremSource:
         self.where = describe(self.url)
         self.is_sqlite = self.url.drivername.startswith("sqlite")
         if self.is_sqlite:
-            ro = sa.engine.URL.create("sqlite", database=f"file:{self.url.database}?mode=ro&uri=true")
+            ro = sa.engine.URL.create(
+                "sqlite", database=f"file:{self.url.database}", query={"mode": "ro", "uri": "true"}
+            )
             self.engine = sa.create_engine(ro)
         else:
             options = (

@@ -1,0 +1,206 @@
+"""``ctpoller demo``: the whole product on a built-in OpenREM-shaped SQLite database, no server needed.
+
+The imports are replayed the way OpenREM writes them (one autocommit at a time, a re-sent cumulative
+report deleting and re-inserting the study, a continued report adding a second row with the same
+Study Instance UID), and real poll cycles run through ``poller.run_once``, the code path of
+``ctpoller run``. Time is simulated so the settle time passes at once; nothing else is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from ctpoller import poller
+from ctpoller.demo import exams
+from ctpoller.demo.openrem import OpenremImporter, SeedStudy, create_schema
+from ctpoller.notify.outbox import EmlDirectoryNotifier
+from ctpoller.notify.render import format_decimal
+from ctpoller.poller import Report, Timing
+from ctpoller.rules import parse_rules
+from ctpoller.source import OpenremSource
+from ctpoller.state import StateStore
+from ctpoller.wiring import XlsxArchive
+
+DEMO_RULES = """\
+# The rules of the demo. The real thing reads CTPOLLER_RULES_FILE; see examples/rules.toml.
+[defaults]
+recipients = ["physics@hospital.example"]
+
+[[rule]]
+name = "Adult head CTDIvol (AAPM)"
+phantom = "head"
+ctdivol = 80
+recipients = ["neuro-physics@hospital.example"]
+
+[[rule]]
+name = "Adult body CTDIvol (AAPM)"
+phantom = "body"
+ctdivol = 50
+
+[[rule]]
+name = "Thorax exam DLP"
+study = ["thorax", "chest"]
+dlp_total = 75
+
+[[rule]]
+name = "Any exam DLP"
+dlp_total = 1000
+
+[dose_check]
+notify = true
+"""
+
+SETTLE = timedelta(seconds=120)
+FILES = (
+    "openrem-demo.sqlite3",
+    "ctpoller-state.sqlite3",
+    "ctpoller-state.sqlite3.lock",
+    "rules.toml",
+    "ctpoller-notifications.xlsx",
+)
+
+
+def run_demo(directory: Path, *, out: Callable[[str], None] = print) -> int:
+    directory = directory.resolve()
+    _clean(directory)
+    source_file = directory / "openrem-demo.sqlite3"
+    rules_file = directory / "rules.toml"
+    rules_file.write_text(DEMO_RULES, encoding="utf-8")
+    outbox = directory / "outbox"
+    archive = directory / "ctpoller-notifications.xlsx"
+    state_url = f"sqlite:///{directory / 'ctpoller-state.sqlite3'}"
+
+    writer = sa.create_engine(f"sqlite:///{source_file}")
+    create_schema(writer)
+    openrem = OpenremImporter(writer)
+    clock = datetime.now(UTC).replace(microsecond=0)
+    rules = parse_rules(DEMO_RULES, source=str(rules_file))
+
+    def cycle(after: timedelta, title: str) -> Report:
+        nonlocal clock
+        clock += after
+        source = OpenremSource(f"sqlite:///{source_file}")
+        state = StateStore(state_url)
+        try:
+            state.ensure_schema()
+            source.connect()
+            with state.lock():
+                report = poller.run_once(
+                    source,
+                    state,
+                    rules,
+                    EmlDirectoryNotifier(outbox, mail_from="ctpoller@hospital.example"),
+                    XlsxArchive(archive),
+                    now=clock,
+                    timing=Timing(settle=SETTLE),
+                    mail_domain="hospital.example",
+                )
+        finally:
+            source.dispose()
+            state.dispose()
+        _tell(out, title, report)
+        return report
+
+    out(f"ctpoller demo: an OpenREM-shaped database with CT exams modelled on OpenREM's test files, in {directory}")
+    out("")
+    for study in (exams.GE_OPTIMA, exams.SPECTRUM_DYNAMICS, exams.TOSHIBA_MULTIVALSD, exams.GE_VCT):
+        openrem.import_study(study)
+    cycle(timedelta(0), "1. First run on a database with 4 exams of history")
+
+    pks = [openrem.import_study(s) for s in (exams.GE_PIXELMED, exams.SIEMENS_FLASH_QA)]
+    partial = _start(openrem, exams.PHILIPS_SC, stop_before="remapp_patientstudymoduleattr")
+    cycle(
+        timedelta(seconds=10),
+        f"2. Three new exams arrive (pks {pks[0]}, {pks[1]}, {openrem.last_study_pk}); "
+        "one import is still being written",
+    )
+    for _ in partial:
+        pass
+    cycle(SETTLE + timedelta(seconds=5), "3. Two minutes later: the complete exams have settled")
+    cycle(SETTLE + timedelta(seconds=5), "4. The last import finished and has settled")
+    cycle(timedelta(minutes=10), "5. Ten minutes later, nothing new: nothing is sent twice")
+
+    multi_1, multi_2, multi_3 = exams.MULTI_SERIES
+    pk = openrem.import_study(multi_1)
+    cycle(timedelta(seconds=5), "6. A thorax exam arrives with its first dose report (7.46 mGy·cm)")
+    cycle(SETTLE + timedelta(seconds=5), "   ... settled: under every limit")
+    pk = openrem.resend_cumulative(pk, multi_2)
+    cycle(timedelta(seconds=5), f"7. The scanner re-sends a cumulative report: OpenREM deletes the study, new pk {pk}")
+    cycle(SETTLE + timedelta(seconds=5), "   ... settled: 77.27 mGy·cm is over the thorax limit")
+    pk = openrem.resend_cumulative(pk, multi_3)
+    cycle(timedelta(seconds=5), f"8. Another cumulative re-send, new pk {pk}")
+    cycle(SETTLE + timedelta(seconds=5), "   ... settled: the total rose, so an update is sent")
+
+    openrem.import_study(exams.CONTINUED_1)
+    openrem.import_study(exams.CONTINUED_2)
+    openrem.import_study(exams.TOSHIBA_DOSECHECK)
+    cycle(
+        timedelta(seconds=5), "9. A continued report (two rows, one Study Instance UID) and a scanner Dose Check alert"
+    )
+    cycle(SETTLE + timedelta(seconds=5), "   ... settled: the continued report is one exam")
+
+    emails = sorted(outbox.glob("*.eml"))
+    out("")
+    out(f"Written in {directory}:")
+    out(f"  {len(emails)} emails as .eml files in {outbox} (open them with any mail client)")
+    out(f"  the QA archive {archive} (one row per notification)")
+    out(f"  the OpenREM-shaped database {source_file}, ctpoller's state {directory / 'ctpoller-state.sqlite3'}")
+    out(f"  the rules used: {rules_file}")
+    out("Next: point CTPOLLER_SOURCE_URL at your OpenREM database and run 'ctpoller check' (see README.md).")
+    writer.dispose()
+    return 0
+
+
+def _start(openrem: OpenremImporter, study: SeedStudy, *, stop_before: str) -> Iterator[str]:
+    """Begin an import and stop just before the first write that mentions ``stop_before``."""
+    steps = openrem.import_steps(study)
+    pending: list[str] = []
+    for label in steps:
+        if stop_before in label:
+            pending.append(label)
+            break
+
+    def rest() -> Iterator[str]:
+        yield from pending
+        yield from steps
+
+    return rest()
+
+
+def _tell(out: Callable[[str], None], title: str, report: Report) -> None:
+    out(title)
+    if report.initialised:
+        out(f"   first run: ctpoller starts after study pk {report.watermark_after}; history is not notified")
+        return
+    for message in report.messages:
+        first = message.notifications[0]
+        where = first.display_name or first.station_name or "unknown station"
+        verb = "update" if any(n.previous_value is not None for n in message.notifications) else "email"
+        out(f"   {verb} to {', '.join(message.recipients)}: {first.description or 'no description'} at {where}")
+        for n in message.notifications:
+            rose = f" (rose from {format_decimal(n.previous_value)})" if n.previous_value is not None else ""
+            out(
+                f"     {n.rule}: {n.metric_label} {format_decimal(n.value)} {n.unit} > limit "
+                f"{format_decimal(n.limit)}{rose}"
+            )
+    for pk, why in report.waiting:
+        out(f"   waiting: study pk {pk}: {why}")
+    if not report.messages and not report.waiting:
+        out("   nothing to notify")
+    out(f"   ({report.summary('cycle')})")
+
+
+def _clean(directory: Path) -> None:
+    """Remove what an earlier demo wrote there, and nothing else."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in FILES:
+        for path in (directory / name, directory / f"{name}-wal", directory / f"{name}-shm"):
+            path.unlink(missing_ok=True)
+    outbox = directory / "outbox"
+    if outbox.is_dir():
+        for eml in outbox.glob("*.eml"):
+            eml.unlink()

@@ -1,0 +1,196 @@
+"""The real ``ctpoller`` command, as the systemd timer and a physicist run it."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import openpyxl
+import pytest
+import sqlalchemy as sa
+
+from ctpoller import __version__
+from ctpoller.demo.exams import GE_OPTIMA, GE_VCT, SIEMENS_FLASH_QA
+from ctpoller.demo.openrem import OpenremImporter
+
+from .poller_harness import free_port
+
+RULES = """
+[defaults]
+recipients = ["physics@hospital.example"]
+
+[[rule]]
+name = "Body CTDIvol"
+phantom = "body"
+ctdivol = 50
+"""
+
+
+def ctpoller(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CTPOLLER_")}
+    clean.pop("JOURNAL_STREAM", None)
+    return subprocess.run(
+        [sys.executable, "-m", "ctpoller", *args],
+        env={**clean, **env},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.fixture
+def rules_file(tmp_path: Path) -> Path:
+    path = tmp_path / "rules.toml"
+    path.write_text(RULES, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def env(tmp_path: Path, rules_file: Path) -> dict[str, str]:
+    return {
+        "CTPOLLER_RULES_FILE": str(rules_file),
+        "CTPOLLER_STATE_URL": f"sqlite:///{tmp_path / 'state.sqlite3'}",
+        "CTPOLLER_OUTBOX_DIR": str(tmp_path / "outbox"),
+        "CTPOLLER_ARCHIVE_PATH": str(tmp_path / "archive.xlsx"),
+        "CTPOLLER_MAIL_FROM": "ctpoller@hospital.example",
+        "CTPOLLER_SETTLE_SECONDS": "0",
+    }
+
+
+def one_line(result: subprocess.CompletedProcess[str]) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+def test_version_matches_the_package(tmp_path):
+    result = ctpoller("--version", env={}, cwd=tmp_path)
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"ctpoller {__version__}"
+
+
+def test_help_lists_every_command_and_the_exit_codes(tmp_path):
+    result = ctpoller("--help", env={}, cwd=tmp_path)
+    assert result.returncode == 0
+    for word in ("run", "backfill", "check", "status", "demo", "75", "temporary"):
+        assert word in result.stdout
+    for command in ("run", "backfill", "check", "status", "demo"):
+        assert ctpoller(command, "--help", env={}, cwd=tmp_path).returncode == 0
+
+
+def test_demo_needs_no_server_and_writes_emails_and_archive(tmp_path):
+    result = ctpoller("demo", "--dir", str(tmp_path / "demo"), env={}, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    emails = list((tmp_path / "demo" / "outbox").glob("*.eml"))
+    assert len(emails) >= 5
+    rows = list(openpyxl.load_workbook(tmp_path / "demo" / "ctpoller-notifications.xlsx").active.iter_rows())
+    assert len(rows) > len(emails)
+    assert "rose from" in result.stdout
+    again = ctpoller("demo", "--dir", str(tmp_path / "demo"), env={}, cwd=tmp_path)
+    assert again.returncode == 0 and len(list((tmp_path / "demo" / "outbox").glob("*.eml"))) == len(emails)
+
+
+@pytest.mark.postgres
+def test_run_notifies_once_and_writes_the_archive(openrem_db, env, tmp_path):
+    env = {**env, "CTPOLLER_SOURCE_URL": openrem_db}
+    engine = sa.create_engine(openrem_db)
+    openrem = OpenremImporter(engine)
+    openrem.import_study(GE_OPTIMA)
+    first = ctpoller("run", env=env, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "first run" in first.stdout
+    openrem.import_study(GE_VCT)
+    openrem.import_study(SIEMENS_FLASH_QA)
+    engine.dispose()
+
+    dry = ctpoller("run", "--dry-run", env=env, cwd=tmp_path)
+    assert dry.returncode == 0 and "would notify physics@hospital.example" in dry.stdout
+    assert not (tmp_path / "outbox").exists()
+
+    second = ctpoller("run", env=env, cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert "run ok:" in second.stderr and "2 emails sent" in second.stderr
+    assert len(list((tmp_path / "outbox").glob("*.eml"))) == 2
+    assert openpyxl.load_workbook(tmp_path / "archive.xlsx").active.max_row == 3
+
+    third = ctpoller("run", env=env, cwd=tmp_path)
+    assert third.returncode == 0 and "0 emails sent" in third.stderr
+    assert len(list((tmp_path / "outbox").glob("*.eml"))) == 2
+
+    status = ctpoller("status", env=env, cwd=tmp_path)
+    assert status.returncode == 0 and "watermark: OpenREM study pk" in status.stdout
+
+
+@pytest.mark.postgres
+def test_backfill_without_email_records_history(openrem_db, env, tmp_path):
+    env = {**env, "CTPOLLER_SOURCE_URL": openrem_db}
+    engine = sa.create_engine(openrem_db)
+    OpenremImporter(engine).import_study(GE_VCT)
+    engine.dispose()
+    result = ctpoller("backfill", "--since", "2000-01-01", "--no-email", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert not (tmp_path / "outbox").exists()
+    cells = [
+        c for row in openpyxl.load_workbook(tmp_path / "archive.xlsx").active.iter_rows(values_only=True) for c in row
+    ]
+    assert "recorded, not emailed" in cells
+
+
+@pytest.mark.postgres
+def test_check_reports_each_part_on_its_own_line(openrem_db, env, tmp_path):
+    result = ctpoller("check", env={**env, "CTPOLLER_SOURCE_URL": openrem_db}, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("ok ") >= 4
+    broken = ctpoller(
+        "check",
+        env={**env, "CTPOLLER_SOURCE_URL": openrem_db, "CTPOLLER_RULES_FILE": "/nonexistent.toml"},
+        cwd=tmp_path,
+    )
+    assert broken.returncode == 2
+    assert "PROBLEM rules file /nonexistent.toml does not exist" in broken.stdout
+
+
+def test_a_bad_rules_file_exits_2_naming_file_rule_and_key(env, tmp_path, rules_file):
+    rules_file.write_text('[[rule]]\nname = "Head"\nctdivol = "sixty"\n', encoding="utf-8")
+    result = ctpoller("run", env={**env, "CTPOLLER_SOURCE_URL": "postgresql://x@127.0.0.1:1/db"}, cwd=tmp_path)
+    assert result.returncode == 2
+    line = one_line(result)
+    assert str(rules_file) in line and "'Head'" in line and "ctdivol" in line
+
+
+def test_a_bad_setting_exits_2_naming_the_variable(env, tmp_path):
+    result = ctpoller("run", env={**env, "CTPOLLER_SETTLE_SECONDS": "soon"}, cwd=tmp_path)
+    assert result.returncode == 2
+    assert one_line(result).startswith("ctpoller: CTPOLLER_SETTLE_SECONDS")
+
+
+def test_missing_source_url_exits_2_naming_the_variable(env, tmp_path):
+    result = ctpoller("run", env=env, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "CTPOLLER_SOURCE_URL is not set" in one_line(result)
+
+
+def test_unreachable_source_is_temporary_and_never_shows_the_password(env, tmp_path):
+    url = f"postgresql://ctpoller:s3cret-pw@127.0.0.1:{free_port()}/openrem"
+    result = ctpoller("run", env={**env, "CTPOLLER_SOURCE_URL": url}, cwd=tmp_path)
+    assert result.returncode == 75
+    line = one_line(result)
+    assert "127.0.0.1" in line and "CTPOLLER_SOURCE_URL" in line
+    assert "s3cret-pw" not in result.stderr + result.stdout
+
+
+@pytest.mark.postgres
+def test_a_second_run_while_one_holds_the_lock_exits_3(openrem_db, env, tmp_path):
+    env = {**env, "CTPOLLER_SOURCE_URL": openrem_db}
+    assert ctpoller("run", env=env, cwd=tmp_path).returncode == 0
+    with open(tmp_path / "state.sqlite3.lock", "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        result = ctpoller("run", env=env, cwd=tmp_path)
+    assert result.returncode == 3
+    assert "another ctpoller run holds the lock" in one_line(result)
