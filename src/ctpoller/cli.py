@@ -148,18 +148,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ctpoller.wiring import Components
 
     settings = load_settings(args.env_file)
-    with Components(settings, need_delivery=not args.dry_run) as c, c.locked(args.dry_run):
-        report = poller.run_once(
-            c.source,
-            c.state,
-            c.rules,
-            c.notifier,
-            c.archive,
-            now=_now(),
-            timing=c.timing,
-            dry_run=args.dry_run,
-            mail_domain=c.mail_domain,
-        )
+    now = _now()
+    with Components(settings, need_delivery=not args.dry_run, dry_run=args.dry_run) as c, c.locked(args.dry_run):
+        try:
+            report = poller.run_once(
+                c.source,
+                c.state,
+                c.rules,
+                c.notifier,
+                c.archive,
+                now=now,
+                timing=c.timing,
+                dry_run=args.dry_run,
+                mail_domain=c.mail_domain,
+            )
+        except CtpollerError as e:
+            c.record(now, e)
+            raise
+        c.record(now, report.problem())
     return finish(report, "dry run" if args.dry_run else "run", dry_run=args.dry_run)
 
 
@@ -174,7 +180,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.env_file)
     need = not (args.dry_run or args.no_email)
-    with Components(settings, need_delivery=need) as c, c.locked(args.dry_run):
+    with Components(settings, need_delivery=need, dry_run=args.dry_run) as c, c.locked(args.dry_run):
         report = poller.backfill(
             c.source,
             c.state,

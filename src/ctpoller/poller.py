@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import Protocol
 
 from ctpoller import settle
-from ctpoller.errors import NotifyError
+from ctpoller.errors import CtpollerError, NotifyError
 from ctpoller.model import ArchiveRow, Exam, Exceedance, Notification, StudyHead, StudyRow, Tracked
 from ctpoller.notify.base import Notifier
 from ctpoller.rules import RuleSet, evaluate
@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 class Archive(Protocol):
     def write(self, rows: Iterator[ArchiveRow]) -> int: ...
+
+    def exists(self) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,16 @@ class Report:
     failed: list[str] = field(default_factory=list)
     archive_rows: int | None = None
     archive_error: str | None = None
+
+    def problem(self) -> CtpollerError | None:
+        """What went wrong in a run that otherwise completed, as an error (for the record)."""
+        if self.failed:
+            return NotifyError(f"{len(self.failed)} notification(s) refused permanently", permanent=True)
+        if self.deferred:
+            return NotifyError(f"{len(self.deferred)} notification(s) deferred to the next run", permanent=False)
+        if self.archive_error:
+            return NotifyError(self.archive_error, permanent=False)
+        return None
 
     def summary(self, what: str = "run") -> str:
         moved = (
@@ -243,7 +255,7 @@ def deliver(state: StateStore, notifier: Notifier | None, report: Report, *, now
 
 def write_archive(state: StateStore, archive: Archive | None, report: Report) -> None:
     """Rebuild the QA archive from the state store when anything in it changed."""
-    if archive is None or not state.archive_due():
+    if archive is None or (archive.exists() and not state.archive_due()):
         return
     generation = state.get_meta("archive_generation")
     try:

@@ -198,11 +198,7 @@ def _parse_rule(table: object, number: int, where: str) -> Rule:
         _fail(where, "rule", f"entry #{number} must be a table, written [[rule]], not {_show(table)}")
     name = table.get("name")
     valid_name = isinstance(name, str) and _name_problem(name) is None
-    here = (
-        f"{where}: rule '{name.strip()}'"
-        if valid_name and isinstance(name, str)
-        else f"{where}: rule #{number}"
-    )
+    here = f"{where}: rule '{name.strip()}'" if valid_name and isinstance(name, str) else f"{where}: rule #{number}"
     _check_keys(table, _RULE_KEYS, here)
     if not isinstance(name, str):
         _fail(here, "name", "is required" if name is None else f"must be a string, not {_show(name)}")
@@ -415,9 +411,7 @@ def _apply(
         for event in chosen:
             value = finite(event.ctdivol_mgy if metric == "ctdivol" else event.dlp_mgycm)
             if value is not None and value > limit:
-                found.append(
-                    Exceedance(rule.name, metric, event.key, value, limit, unit, recipients, event.protocol)
-                )
+                found.append(Exceedance(rule.name, metric, event.key, value, limit, unit, recipients, event.protocol))
     return found
 
 
@@ -482,9 +476,7 @@ def _dose_checks(events: Sequence[Event], recipients: tuple[str, ...]) -> list[E
     best: dict[tuple[int, int], Exceedance] = {}
     for event_index, event in enumerate(events):
         for check in event.dose_checks:
-            for metric_index, (metric, configured, limit_field, value_field, fallback, unit) in enumerate(
-                _DOSE_CHECKS
-            ):
+            for metric_index, (metric, configured, limit_field, value_field, fallback, unit) in enumerate(_DOSE_CHECKS):
                 limit: Decimal | None = finite(getattr(check, limit_field))
                 value: Decimal | None = finite(getattr(check, value_field))
                 if value is None and fallback is not None:

@@ -190,6 +190,16 @@ class StateStore:
     def dispose(self) -> None:
         self.engine.dispose()
 
+    def exists(self) -> bool:
+        """Whether this store was ever set up (without creating anything, not even a SQLite file)."""
+        if self.is_sqlite and (not self.url.database or not Path(self.url.database).exists()):
+            return False
+        try:
+            with self.engine.connect() as conn:
+                return bool(sa.inspect(conn).has_table(meta_table.name))
+        except DBAPIError as e:
+            raise StateError(f"cannot open the state store {self.where}: {_first_line(e.orig)}", temporary=True) from e
+
     # -- plumbing ---------------------------------------------------------------------------------
 
     @contextlib.contextmanager

@@ -68,6 +68,9 @@ class XlsxArchive:
 
         return write_archive(rows, self.path)
 
+    def exists(self) -> bool:
+        return self.path.exists()
+
 
 def mail_domain(settings: Settings) -> str:
     if settings.mail_from and "@" in settings.mail_from:
@@ -78,8 +81,9 @@ def mail_domain(settings: Settings) -> str:
 class Components:
     """Everything one command needs, built and checked in a sensible order, disposed at the end."""
 
-    def __init__(self, settings: Settings, *, need_delivery: bool) -> None:
+    def __init__(self, settings: Settings, *, need_delivery: bool, dry_run: bool = False) -> None:
         self.settings = settings
+        self.dry_run = dry_run
         self.rules = load_rules(settings)
         self.notifier = build_notifier(settings)
         if need_delivery and self.notifier is None:
@@ -94,6 +98,10 @@ class Components:
             batch_size=settings.batch_size,
         )
         self.state = StateStore(settings.state_url, password=_secret(settings.state_password))
+        if dry_run and not self.state.exists():
+            # A dry run before the first run: a throwaway store, so that nothing is created.
+            self.state.dispose()
+            self.state = StateStore("sqlite://")
         self.source = OpenremSource(
             settings.source_url,
             password=_secret(settings.source_password),
@@ -101,7 +109,8 @@ class Components:
         )
 
     def __enter__(self) -> Components:
-        self.state.ensure_schema()
+        if not self.dry_run or self.state.url.database is None:
+            self.state.ensure_schema()
         self.source.connect()
         if self.rules.uses_standard_names and not self.source.has_standard_names:
             raise ConfigError(
@@ -113,6 +122,18 @@ class Components:
     def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
         self.source.dispose()
         self.state.dispose()
+
+    def record(self, now: datetime, error: CtpollerError | None) -> None:
+        """Remember how this run ended, for ``ctpoller status``; never fails the run over it."""
+        if self.dry_run:
+            return
+        values: dict[str, str | None] = {"last_run_at": now.isoformat(timespec="seconds")}
+        if error is None:
+            values["last_success_at"] = values["last_run_at"]
+        else:
+            values["last_error"] = f"{now.isoformat(timespec='seconds')} {error}"
+        with contextlib.suppress(CtpollerError):
+            self.state.set_meta(values)
 
     @contextlib.contextmanager
     def locked(self, dry_run: bool) -> Iterator[None]:

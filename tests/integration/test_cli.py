@@ -156,6 +156,14 @@ def test_check_reports_each_part_on_its_own_line(openrem_db, env, tmp_path):
     assert "PROBLEM rules file /nonexistent.toml does not exist" in broken.stdout
 
 
+@pytest.mark.postgres
+def test_dry_run_before_the_first_run_creates_nothing(openrem_db, env, tmp_path):
+    result = ctpoller("run", "--dry-run", env={**env, "CTPOLLER_SOURCE_URL": openrem_db}, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "would start after OpenREM study pk 0" in result.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rules.toml"]
+
+
 def test_a_bad_rules_file_exits_2_naming_file_rule_and_key(env, tmp_path, rules_file):
     rules_file.write_text('[[rule]]\nname = "Head"\nctdivol = "sixty"\n', encoding="utf-8")
     result = ctpoller("run", env={**env, "CTPOLLER_SOURCE_URL": "postgresql://x@127.0.0.1:1/db"}, cwd=tmp_path)

@@ -140,9 +140,7 @@ def test_event_exactly_at_limit_is_not_reported():
     assert evaluate(exam_of(event(ctdivol=60, dlp=500), total_dlp=500), rules) == []
 
 
-@pytest.mark.parametrize(
-    ("dlp", "reported"), [("500.1", True), ("500", False), (None, False), ("NaN", False)]
-)
+@pytest.mark.parametrize(("dlp", "reported"), [("500.1", True), ("500", False), (None, False), ("NaN", False)])
 def test_event_dlp_is_reported_only_when_strictly_above_the_limit(dlp: str | None, reported: bool):
     rules = one_rule("dlp = 500")
     assert bool(evaluate(exam_of(event(dlp=dlp, ctdivol=1000)), rules)) is reported
@@ -162,9 +160,7 @@ def test_event_exceedance_carries_value_limit_unit_protocol_and_event_key():
             ("paeds@example.org",),
             "PED HEAD",
         ),
-        Exceedance(
-            "R", "dlp", "uid-1", Decimal(600), Decimal(500), UNIT_MGYCM, ("paeds@example.org",), "PED HEAD"
-        ),
+        Exceedance("R", "dlp", "uid-1", Decimal(600), Decimal(500), UNIT_MGYCM, ("paeds@example.org",), "PED HEAD"),
     ]
 
 
@@ -233,9 +229,7 @@ def test_protocol_criterion_matches_words_in_any_order_ignoring_case(
 @pytest.mark.parametrize("protocol", [None, "", "Head", "Brain Perfusion"])
 def test_not_protocol_excludes_only_a_matching_event(protocol: str | None):
     rules = one_rule('not_protocol = ["perfusion"]\nctdivol = 1')
-    result = found(
-        exam_of(event("a", protocol=protocol, ctdivol=2), event("b", protocol="Head", ctdivol=2)), rules
-    )
+    result = found(exam_of(event("a", protocol=protocol, ctdivol=2), event("b", protocol="Head", ctdivol=2)), rules)
     expected_a = [] if protocol == "Brain Perfusion" else [("R", "ctdivol", "a")]
     assert result == [*expected_a, ("R", "ctdivol", "b")]
 
@@ -254,9 +248,9 @@ def test_criteria_of_different_keys_must_all_match():
 def test_phantom_criterion_is_case_insensitive_in_the_file():
     rules = one_rule('phantom = "Body"\nctdivol = 1')
     assert rules.rules[0].phantom == "body"
-    assert found(
-        exam_of(event("b", phantom="body", ctdivol=2), event("h", phantom="head", ctdivol=2)), rules
-    ) == [("R", "ctdivol", "b")]
+    assert found(exam_of(event("b", phantom="body", ctdivol=2), event("h", phantom="head", ctdivol=2)), rules) == [
+        ("R", "ctdivol", "b")
+    ]
 
 
 def test_rule_without_criteria_checks_every_event():
@@ -284,9 +278,7 @@ def test_rule_without_criteria_checks_every_event():
         ('not_station = "qa"', {"station": "CT1", "display": "Main CT"}, True),
     ],
 )
-def test_exam_level_criteria_look_at_the_study_row_fields(
-    criterion: str, row_fields: dict[str, str], matches: bool
-):
+def test_exam_level_criteria_look_at_the_study_row_fields(criterion: str, row_fields: dict[str, str], matches: bool):
     rules = one_rule(f"{criterion}\nctdivol = 1")
     assert bool(evaluate(exam_of(event(ctdivol=2), **row_fields), rules)) is matches
 
@@ -365,9 +357,7 @@ def test_not_protocol_keeps_the_whole_exam_out_of_the_total_limit_but_not_other_
 
 
 def test_total_limit_needs_one_event_matching_the_positive_event_criteria():
-    assert found(perfusion_exam(), one_rule('protocol = "perfusion"\ndlp_total = 2000')) == [
-        ("R", "dlp_total", "")
-    ]
+    assert found(perfusion_exam(), one_rule('protocol = "perfusion"\ndlp_total = 2000')) == [("R", "dlp_total", "")]
     assert found(perfusion_exam(), one_rule('protocol = "cardiac"\ndlp_total = 2000')) == []
     assert found(perfusion_exam(), one_rule('phantom = "body"\ndlp_total = 2000')) == []
     assert found(perfusion_exam(), one_rule('phantom = "head"\ndlp_total = 2000')) == [("R", "dlp_total", "")]
@@ -555,10 +545,7 @@ def test_two_dose_check_rows_of_one_event_report_the_highest_value_once():
 
 def test_dose_check_is_not_reported_unless_notify_is_true():
     check = DoseCheck(dlp_alert_mgycm=Decimal(1), accumulated_dlp_forward_estimate_mgycm=Decimal(2))
-    assert (
-        dose_check(event(checks=(check,)), text="[dose_check]\nnotify = false\n[[rule]]\nname='R'\ndlp = 1e9")
-        == []
-    )
+    assert dose_check(event(checks=(check,)), text="[dose_check]\nnotify = false\n[[rule]]\nname='R'\ndlp = 1e9") == []
     assert dose_check(event(checks=(check,)), text="[[rule]]\nname='R'\ndlp = 1e9") == []
 
 
@@ -671,12 +658,8 @@ def test_bad_rules_file_is_one_config_error_line_naming_file_and_key(text: str, 
 
 
 def test_duplicate_rule_names_differing_only_in_case_are_an_error():
-    text = (
-        '[[rule]]\nname = "Paediatric head"\nctdivol = 1\n[[rule]]\nname = "paediatric HEAD"\nctdivol = 2\n'
-    )
-    assert error_of(text) == (
-        f"rules file {SOURCE}: rule 'paediatric HEAD': key 'name': is already used by rule #1"
-    )
+    text = '[[rule]]\nname = "Paediatric head"\nctdivol = 1\n[[rule]]\nname = "paediatric HEAD"\nctdivol = 2\n'
+    assert error_of(text) == (f"rules file {SOURCE}: rule 'paediatric HEAD': key 'name': is already used by rule #1")
 
 
 def test_unknown_key_is_reported_before_a_missing_name():
@@ -745,16 +728,12 @@ def test_example_rules_file_parses_with_aapm_values():
 def test_example_rules_match_the_exams_they_describe(
     age: str | None, protocol: str | None, phantom: Phantom, ctdivol: int, expected: list[str]
 ):
-    result = evaluate(
-        exam_of(event(protocol=protocol, phantom=phantom, ctdivol=ctdivol), age=age), example_rules()
-    )
+    result = evaluate(exam_of(event(protocol=protocol, phantom=phantom, ctdivol=ctdivol), age=age), example_rules())
     assert [x.rule for x in result] == expected
 
 
 def test_example_paediatric_rule_tells_the_defaults_and_the_paediatric_physicists():
-    result = evaluate(
-        exam_of(event(protocol="PED HEAD", phantom="head", ctdivol=55), age="1"), example_rules()
-    )
+    result = evaluate(exam_of(event(protocol="PED HEAD", phantom="head", ctdivol=55), age="1"), example_rules())
     assert result[0].recipients == ("physics@example.org", "paeds-physics@example.org")
 
 
@@ -863,9 +842,7 @@ def test_exactly_the_events_strictly_above_the_limit_are_reported_in_event_order
     assert all(x.value > x.limit == limit for x in result)
 
 
-words = st.lists(
-    st.text(string.ascii_letters + string.digits + "/+", min_size=1, max_size=6), min_size=1, max_size=4
-)
+words = st.lists(st.text(string.ascii_letters + string.digits + "/+", min_size=1, max_size=6), min_size=1, max_size=4)
 
 
 @given(words, st.data())

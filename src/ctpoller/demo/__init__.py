@@ -1,0 +1,1 @@
+"""Demo and test helpers: an OpenREM import simulator and seed exams."""

@@ -1,0 +1,321 @@
+"""Finding a PostgreSQL server for the tests, and throwaway databases on it.
+
+Used by tests/conftest.py. In order of preference:
+
+(a) ``CTPOLLER_TEST_DATABASE_URL``: a server-level URL such as ``postgresql://postgres@127.0.0.1:5432/postgres``
+    (the tests create and drop their own databases on it);
+(b) testcontainers ``postgres:15`` when a Docker engine answers;
+(c) a throwaway cluster from local server binaries (``initdb``/``pg_ctl`` on PATH or under
+    /usr/lib/postgresql/*/bin), run as the ``postgres`` OS user when we are root, on 127.0.0.1 and a
+    free port, removed at the end of the session;
+(d) none: tests that need PostgreSQL fail under CI (or ``CTPOLLER_REQUIRE_POSTGRES=1``) and skip elsewhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import pwd
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import uuid
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import create_engine, make_url, text
+from sqlalchemy.pool import NullPool
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SUBSET_SQL = REPO_ROOT / "sql" / "openrem_subset.sql"
+SHARED_OPENREM = REPO_ROOT.parent / "shared" / "openrem"
+
+URL_VARIABLE = "CTPOLLER_TEST_DATABASE_URL"
+REQUIRE_VARIABLE = "CTPOLLER_REQUIRE_POSTGRES"
+HOW_TO_PROVIDE = (
+    f"set {URL_VARIABLE}=postgresql://postgres@127.0.0.1:5432/postgres, start a Docker engine, "
+    "or install the PostgreSQL server binaries (initdb, pg_ctl)"
+)
+
+
+def postgres_required() -> bool:
+    """Whether a missing server must fail: under CI (not 'false'/'0') or CTPOLLER_REQUIRE_POSTGRES=1."""
+    ci = os.environ.get("CI", "").strip().lower()
+    return (ci not in ("", "false", "0")) or os.environ.get(REQUIRE_VARIABLE, "").strip() == "1"
+
+
+def sqlalchemy_url(url: str) -> str:
+    """The same URL with the psycopg 3 driver, as SQLAlchemy needs it."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres", "postgresql+psycopg2"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def libpq_url(url: str) -> str:
+    """The same URL without a SQLAlchemy driver suffix, for psycopg.connect() and psql."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def without_password(url: str) -> str:
+    return make_url(url)._replace(password=None).render_as_string(hide_password=False)
+
+
+def split_sql(script: str) -> list[str]:
+    """Statements of a plain SQL file: comment lines dropped, split at semicolons that end a line."""
+    lines = [line for line in script.splitlines() if not line.lstrip().startswith("--")]
+    statements = re.split(r";[ \t]*$", "\n".join(lines), flags=re.MULTILINE)
+    return [statement.strip() for statement in statements if statement.strip()]
+
+
+def run_sql_file(url: str, path: Path) -> None:
+    """Execute ``path`` statement by statement through SQLAlchemy, in one transaction."""
+    engine = create_engine(sqlalchemy_url(url), poolclass=NullPool)
+    try:
+        with engine.begin() as conn:
+            for statement in split_sql(path.read_text(encoding="utf-8")):
+                conn.exec_driver_sql(statement)
+    finally:
+        engine.dispose()
+
+
+@dataclass
+class PgServer:
+    """A PostgreSQL server the tests may create databases on."""
+
+    admin_url: str  # postgresql+psycopg://…/postgres (a superuser)
+    description: str  # for the pytest header: never contains a password
+    _stop: Callable[[], None] = field(default=lambda: None, repr=False)
+
+    def create_database(self, prefix: str) -> str:
+        """Create an empty database named ``<prefix><random>``; return its SQLAlchemy URL."""
+        name = f"{prefix}{uuid.uuid4().hex[:12]}"
+        self._admin(f'CREATE DATABASE "{name}"')
+        return make_url(self.admin_url).set(database=name).render_as_string(hide_password=False)
+
+    def drop_database(self, url: str) -> None:
+        name = make_url(url).database
+        self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def check(self) -> None:
+        """Raise if the server does not answer."""
+        self._admin("SELECT 1")
+
+    def stop(self) -> None:
+        self._stop()
+
+    def _admin(self, statement: str) -> None:
+        engine = create_engine(self.admin_url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+        try:
+            with engine.connect() as conn:
+                conn.execute(text(statement))
+        finally:
+            engine.dispose()
+
+
+# --- choosing a server (cheap; nothing is started here) ------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    kind: str  # "url" | "testcontainers" | "local" | "none"
+    detail: str  # the URL (no password), the bin dir, or why there is none
+
+    def describe(self) -> str:
+        return {
+            "url": f"{URL_VARIABLE} ({self.detail})",
+            "testcontainers": "testcontainers postgres:15",
+            "local": f"local cluster from {self.detail}",
+        }.get(self.kind, f"none: {self.detail}")
+
+
+def plan() -> Plan:
+    url = os.environ.get(URL_VARIABLE, "").strip()
+    if url:
+        return Plan("url", without_password(sqlalchemy_url(url)))
+    docker_problem = _docker_problem()
+    if docker_problem is None:
+        return Plan("testcontainers", "postgres:15")
+    bindir, local_problem = _local_bindir()
+    if bindir is not None:
+        return Plan("local", str(bindir))
+    return Plan("none", f"{URL_VARIABLE} is not set, {docker_problem}, {local_problem}")
+
+
+def _docker_problem() -> str | None:
+    """None when a Docker engine answers a ping within a few seconds, else why not."""
+    if not os.environ.get("DOCKER_HOST") and not Path("/var/run/docker.sock").exists():
+        return "no Docker engine (no DOCKER_HOST, no /var/run/docker.sock)"
+    try:
+        import docker  # type: ignore[import-untyped]  # comes with testcontainers
+    except ImportError:
+        return "the docker package is not installed"
+    # docker-py leaves a socket open when the engine does not answer: collect it here, quietly,
+    # rather than let it surface later as an unraisable ResourceWarning inside some test.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        try:
+            client = docker.from_env(timeout=3)
+            try:
+                client.ping()
+            finally:
+                client.close()
+        except Exception as e:
+            return f"no Docker engine answers ({type(e).__name__})"
+        finally:
+            gc.collect()
+    return None
+
+
+def _local_bindir() -> tuple[Path | None, str]:
+    candidates: list[Path] = []
+    found = shutil.which("initdb")
+    if found:
+        candidates.append(Path(found).resolve().parent)
+    versions = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin"),
+        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+        reverse=True,
+    )
+    candidates.extend(versions)
+    for bindir in candidates:
+        if all((bindir / tool).is_file() for tool in ("initdb", "pg_ctl", "postgres")):
+            if os.geteuid() == 0 and not _has_postgres_user():
+                return None, f"running as root and there is no 'postgres' OS user to run {bindir}/initdb"
+            return bindir, ""
+    return None, "no initdb/pg_ctl on PATH or under /usr/lib/postgresql/*/bin"
+
+
+def _has_postgres_user() -> bool:
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        return False
+    return True
+
+
+# --- starting one ---------------------------------------------------------------------------------
+
+
+class NoServer(Exception):
+    """No PostgreSQL could be provided; the message says why, in one line."""
+
+
+def start(chosen: Plan) -> PgServer:
+    if chosen.kind == "url":
+        server = PgServer(sqlalchemy_url(os.environ[URL_VARIABLE].strip()), chosen.describe())
+        try:
+            server.check()
+        except Exception as e:
+            raise NoServer(f"{URL_VARIABLE} does not answer: {type(e).__name__}: {_first_line(e)}") from e
+        return server
+    if chosen.kind == "testcontainers":
+        try:
+            return _start_container()
+        except NoServer as e:  # e.g. the engine answers but cannot pull the image: try local binaries
+            bindir, local_problem = _local_bindir()
+            if bindir is None:
+                raise NoServer(f"{e}, {local_problem}") from e
+            return _start_local_cluster(bindir)
+    if chosen.kind == "local":
+        return _start_local_cluster(Path(chosen.detail))
+    raise NoServer(chosen.detail)
+
+
+def _start_container() -> PgServer:
+    try:
+        from testcontainers.community.postgres import PostgresContainer
+    except ImportError:  # older testcontainers
+        from testcontainers.postgres import PostgresContainer
+    # testcontainers' own deprecations are not ours to fix, and docker-py leaks a socket when it
+    # fails: collect it here (after the exception is gone), quietly.
+    problem = ""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", ResourceWarning)
+        try:
+            container = PostgresContainer("postgres:15", driver="psycopg")
+            container.start()
+        except Exception as e:
+            problem = f"testcontainers could not start postgres:15: {_first_line(e)}"
+        gc.collect()
+    if problem:
+        raise NoServer(problem)
+    url = container.get_connection_url()
+    return PgServer(sqlalchemy_url(url), "testcontainers postgres:15", container.stop)
+
+
+def _start_local_cluster(bindir: Path) -> PgServer:
+    as_postgres: list[str] = []
+    tmp = Path(tempfile.mkdtemp(prefix="ctpoller-pg-"))
+    if os.geteuid() == 0:  # initdb refuses to run as root
+        user = pwd.getpwnam("postgres")
+        os.chown(tmp, user.pw_uid, user.pw_gid)
+        as_postgres = ["runuser", "-u", "postgres", "--"]
+    data, log = tmp / "data", tmp / "server.log"
+    port = _free_port()
+
+    def run(*args: str) -> None:
+        subprocess.run([*as_postgres, *args], cwd=tmp, check=True, capture_output=True, text=True, timeout=120)
+
+    def stop() -> None:
+        with contextlib.suppress(Exception):
+            run(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    try:
+        run(
+            str(bindir / "initdb"),
+            "-D", str(data), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync",
+        )  # fmt: skip
+        run(
+            str(bindir / "pg_ctl"),
+            "-D", str(data), "-l", str(log), "-w", "-t", "60",
+            "-o", f"-c listen_addresses=127.0.0.1 -p {port} -k {tmp} -c fsync=off",
+            "start",
+        )  # fmt: skip
+    except (subprocess.SubprocessError, OSError) as e:
+        detail = e.stderr if isinstance(e, subprocess.CalledProcessError) else str(e)
+        log_tail = log.read_text(errors="replace")[-300:] if log.exists() else ""
+        stop()
+        raise NoServer(
+            f"could not start a local cluster from {bindir}: {_last_line(detail)} {_last_line(log_tail)}"
+        ) from e
+    server = PgServer(f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres", f"local cluster from {bindir}", stop)
+    try:
+        server.check()
+    except Exception as e:
+        stop()
+        raise NoServer(f"the local cluster from {bindir} does not answer: {_first_line(e)}") from e
+    return server
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _first_line(value: object) -> str:
+    lines = [line.strip() for line in str(value).splitlines() if line.strip()]
+    return lines[0] if lines else ""
+
+
+def _last_line(value: object) -> str:
+    lines = [line.strip() for line in str(value).splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+@contextlib.contextmanager
+def throwaway_database(server: PgServer, prefix: str) -> Iterator[str]:
+    url = server.create_database(prefix)
+    try:
+        yield url
+    finally:
+        server.drop_database(url)
