@@ -277,3 +277,16 @@ def test_any_text_serialises_and_comes_back_in_both_bodies(
     subject = msg["Subject"]
     assert len(subject) <= SUBJECT_MAX
     assert not any(ord(char) < 32 or ord(char) == 127 for char in subject)
+
+
+def test_each_exceedance_is_headed_by_its_rule_and_names_its_event() -> None:
+    from dataclasses import replace
+
+    base = message()
+    event_level = base.notifications[0]
+    exam_level = replace(event_level, metric="dlp_total", event_key="")
+    text = render_email(replace(base, notifications=(event_level, exam_level)), mail_from="a@b.example")
+    body = text.get_body(("plain",)).get_content()
+    assert f"1. {event_level.rule}: {event_level.metric_label}" in body
+    assert f"Irradiation event: {event_level.event_key}" in body
+    assert "Irradiation event: (whole exam)" in body

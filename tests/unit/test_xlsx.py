@@ -41,6 +41,7 @@ HEADERS = [
     "Error",
     "Message-ID",
     "Study Instance UID",
+    "Irradiation event",
 ]
 HOSTILE = ['=HYPERLINK("http://x","y")', "+1", "-2+3", "@SUM(A1)", "\t=1", "\r=1", "=1"]
 
@@ -121,6 +122,7 @@ def test_row_holds_the_notification_with_real_dates_and_numbers() -> None:
         "Error": None,
         "Message-ID": "<ctpoller.7@hospital.example>",
         "Study Instance UID": "1.2.826.0.1.3680043.8.498.1",
+        "Irradiation event": "1.2.3.4.5",
     }
 
 
@@ -156,7 +158,7 @@ def test_sheet_has_frozen_header_autofilter_and_column_widths(tmp_path: Path) ->
     sheet = workbook["Notifications"]
 
     assert sheet.freeze_panes == "A2"
-    assert sheet.auto_filter.ref == "A1:T3"
+    assert sheet.auto_filter.ref == "A1:U3"
     assert sheet.column_dimensions["G"].width == 30
     workbook.close()
 

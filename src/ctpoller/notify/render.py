@@ -142,7 +142,12 @@ def fields(notification: Notification) -> list[tuple[str, str]]:
         ("Study description", _shown(n.description)),
         ("Accession number", _shown(n.accession_number)),
         ("Study Instance UID", _shown(n.study_uid)),
+        ("Irradiation event", _shown(n.event_key) if n.event_key else "(whole exam)"),
     ]
+
+
+def _heading(n: Notification) -> str:
+    return f"{_shown(n.rule)}: {_shown(n.metric_label)}"
 
 
 def _intro(message: Message) -> str:
@@ -160,7 +165,7 @@ def render_text(message: Message) -> str:
     """The plain-text body."""
     lines = [_intro(message), ""]
     for number, notification in enumerate(message.notifications, 1):
-        lines.append(f"{number}. {_shown(notification.metric_label)} over limit")
+        lines.append(f"{number}. {_heading(notification)}")
         lines.extend(f"   {label}: {text}" for label, text in fields(notification))
         lines.append("")
     lines.append(_FOOTER)
@@ -175,7 +180,7 @@ def render_html(message: Message) -> str:
         f"<p>{esc(_intro(message))}</p>",
     ]
     for number, notification in enumerate(message.notifications, 1):
-        parts.append(f"<h3>{number}. {esc(_shown(notification.metric_label))} over limit</h3>")
+        parts.append(f"<h3>{number}. {esc(_heading(notification))}</h3>")
         parts.append('<table cellpadding="3" style="border-collapse:collapse">')
         parts.extend(
             f'<tr><th align="left" valign="top">{esc(label)}</th><td>{esc(text)}</td></tr>'

@@ -62,6 +62,7 @@ COLUMNS: tuple[tuple[str, float], ...] = (
     ("Error", 40),
     ("Message-ID", 40),
     ("Study Instance UID", 40),
+    ("Irradiation event", 40),
 )
 
 # What openpyxl refuses (control characters), plus what XML 1.0 cannot hold at all.
@@ -119,6 +120,7 @@ def _values(row: ArchiveRow) -> list[Any]:
         row.error,
         row.message_id,
         n.study_uid,
+        n.event_key or "(whole exam)",
     ]
 
 

@@ -1,0 +1,126 @@
+"""ctpoller against the rows OpenREM's own importers wrote for its CT test files (../shared/openrem)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+import pg
+from ctpoller.model import Exam
+from ctpoller.source import OpenremSource
+from ctpoller.state import StateStore
+
+from .poller_harness import SETTLE, T0, Harness, Inbox, start_smtp
+
+pytestmark = [pytest.mark.postgres, pytest.mark.smtp]
+
+EXAMPLE_RULES = Path(__file__).parents[2] / "examples" / "rules.toml"
+
+VCT = "1.3.6.1.4.1.5962.99.1.2026073515.1319176460.1479494856107.15.0"
+PIXELMED = "1.2.840.113619.2.55.3.2831209208.960.1363108704.865"
+TOSHIBA_DOSE_CHECK = "1.3.6.1.4.1.5962.99.1.4226553877.745998417.1511760107541.3.0"
+CONTINUED = "1.3.6.1.4.1.5962.99.1.64928122.996247427.1524778350970.5.0"
+
+
+@pytest.fixture
+def real_openrem(pg_server):
+    schema, data = pg.SHARED_OPENREM / "schema_ct.sql", pg.SHARED_OPENREM / "data_ct_testfiles.sql"
+    if not data.exists():
+        if pg.postgres_required():
+            pytest.fail(f"{data} is missing: CI runs with ../shared beside the clone", pytrace=False)
+        pytest.skip(f"{data} is not here (it lives in ../shared/openrem beside the repository)")
+    with pg.throwaway_database(pg_server, "ctp_real_") as url:
+        pg.run_sql_file(url, schema)
+        pg.run_sql_file(url, data)
+        yield url
+
+
+@pytest.fixture
+def inbox():
+    inbox = Inbox()
+    controller, port = start_smtp(inbox)
+    inbox.port = port  # type: ignore[attr-defined]
+    yield inbox
+    controller.stop()
+
+
+def read_all(url: str) -> dict[int, object]:
+    source = OpenremSource(url)
+    try:
+        source.connect()
+        with source.session() as conn:
+            return dict(source.study_rows(conn, list(range(1, 20))))
+    finally:
+        source.dispose()
+
+
+def test_real_rows_are_read_as_openrem_wrote_them(real_openrem):
+    rows = read_all(real_openrem)
+    assert sorted(rows) == [1, 2, *range(5, 18)]  # pks 3 and 4 were deleted by cumulative re-sends
+    assert sum(len(r.events) for r in rows.values()) == 75
+    assert all(e.protocol is None for e in rows[7].events)  # GE ESR: no protocol at all
+    assert [e.ctdivol_mgy for e in rows[7].events[:4]] == [None] * 4  # localisers
+    assert rows[16].events[0].ctdivol_mgy == Decimal(0)  # the Philips SC surview, stored as 0E-8
+    assert max(e.ctdivol_mgy for e in rows[8].events) == Decimal("222.59")
+    assert {e.phantom for e in rows[8].events} == {"head"}
+    assert rows[16].events[1].phantom is None  # Philips SC: CTDIvol without a phantom
+    assert Exam(uid=rows[17].uid, rows=(rows[17],)).age_years == Decimal(63)  # -7976.7 is ignored
+    assert Exam(uid=rows[9].uid, rows=(rows[9],)).age_years is None
+    continued = Exam(uid=rows[1].uid, rows=(rows[1], rows[2]))
+    assert rows[1].uid == rows[2].uid and len(continued.events) == 4
+    assert continued.total_dlp_mgycm == Decimal("116.61")
+    [toshiba] = [r for r in rows.values() if r.uid == TOSHIBA_DOSE_CHECK]
+    assert [c.accumulated_dlp_forward_estimate_mgycm for e in toshiba.events for c in e.dose_checks] == [
+        Decimal("251.2"),
+        Decimal("502.4"),
+    ]
+    assert rows[11].events[0].protocol == "testÃ¦Ã¸Ã¥"
+
+
+def found(report) -> set[tuple[str, str, str, Decimal]]:
+    return {(m.study_uid, n.rule, n.metric, n.value) for m in report.messages for n in m.notifications}
+
+
+EXPECTED_WITH_EXAMPLE_RULES = {
+    (VCT, "Adult torso (chest, abdomen-pelvis)", "ctdivol", Decimal("176.12")),
+    (PIXELMED, "Adult head", "ctdivol", Decimal("222.59")),
+    (TOSHIBA_DOSE_CHECK, "Scanner Dose Check", "dose_check_ctdivol_alert", Decimal("10.6")),
+    (TOSHIBA_DOSE_CHECK, "Scanner Dose Check", "dose_check_dlp_alert", Decimal("251.2")),
+    (TOSHIBA_DOSE_CHECK, "Scanner Dose Check", "dose_check_dlp_alert", Decimal("502.4")),
+}
+
+
+def test_backfill_of_real_rows_with_the_example_rules(real_openrem, tmp_path, inbox):
+    harness = Harness(
+        real_openrem, f"sqlite:///{tmp_path / 's.sqlite3'}", EXAMPLE_RULES.read_text(), inbox.port, tmp_path
+    )
+    report = harness.backfill(since=None, email=False)
+    assert found(report) == EXPECTED_WITH_EXAMPLE_RULES
+    assert report.exams_evaluated == 14  # 15 rows, the two continued rows are one exam
+    assert inbox.messages == []
+
+
+def test_poll_cycles_over_real_rows_find_the_same_and_send_each_once(real_openrem, tmp_path, inbox):
+    state_url = f"sqlite:///{tmp_path / 's.sqlite3'}"
+    state = StateStore(state_url)
+    state.ensure_schema()
+    state.initialise(0, T0)  # as if ctpoller had been running before OpenREM imported anything
+    state.dispose()
+    harness = Harness(real_openrem, state_url, EXAMPLE_RULES.read_text(), inbox.port, tmp_path)
+    harness.cycle(after=timedelta(seconds=1))
+    report = harness.cycle(after=SETTLE + timedelta(seconds=1))
+    assert found(report) == EXPECTED_WITH_EXAMPLE_RULES
+    assert report.watermark_after == 17
+    assert len(inbox.messages) == 3
+    assert harness.cycle(after=timedelta(minutes=5)).sent == 0
+
+
+def test_total_dlp_of_the_real_continued_exam_counts_both_reports(real_openrem, tmp_path, inbox):
+    rules = '[[rule]]\nname = "Thorax total"\nstudy = ["thorax"]\ndlp_total = 100\nrecipients = ["p@h.example"]\n'
+    harness = Harness(real_openrem, f"sqlite:///{tmp_path / 's.sqlite3'}", rules, inbox.port, tmp_path)
+    report = harness.backfill(since=None, email=False)
+    values = {uid: value for uid, _, _, value in found(report)}
+    assert values[CONTINUED] == Decimal("116.61")
