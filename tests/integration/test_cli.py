@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import openpyxl
@@ -15,8 +17,9 @@ import sqlalchemy as sa
 from ctpoller import __version__
 from ctpoller.demo.exams import GE_OPTIMA, GE_VCT, SIEMENS_FLASH_QA
 from ctpoller.demo.openrem import OpenremImporter
+from ctpoller.state import StateStore
 
-from .poller_harness import free_port
+from .poller_harness import Inbox, free_port, start_smtp
 
 RULES = """
 [defaults]
@@ -202,3 +205,67 @@ def test_a_second_run_while_one_holds_the_lock_exits_3(openrem_db, env, tmp_path
         result = ctpoller("run", env=env, cwd=tmp_path)
     assert result.returncode == 3
     assert "another ctpoller run holds the lock" in one_line(result)
+
+
+class HangingInbox(Inbox):
+    """Accepts nothing while ``hang`` is set: DATA never gets its reply (until ctpoller is gone)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hang = True
+        self.entered = threading.Event()
+
+    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+        if self.hang:
+            self.entered.set()
+            await asyncio.sleep(15)
+            return "451 4.3.0 too late"
+        return await super().handle_DATA(server, session, envelope)
+
+
+@pytest.mark.postgres
+@pytest.mark.smtp
+def test_a_run_killed_while_sending_loses_nothing_and_sends_once_later(openrem_db, env, tmp_path):
+    inbox = HangingInbox()
+    controller, port = start_smtp(inbox)
+    try:
+        env = {
+            **env,
+            "CTPOLLER_SOURCE_URL": openrem_db,
+            "CTPOLLER_SMTP_HOST": "127.0.0.1",
+            "CTPOLLER_SMTP_PORT": str(port),
+            "CTPOLLER_SMTP_SECURITY": "none",
+            "CTPOLLER_SMTP_TIMEOUT": "60",
+        }
+        del env["CTPOLLER_OUTBOX_DIR"]
+        assert ctpoller("run", env=env, cwd=tmp_path).returncode == 0
+        engine = sa.create_engine(openrem_db)
+        OpenremImporter(engine).import_study(GE_VCT)
+        engine.dispose()
+
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("CTPOLLER_")}
+        running = subprocess.Popen(
+            [sys.executable, "-m", "ctpoller", "run"],
+            env={**clean, **env},
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        assert inbox.entered.wait(60), "ctpoller never reached DATA"
+        running.kill()  # SIGKILL: after the decision was committed, before the server accepted the message
+        running.wait(30)
+
+        state = StateStore(env["CTPOLLER_STATE_URL"])
+        try:
+            assert len(state.pending_messages()) == 1
+            assert state.integrity_check() == "ok"
+        finally:
+            state.dispose()
+        inbox.hang = False
+        after = ctpoller("run", env=env, cwd=tmp_path)
+        assert after.returncode == 0, after.stderr
+        assert "1 emails sent" in after.stderr
+        assert ctpoller("run", env=env, cwd=tmp_path).returncode == 0
+        assert len(inbox.messages) == 1
+    finally:
+        controller.stop()

@@ -1,0 +1,89 @@
+"""sql/readonly_role.sql: ctpoller works through it, and it can do nothing else."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+import pg
+from ctpoller.demo.exams import GE_VCT, TOSHIBA_DOSECHECK
+from ctpoller.demo.openrem import OpenremImporter
+from ctpoller.source import OPTIONAL, REQUIRED
+
+from .poller_harness import Harness, Inbox, start_smtp
+
+pytestmark = [pytest.mark.postgres]
+
+ROLE_SQL = Path(__file__).parents[2] / "sql" / "readonly_role.sql"
+ROLE = "ctpoller_reader"
+
+
+@pytest.fixture
+def reader_url(openrem_db):
+    admin = pg.libpq_url(openrem_db)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(ROLE_SQL.read_text(encoding="utf-8"))
+        conn.execute(ROLE_SQL.read_text(encoding="utf-8"))  # running it again is harmless
+    yield make_url(openrem_db).set(username=ROLE).render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"DROP OWNED BY {ROLE}")
+        conn.execute(f"DROP ROLE {ROLE}")
+
+
+def as_reader(url: str, statement: str) -> None:
+    with psycopg.connect(pg.libpq_url(url), autocommit=True) as conn:
+        conn.execute(statement)
+
+
+def test_the_role_file_grants_exactly_the_columns_ctpoller_reads():
+    text = ROLE_SQL.read_text(encoding="utf-8")
+    for table, columns in {**REQUIRED, **OPTIONAL}.items():
+        assert f"GRANT SELECT ({', '.join(columns)}) ON {table} TO {ROLE};" in text
+    assert text.count("GRANT SELECT") == len(REQUIRED) + len(OPTIONAL)
+
+
+def test_ctpoller_works_through_the_read_only_role(openrem_db, reader_url, tmp_path):
+    engine = sa.create_engine(openrem_db)
+    for study in (GE_VCT, TOSHIBA_DOSECHECK):
+        OpenremImporter(engine).import_study(study)
+    engine.dispose()
+    inbox = Inbox()
+    controller, port = start_smtp(inbox)
+    try:
+        rules = (
+            '[dose_check]\nnotify = true\n[defaults]\nrecipients = ["p@h.example"]\n'
+            '[[rule]]\nname = "Body"\nphantom = "body"\nctdivol = 50\n'
+        )
+        harness = Harness(reader_url, f"sqlite:///{tmp_path / 's.sqlite3'}", rules, port, tmp_path)
+        report = harness.backfill(since=date(2000, 1, 1))
+        assert {m.study_uid for m in report.messages} == {GE_VCT.uid, TOSHIBA_DOSECHECK.uid}
+        assert len(inbox.messages) == 2
+    finally:
+        controller.stop()
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "INSERT INTO remapp_contextid (code_value, cid_table) VALUES ('x', '')",
+        "UPDATE remapp_generalstudymoduleattr SET total_dlp = 0",
+        "DELETE FROM remapp_ctirradiationeventdata",
+        "SET default_transaction_read_only = off; "
+        "INSERT INTO remapp_contextid (code_value, cid_table) VALUES ('x', '')",
+        "SELECT patient_name FROM remapp_patientmoduleattr",
+        "SELECT patient_id FROM remapp_patientmoduleattr",
+        "SELECT patient_birth_date FROM remapp_patientmoduleattr",
+        "SELECT * FROM remapp_objectuidsprocessed",
+        "SELECT * FROM remapp_generalstudymoduleattr",
+        "CREATE TABLE ctpoller_was_here (id integer)",
+    ],
+)
+def test_the_role_can_neither_write_nor_read_anything_else(reader_url, statement):
+    with pytest.raises(psycopg.Error) as caught:
+        as_reader(reader_url, statement)
+    assert caught.value.sqlstate in ("42501", "25006"), caught.value  # insufficient privilege, read-only
