@@ -15,6 +15,7 @@ import argparse
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -148,25 +149,71 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ctpoller.wiring import Components
 
     settings = load_settings(args.env_file)
-    now = _now()
-    with Components(settings, need_delivery=not args.dry_run, dry_run=args.dry_run) as c, c.locked(args.dry_run):
-        try:
-            report = poller.run_once(
-                c.source,
-                c.state,
-                c.rules,
-                c.notifier,
-                c.archive,
-                now=now,
-                timing=c.timing,
-                dry_run=args.dry_run,
-                mail_domain=c.mail_domain,
-            )
-        except CtpollerError as e:
-            c.record(now, e)
-            raise
-        c.record(now, report.problem())
-    return finish(report, "dry run" if args.dry_run else "run", dry_run=args.dry_run)
+    now, started = _now(), time.monotonic()
+    report: poller.Report | None = None
+    facts: dict[str, float | int | None] = {}
+    try:
+        with Components(settings, need_delivery=not args.dry_run, dry_run=args.dry_run) as c, c.locked(args.dry_run):
+            try:
+                report = poller.run_once(
+                    c.source,
+                    c.state,
+                    c.rules,
+                    c.notifier,
+                    c.archive,
+                    now=now,
+                    timing=c.timing,
+                    dry_run=args.dry_run,
+                    mail_domain=c.mail_domain,
+                )
+            except CtpollerError as e:
+                facts = c.record(now, e)
+                raise
+            facts = c.record(now, report.problem())
+        code = finish(report, "dry run" if args.dry_run else "run", dry_run=args.dry_run)
+    except LockedError:
+        raise  # the run holding the lock writes the metrics
+    except CtpollerError as e:
+        if not args.dry_run:
+            if not facts:
+                from ctpoller.wiring import record_failure
+
+                facts = record_failure(settings, now, e)
+            if settings.metrics_file is not None:
+                _metrics(settings.metrics_file, report, facts, exit_code(e), started)
+        raise
+    if settings.metrics_file is not None and not args.dry_run:
+        _metrics(settings.metrics_file, report, facts, code, started)
+    return code
+
+
+def _metrics(path: Path, report: object, facts: dict[str, float | int | None], code: int, started: float) -> None:
+    from ctpoller.metrics import RunMetrics, write_metrics
+    from ctpoller.poller import Report
+
+    finished = time.time()
+    values: dict[str, object] = dict(
+        finished_at=round(finished, 3),
+        success=code == EXIT_OK,
+        exit_code=code,
+        duration_seconds=round(time.monotonic() - started, 3),
+        **{k: v for k, v in facts.items()},
+    )
+    if isinstance(report, Report):
+        values.update(
+            exams_evaluated=report.exams_evaluated,
+            events_evaluated=report.events_evaluated,
+            exceedances=report.exceedances,
+            notifications_created=len(report.messages),
+            notifications_sent=report.sent,
+            notifications_deferred=len(report.deferred),
+            notifications_failed=len(report.failed),
+            source_lag_seconds=report.source_lag_seconds,
+        )
+    try:
+        write_metrics(RunMetrics(**values), path)  # type: ignore[arg-type]
+    except CtpollerError as e:
+        log.warning("%s", e)
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:

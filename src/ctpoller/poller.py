@@ -58,6 +58,7 @@ class Report:
     failed: list[str] = field(default_factory=list)
     archive_rows: int | None = None
     archive_error: str | None = None
+    source_lag_seconds: float | None = None
 
     def problem(self) -> CtpollerError | None:
         """What went wrong in a run that otherwise completed, as an error (for the record)."""
@@ -121,6 +122,7 @@ def run_once(
     known = state.tracked_above(watermark)
     with source.session("reading new studies") as conn:
         snapshot = source.snapshot(conn)
+        report.source_lag_seconds = source.replica_lag_seconds(conn)
         heads = _all_heads(source, conn, watermark, timing.batch_size)
         report.studies_seen = sum(1 for h in heads if h.pk not in known)
         plan = settle.plan(heads, known, now=now, settle=timing.settle, give_up=timing.give_up, snapshot=snapshot)

@@ -59,6 +59,7 @@ class Settings(BaseSettings):
     mail_to: str = ""
     outbox_dir: Path | None = None
     archive_path: Path | None = None
+    metrics_file: Path | None = None
 
     @field_validator(
         "source_url",
@@ -68,6 +69,7 @@ class Settings(BaseSettings):
         "rules_file",
         "outbox_dir",
         "archive_path",
+        "metrics_file",
         mode="before",
     )
     @classmethod

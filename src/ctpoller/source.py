@@ -249,6 +249,18 @@ class OpenremSource:
         ).one()
         return Snapshot(xmin=int(row[0]), xmax=int(row[1]))
 
+    def replica_lag_seconds(self, conn: Connection) -> float | None:
+        """How far a hot-standby source lags behind its primary; None on a primary or SQLite."""
+        if self.is_sqlite:
+            return None
+        row = conn.execute(
+            sa.text(
+                "SELECT pg_is_in_recovery(), "
+                "extract(epoch FROM clock_timestamp() - pg_last_xact_replay_timestamp())::float8"
+            )
+        ).one()
+        return float(row[1]) if row[0] and row[1] is not None else None
+
     def heads_after(self, conn: Connection, after: int, limit: int) -> list[StudyHead]:
         """One keyset page of study rows with pk > after, with what settling needs to know."""
         g = self.t(STUDY)

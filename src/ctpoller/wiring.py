@@ -123,17 +123,9 @@ class Components:
         self.source.dispose()
         self.state.dispose()
 
-    def record(self, now: datetime, error: CtpollerError | None) -> None:
-        """Remember how this run ended, for ``ctpoller status``; never fails the run over it."""
-        if self.dry_run:
-            return
-        values: dict[str, str | None] = {"last_run_at": now.isoformat(timespec="seconds")}
-        if error is None:
-            values["last_success_at"] = values["last_run_at"]
-        else:
-            values["last_error"] = f"{now.isoformat(timespec='seconds')} {error}"
-        with contextlib.suppress(CtpollerError):
-            self.state.set_meta(values)
+    def record(self, now: datetime, error: CtpollerError | None) -> dict[str, float | int | None]:
+        """Remember how this run ended, for ``ctpoller status``; return what the metrics need."""
+        return {} if self.dry_run else record_run(self.state, now, error)
 
     @contextlib.contextmanager
     def locked(self, dry_run: bool) -> Iterator[None]:
@@ -142,6 +134,46 @@ class Components:
             return
         with self.state.lock():
             yield
+
+
+def record_run(state: StateStore, now: datetime, error: CtpollerError | None) -> dict[str, float | int | None]:
+    """Write how a run ended into the state store and return the facts the metrics show.
+
+    Never fails the run over it: a state store that cannot be reached yields fewer facts.
+    """
+    facts: dict[str, float | int | None] = {}
+    values: dict[str, str | None] = {"last_run_at": now.isoformat(timespec="seconds")}
+    if error is None:
+        values["last_success_at"] = values["last_run_at"]
+    else:
+        values["last_error"] = f"{now.isoformat(timespec='seconds')} {error}"
+    with contextlib.suppress(CtpollerError):
+        if not state.exists():
+            return facts
+        state.set_meta(values)
+        last_success = state.get_meta("last_success_at")
+        facts["last_success_at"] = datetime.fromisoformat(last_success).timestamp() if last_success else None
+        counts = state.outbox_counts()
+        facts["outbox_pending"] = counts.get("pending", 0)
+        facts["outbox_failed"] = counts.get("failed", 0)
+        watermark = state.watermark()
+        facts["watermark"] = watermark
+        if watermark is not None:
+            tracked = state.tracked_above(watermark)
+            facts["studies_waiting"] = sum(1 for t in tracked.values() if t.status == "pending")
+    return facts
+
+
+def record_failure(settings: Settings, now: datetime, error: CtpollerError) -> dict[str, float | int | None]:
+    """``record_run`` for a run that failed before its parts were built (or after they were closed)."""
+    try:
+        state = StateStore(settings.state_url, password=_secret(settings.state_password))
+    except CtpollerError:
+        return {}
+    try:
+        return record_run(state, now, error)
+    finally:
+        state.dispose()
 
 
 def _secret(value: object) -> str | None:

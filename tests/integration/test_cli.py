@@ -269,3 +269,109 @@ def test_a_run_killed_while_sending_loses_nothing_and_sends_once_later(openrem_d
         assert len(inbox.messages) == 1
     finally:
         controller.stop()
+
+
+@pytest.mark.postgres
+def test_each_run_writes_prometheus_metrics_atomically(openrem_db, env, tmp_path):
+    metrics = tmp_path / "ctpoller.prom"
+    env = {**env, "CTPOLLER_SOURCE_URL": openrem_db, "CTPOLLER_METRICS_FILE": str(metrics)}
+    assert ctpoller("run", env=env, cwd=tmp_path).returncode == 0
+    engine = sa.create_engine(openrem_db)
+    OpenremImporter(engine).import_study(GE_VCT)
+    engine.dispose()
+    assert ctpoller("run", env=env, cwd=tmp_path).returncode == 0
+    values = dict(line.split(" ", 1) for line in metrics.read_text().splitlines() if not line.startswith("#"))
+    assert values["ctpoller_last_run_success"] == "1"
+    assert values["ctpoller_notifications_sent"] == "1"
+    assert values["ctpoller_outbox_backlog"] == "0"
+    assert float(values["ctpoller_last_success_timestamp_seconds"]) > 1.7e9
+    assert "ctpoller_source_lag_seconds" not in values  # a primary, not a standby
+
+    down = ctpoller(
+        "run", env={**env, "CTPOLLER_SOURCE_URL": f"postgresql://x@127.0.0.1:{free_port()}/o"}, cwd=tmp_path
+    )
+    assert down.returncode == 75
+    after = dict(line.split(" ", 1) for line in metrics.read_text().splitlines() if not line.startswith("#"))
+    assert after["ctpoller_last_run_success"] == "0" and after["ctpoller_last_run_exit_code"] == "75"
+    assert after["ctpoller_last_success_timestamp_seconds"] == values["ctpoller_last_success_timestamp_seconds"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".ctpoller.prom")] == []
+
+
+@pytest.mark.postgres
+def test_logs_of_failing_runs_hold_no_patient_data_secrets_or_urls(openrem_db, env, tmp_path):
+    from ctpoller.demo.exams import SEED_STUDIES
+
+    engine = sa.create_engine(openrem_db)
+    importer = OpenremImporter(engine)
+    assert ctpoller("run", env={**env, "CTPOLLER_SOURCE_URL": openrem_db}, cwd=tmp_path).returncode == 0
+    for study in SEED_STUDIES:
+        importer.import_study(study)
+    engine.dispose()
+    password = "pw-Zq81-never-shown"
+    runs = [
+        (
+            "run",
+            "-v",
+            {
+                "CTPOLLER_SMTP_HOST": "127.0.0.1",
+                "CTPOLLER_SMTP_PORT": str(free_port()),
+                "CTPOLLER_SMTP_SECURITY": "none",
+                "CTPOLLER_SMTP_PASSWORD": password,
+            },
+        ),
+        ("run", "-v", {"CTPOLLER_SOURCE_URL": f"postgresql://ctpoller:{password}@127.0.0.1:{free_port()}/openrem"}),
+        ("run", "-v", {"CTPOLLER_STATE_URL": f"postgresql://state:{password}@127.0.0.1:{free_port()}/state"}),
+        (
+            "check",
+            "-v",
+            {
+                "CTPOLLER_SMTP_HOST": "127.0.0.1",
+                "CTPOLLER_SMTP_PORT": str(free_port()),
+                "CTPOLLER_SMTP_USERNAME": "u",
+                "CTPOLLER_SMTP_PASSWORD": password,
+            },
+        ),
+    ]
+    secrets = {password} | {s.patient_name for s in SEED_STUDIES if s.patient_name}
+    secrets |= {s.patient_id for s in SEED_STUDIES if s.patient_id}
+    outputs = []
+    for command, flag, extra in runs:
+        base = {**env, "CTPOLLER_SOURCE_URL": openrem_db}
+        base.pop("CTPOLLER_OUTBOX_DIR") if "CTPOLLER_SMTP_HOST" in extra else None
+        result = ctpoller(command, flag, env={**base, **extra}, cwd=tmp_path)
+        assert result.returncode != 0, result.stdout + result.stderr
+        outputs.append(result.stdout + result.stderr)
+    for output in outputs:
+        for secret in secrets:
+            assert secret not in output
+        assert "postgresql://" not in output and "Traceback" not in output
+
+
+@pytest.mark.postgres
+def test_two_hosts_sharing_a_postgresql_state_store_never_both_send(openrem_db, state_pg_url, env, tmp_path):
+    env = {**env, "CTPOLLER_SOURCE_URL": openrem_db, "CTPOLLER_STATE_URL": state_pg_url}
+    assert ctpoller("run", env=env, cwd=tmp_path).returncode == 0
+    engine = sa.create_engine(openrem_db)
+    importer = OpenremImporter(engine)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CTPOLLER_")}
+    codes: list[int] = []
+    for study in (GE_VCT, SIEMENS_FLASH_QA, GE_OPTIMA):
+        importer.import_study(study)
+        both = [
+            subprocess.Popen(
+                [sys.executable, "-m", "ctpoller", "run"],
+                env={**clean, **env},
+                cwd=tmp_path,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(2)
+        ]
+        for process in both:
+            process.communicate(timeout=120)
+            codes.append(process.returncode)
+    engine.dispose()
+    assert set(codes) <= {0, 3}, codes
+    assert ctpoller("run", env=env, cwd=tmp_path).returncode == 0
+    assert len(list((tmp_path / "outbox").glob("*.eml"))) == 2  # GE VCT and the Flash QA, once each

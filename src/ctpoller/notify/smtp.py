@@ -173,6 +173,15 @@ class SmtpNotifier:
             with contextlib.suppress(Exception):
                 smtp.close()
 
+    def check(self) -> str:
+        """Connect, greet, start TLS and log in as a send would, then quit; send nothing."""
+        try:
+            self._connection()
+        finally:
+            self.close()
+        login = f", logged in as {self.username}" if self.username else ""
+        return f"SMTP server {self.where} answers ({self.security}{login})"
+
     def __enter__(self) -> SmtpNotifier:
         return self
 

@@ -1,0 +1,60 @@
+"""The systemd units in deploy/systemd are valid and keep their promises."""
+
+from __future__ import annotations
+
+import configparser
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+DEPLOY = Path(__file__).parents[2] / "deploy" / "systemd"
+
+
+def unit(name: str) -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read(DEPLOY / name)
+    return parser
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed here")
+def test_systemd_analyze_verify_accepts_the_units_without_a_warning(tmp_path: Path) -> None:
+    ctpoller = Path(sys.executable).with_name("ctpoller")
+    assert ctpoller.exists()
+    service = (DEPLOY / "ctpoller.service").read_text().replace("/opt/ctpoller/venv/bin/ctpoller", str(ctpoller))
+    (tmp_path / "ctpoller.service").write_text(service)
+    shutil.copy(DEPLOY / "ctpoller.timer", tmp_path / "ctpoller.timer")
+    result = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", "ctpoller.service", "ctpoller.timer"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "" and result.stderr.strip() == "", result.stdout + result.stderr
+
+
+def test_the_service_runs_ctpoller_run_hardened_with_credentials() -> None:
+    service = unit("ctpoller.service")["Service"]
+    assert service["Type"] == "oneshot"
+    assert service["ExecStart"].endswith("ctpoller run")
+    assert service["DynamicUser"] == "yes" and service["StateDirectory"] == "ctpoller"
+    assert service["ProtectSystem"] == "strict" and service["NoNewPrivileges"] == "yes"
+    assert "AF_INET" in service["RestrictAddressFamilies"]
+    assert service["TimeoutStartSec"]
+    text = (DEPLOY / "ctpoller.service").read_text()
+    assert "LoadCredential=CTPOLLER_SMTP_PASSWORD:" in text
+    assert "LoadCredential=CTPOLLER_SOURCE_PASSWORD:" in text
+    assert "SystemCallFilter=@system-service" in text
+
+
+def test_the_timer_starts_the_service_every_minute_and_catches_up() -> None:
+    timer = unit("ctpoller.timer")["Timer"]
+    assert timer["OnCalendar"] == "minutely"
+    assert timer["Persistent"] == "true"
+    assert timer["Unit"] == "ctpoller.service"
