@@ -9,7 +9,7 @@ from pathlib import Path
 from types import TracebackType
 
 from ctpoller.errors import ConfigError, CtpollerError
-from ctpoller.model import ArchiveRow
+from ctpoller.model import ArchiveRow, Tracked
 from ctpoller.notify.base import Notifier
 from ctpoller.poller import Timing
 from ctpoller.rules import RuleSet, parse_rules
@@ -241,11 +241,14 @@ def run_checks(settings: Settings) -> Iterator[tuple[bool, str, CtpollerError | 
 
 
 def status_lines(settings: Settings, *, now: datetime) -> Iterator[str]:
+    """What ``ctpoller status`` prints. Reads only; OpenREM is asked only if it is configured."""
     state = StateStore(settings.state_url, password=_secret(settings.state_password))
     try:
-        state.ensure_schema()
-        watermark = state.watermark()
         yield f"state store: {state.where}"
+        if not state.exists():
+            yield "watermark: not started (the first 'ctpoller run' starts at OpenREM's current end)"
+            return
+        watermark = state.watermark()
         if watermark is None:
             yield "watermark: not started (the first 'ctpoller run' starts at OpenREM's current end)"
             return
@@ -254,19 +257,49 @@ def status_lines(settings: Settings, *, now: datetime) -> Iterator[str]:
             value = state.get_meta(key)
             if value:
                 yield f"{key.replace('_', ' ')}: {value}"
-        tracked = state.tracked_above(watermark)
-        waiting = [t for t in tracked.values() if t.status == "pending"]
-        yield f"studies above the watermark: {len(tracked)} ({len(waiting)} waiting to settle or complete)"
-        for t in waiting[:20]:
-            yield (
-                f"  pk {t.pk}: first seen {int((now - t.first_seen_at).total_seconds())} s ago, "
-                f"unchanged for {int((now - t.changed_at).total_seconds())} s"
-            )
         counts = state.outbox_counts()
-        yield (
-            ("outbox: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
-            if counts
-            else "outbox: empty"
-        )
+        outbox = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+        yield f"outbox: {outbox or 'empty'} (pending = waiting to be sent; failed = refused, see the archive)"
+        tracked = state.tracked_above(watermark)
+        if settings.source_url is None:
+            waiting = [t for t in tracked.values() if t.status == "pending"]
+            yield f"studies above the watermark: {len(tracked)} ({len(waiting)} not yet decided)"
+            return
+        yield from _source_status(settings, watermark, tracked, now)
     finally:
         state.dispose()
+
+
+def _source_status(settings: Settings, watermark: int, tracked: dict[int, Tracked], now: datetime) -> Iterator[str]:
+    from ctpoller import settle
+
+    source = OpenremSource(
+        settings.source_url,
+        password=_secret(settings.source_password),
+        statement_timeout_seconds=settings.statement_timeout_seconds,
+    )
+    try:
+        source.connect()
+        with source.session("reading the status") as conn:
+            lag = source.replica_lag_seconds(conn)
+            snapshot = source.snapshot(conn)
+            heads = source.heads_after(conn, watermark, 10_000)
+        plan = settle.plan(
+            heads,
+            tracked,
+            now=now,
+            settle=timedelta(seconds=settings.settle_seconds),
+            give_up=timedelta(seconds=settings.give_up_seconds),
+            snapshot=snapshot,
+        )
+        yield f"OpenREM database {source.where}: {len(heads)} study rows above the watermark"
+        if lag is not None:
+            yield f"replica lag: {lag:.1f} s"
+        for pk, why in plan.waiting[:50]:
+            yield f"  waiting: pk {pk}: {why}"
+        if plan.ready:
+            yield f"  ready for the next run: {len(plan.ready)} studies"
+    except CtpollerError as e:
+        yield f"OpenREM database: {e}"
+    finally:
+        source.dispose()
