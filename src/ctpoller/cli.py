@@ -301,7 +301,7 @@ def finish(report: object, what: str, *, dry_run: bool) -> int:
     if dry_run:
         print_dry_run(report)
     log.info("%s", report.summary(what))
-    if report.failed:
+    if report.failed or report.settings_problem:
         return EXIT_PERMANENT
     if report.deferred or report.archive_error:
         return EXIT_TEMPORARY

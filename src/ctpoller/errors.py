@@ -11,7 +11,9 @@
     ├── LockedError                another ctpoller run holds the lock (exit 73)
     └── NotifyError                a notification could not be delivered
           (permanent=False: 4xx, connection refused, timeout -> retried next run;
-           permanent=True: 5xx, refused recipient -> marked failed, reported)
+           permanent=True: 5xx, refused recipient -> marked failed, reported;
+           scope "message": only this message, the next one is tried; "server": the server is
+           unreachable for now; "settings": a person must fix the mail settings, exit 1)
 
 Adapters catch driver exceptions (psycopg, sqlite3, smtplib, OSError) at their boundary and raise one
 of these ``from`` the original, so nothing above them ever handles a driver exception. Messages never
@@ -19,6 +21,8 @@ hold a password, a full URL with credentials, or a patient identifier.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 
 class CtpollerError(Exception):
@@ -53,10 +57,19 @@ class LockedError(CtpollerError):
     temporary = True
 
 
-class NotifyError(CtpollerError):
-    """A message could not be delivered. ``permanent`` says whether trying again can help."""
+NotifyScope = Literal["message", "server", "settings"]
 
-    def __init__(self, message: str, *, permanent: bool) -> None:
+
+class NotifyError(CtpollerError):
+    """A message could not be delivered.
+
+    ``permanent``: trying this message again cannot help. ``scope``: what the failure concerns, so
+    the caller knows whether to go on with the next message (``message``) or stop (``server``,
+    ``settings``; the latter needs a person).
+    """
+
+    def __init__(self, message: str, *, permanent: bool, scope: NotifyScope = "server") -> None:
         super().__init__(message)
         self.permanent = permanent
-        self.temporary = not permanent
+        self.scope: NotifyScope = "message" if permanent else scope
+        self.temporary = not permanent and scope != "settings"

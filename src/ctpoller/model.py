@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time
 from decimal import Decimal
 from typing import Literal
@@ -18,6 +18,9 @@ Phantom = Literal["head", "body"]
 
 #: DICOM codes (CID 4052) of the CTDIw phantom, matched on ``code_value``, never on OpenREM's ids.
 PHANTOM_CODES: dict[str, Phantom] = {"113690": "head", "113691": "body"}
+
+#: How the key of an event without an irradiation event UID begins (see ``source.event_key``).
+NO_UID_PREFIX = "no-uid:"
 
 #: Units of the metrics, as shown to people.
 UNIT_MGY = "mGy"
@@ -145,17 +148,30 @@ class Exam:
     def study_pks(self) -> tuple[int, ...]:
         return tuple(row.pk for row in self.rows)
 
-    @property
-    def events(self) -> tuple[Event, ...]:
-        """Events of all rows, each irradiation event once (the first row that reported it wins)."""
-        seen: set[str] = set()
-        unique: list[Event] = []
+    def _walk(self) -> Iterator[tuple[StudyRow, Event, bool]]:
+        """Every event of every row with its exam-wide key, and whether it counts.
+
+        An event whose irradiation event UID an EARLIER row already reported is the same irradiation
+        told again (a partly overlapping report OpenREM stored twice): it does not count. Within one
+        row nothing is merged, and events without a UID are never merged, because identical content
+        may well be two irradiations. Keys that occur more than once get ``#2``, ``#3`` ... in exam
+        order, so every counted event has its own key, stable across OpenREM re-imports.
+        """
+        first_row: dict[str, int] = {}
+        occurrences: dict[str, int] = {}
         for row in self.rows:
             for event in row.events:
-                if event.key not in seen:
-                    seen.add(event.key)
-                    unique.append(event)
-        return tuple(unique)
+                has_uid = not event.key.startswith(NO_UID_PREFIX)
+                if has_uid and first_row.setdefault(event.key, row.pk) != row.pk:
+                    yield row, event, False
+                    continue
+                n = occurrences[event.key] = occurrences.get(event.key, 0) + 1
+                yield row, (event if n == 1 else replace(event, key=f"{event.key}#{n}")), True
+
+    @property
+    def events(self) -> tuple[Event, ...]:
+        """The exam's irradiation events, each counted once, each with its own key (see ``_walk``)."""
+        return tuple(event for _, event, counts in self._walk() if counts)
 
     @property
     def total_dlp_mgycm(self) -> Decimal | None:
@@ -163,31 +179,25 @@ class Exam:
 
         A row's ``total_dlp`` is the scanner's total for that report. Where a later row repeats an event
         already counted in an earlier row, that event's DLP is taken off the later row's total. A row
-        with no total contributes the DLP of its events not counted before. ``None`` when no row has
-        any DLP at all.
+        with no total contributes the DLP of its counted events. ``None`` when no row has any DLP.
         """
-        seen: set[str] = set()
+        repeated: dict[int, Decimal] = {}
+        fresh: dict[int, Decimal] = {}
+        for row, event, counts in self._walk():
+            dlp = finite(event.dlp_mgycm)
+            if dlp is None:
+                continue
+            bucket = fresh if counts else repeated
+            bucket[row.pk] = bucket.get(row.pk, Decimal(0)) + dlp
         total = Decimal(0)
         known = False
         for row in self.rows:
-            repeated = Decimal(0)
-            fresh = Decimal(0)
-            fresh_known = False
-            for event in row.events:
-                dlp = finite(event.dlp_mgycm)
-                if event.key in seen:
-                    repeated += dlp or 0
-                else:
-                    seen.add(event.key)
-                    if dlp is not None:
-                        fresh += dlp
-                        fresh_known = True
             row_total = finite(row.total_dlp_mgycm)
             if row_total is not None:
-                total += row_total - repeated
+                total += row_total - repeated.get(row.pk, Decimal(0))
                 known = True
-            elif fresh_known:
-                total += fresh
+            elif row.pk in fresh:
+                total += fresh[row.pk]
                 known = True
         return total if known else None
 
@@ -291,7 +301,7 @@ class Notification:
         return METRIC_LABELS.get(self.metric, self.metric)
 
 
-MessageStatus = Literal["pending", "sent", "failed", "not_sent"]
+MessageStatus = Literal["pending", "sending", "sent", "failed", "not_sent"]
 
 
 @dataclass(frozen=True)

@@ -59,11 +59,14 @@ class Report:
     archive_rows: int | None = None
     archive_error: str | None = None
     source_lag_seconds: float | None = None
+    settings_problem: bool = False  # delivery stopped on the mail settings: a person must act
 
     def problem(self) -> CtpollerError | None:
         """What went wrong in a run that otherwise completed, as an error (for the record)."""
         if self.failed:
             return NotifyError(f"{len(self.failed)} notification(s) refused permanently", permanent=True)
+        if self.settings_problem:
+            return NotifyError("delivery stopped: the mail settings need attention", permanent=False, scope="settings")
         if self.deferred:
             return NotifyError(f"{len(self.deferred)} notification(s) deferred to the next run", permanent=False)
         if self.archive_error:
@@ -217,13 +220,26 @@ def backfill(
             state.commit_cycle(CycleWrite(upsert=upsert, forget=gone, messages=messages), now)
         after = last
     if not dry_run:
-        deliver(state, notifier if email else None, report, now=now)
+        if email:
+            deliver(state, notifier, report, now=now)
         write_archive(state, archive, report)
     return report
 
 
 def deliver(state: StateStore, notifier: Notifier | None, report: Report, *, now: datetime) -> None:
-    """Send every pending message, oldest first; each is marked sent right after it was accepted."""
+    """Send every pending message, oldest first; each is marked sent right after it was accepted.
+
+    A failure that concerns one message (a refused recipient, a 4xx to DATA) is recorded and the
+    next message is tried; a failure of the server or of the mail settings stops delivery for this
+    run, leaving the rest queued.
+    """
+    released = state.release_stale_claims(now)
+    if released:
+        log.warning(
+            "%d notifications claimed by a run that died are queued again (they may arrive twice, "
+            "with the same Message-ID)",
+            released,
+        )
     pending = state.pending_messages()
     if not pending:
         return
@@ -232,7 +248,10 @@ def deliver(state: StateStore, notifier: Notifier | None, report: Report, *, now
         log.warning("%d notifications wait in the outbox: no delivery is configured", len(pending))
         return
     try:
-        for message in pending:
+        for index, message in enumerate(pending):
+            state.assert_locked()
+            if not state.claim(message, now):
+                continue  # another run is sending it
             try:
                 notifier.send(message)
             except NotifyError as e:
@@ -240,14 +259,19 @@ def deliver(state: StateStore, notifier: Notifier | None, report: Report, *, now
                 if e.permanent:
                     report.failed.append(message.message_id)
                     log.error(
-                        "notification %s for %d exceedance(s) failed and will not be retried: %s",
+                        "notification %s (%d exceedances) failed and will not be retried: %s",
                         message.message_id,
                         len(message.notifications),
                         e,
                     )
                     continue
-                report.deferred.extend(m.message_id for m in pending[pending.index(message) :])
-                log.error("delivery deferred to the next run (%d waiting): %s", len(pending) - report.sent, e)
+                if e.scope == "message":
+                    report.deferred.append(message.message_id)
+                    log.error("notification %s deferred to the next run: %s", message.message_id, e)
+                    continue
+                report.deferred.extend(m.message_id for m in pending[index:])
+                report.settings_problem = report.settings_problem or e.scope == "settings"
+                log.error("delivery stopped, %d notifications wait for the next run: %s", len(pending) - index, e)
                 break
             state.mark_sent(message, now)
             report.sent += 1

@@ -150,6 +150,15 @@ class RuleSet:
         cleaned = [address.strip() for address in extra if address.strip()]
         return replace(self, default_recipients=_unique((*self.default_recipients, *cleaned)))
 
+    def without_recipients(self) -> list[str]:
+        """Names of the rules (and the Dose Check) that would notify nobody."""
+        if self.default_recipients:
+            return []
+        missing = [rule.name for rule in self.rules if not rule.recipients]
+        if self.dose_check.notify and not self.dose_check.recipients:
+            missing.append("[dose_check]")
+        return missing
+
     @property
     def uses_standard_names(self) -> bool:
         return any(rule.standard_name or rule.not_standard_name for rule in self.rules)
@@ -279,7 +288,7 @@ def _recipients(table: dict[str, Any], where: str) -> tuple[str, ...]:
             _fail(
                 where,
                 "recipients",
-                f"must hold e-mail addresses such as physics@example.org, not {_show(address)}",
+                f"must hold plain (ASCII) e-mail addresses such as physics@example.org, not {_show(address)}",
             )
     return _unique(address.strip() for address in value)
 
@@ -288,6 +297,7 @@ def _looks_like_address(text: str) -> bool:
     local, at, domain = text.partition("@")
     return (
         bool(local and at and domain)
+        and text.isascii()  # many mail servers take no internationalised (SMTPUTF8) addresses
         and "@" not in domain
         and not any(c.isspace() or not c.isprintable() or c in _NOT_IN_ADDRESS for c in text)
     )

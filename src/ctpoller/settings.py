@@ -114,7 +114,11 @@ def split_addresses(value: str) -> list[str]:
 
 def _looks_like_address(value: str) -> bool:
     local, at, domain = value.rpartition("@")
-    return bool(at and local and domain) and not any(c.isspace() or c in ",<>\"'" or ord(c) < 32 for c in value)
+    return (
+        bool(at and local and domain)
+        and value.isascii()
+        and not any(c.isspace() or c in ",<>\"'" or ord(c) < 32 for c in value)
+    )
 
 
 def env_name(field: str) -> str:

@@ -23,7 +23,7 @@ from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchTableError, SQLAlchemyError
 
 from ctpoller.errors import ConfigError, SourceError
-from ctpoller.model import PHANTOM_CODES, DoseCheck, Event, Snapshot, StudyHead, StudyRow
+from ctpoller.model import NO_UID_PREFIX, PHANTOM_CODES, DoseCheck, Event, Snapshot, StudyHead, StudyRow
 
 log = logging.getLogger(__name__)
 
@@ -523,7 +523,7 @@ def event_key(
     if uid:
         return uid
     content = "|".join(str(part) for part in (ordinal, protocol, acq_code, _plain(ctdivol), _plain(dlp)))
-    return "no-uid:" + hashlib.sha256(content.encode("utf-8", "surrogatepass")).hexdigest()[:24]
+    return NO_UID_PREFIX + hashlib.sha256(content.encode("utf-8", "surrogatepass")).hexdigest()[:24]
 
 
 def _plain(value: Decimal | None) -> str:

@@ -22,9 +22,10 @@ import fcntl
 import json
 import logging
 import os
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,8 @@ message_table = sa.Table(
     sa.Column("last_attempt_at", sa.String(40), nullable=True),
     sa.Column("sent_at", sa.String(40), nullable=True),
     sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("claimed_by", sa.String(32), nullable=True),
+    sa.Column("claimed_at", sa.String(40), nullable=True),
 )
 
 notification_table = sa.Table(
@@ -184,6 +187,12 @@ class StateStore:
         else:
             connect_args = {"connect_timeout": 10, "application_name": "ctpoller-state"}
         self.engine: Engine = sa.create_engine(self.url, connect_args=connect_args, pool_pre_ping=True)
+        self.run_id = uuid.uuid4().hex
+        self._lock_conn: Connection | None = None
+        # A claim older than this is taken to belong to a run that died. With SQLite the file lock
+        # dies with its process, so any claim found by the lock holder is stale; with a shared
+        # PostgreSQL store another host's run may still be sending, up to its TimeoutStartSec.
+        self.stale_claim = timedelta(0) if self.is_sqlite else timedelta(minutes=15)
         if self.is_sqlite:
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
 
@@ -265,6 +274,7 @@ class StateStore:
         try:
             got = conn.execute(sa.select(sa.func.pg_try_advisory_lock(ADVISORY_LOCK_KEY))).scalar_one()
             conn.commit()
+            self._lock_conn = conn
             if not got:
                 raise LockedError(
                     f"another ctpoller run holds the lock on the state store {self.where}; this run did nothing"
@@ -272,11 +282,31 @@ class StateStore:
             try:
                 yield
             finally:
+                self._lock_conn = None
                 with contextlib.suppress(SQLAlchemyError):
                     conn.execute(sa.select(sa.func.pg_advisory_unlock(ADVISORY_LOCK_KEY)))
                     conn.commit()
         finally:
             conn.close()
+
+    def assert_locked(self) -> None:
+        """Before a send: the PostgreSQL session that holds the lock must still be alive.
+
+        If the server dropped it, another host may hold the lock by now: stop rather than risk
+        sending what that host sends.
+        """
+        conn = self._lock_conn
+        if conn is None:
+            return
+        try:
+            conn.execute(sa.select(1))
+            conn.commit()
+        except DBAPIError as e:
+            self._lock_conn = None
+            raise StateError(
+                f"lost the lock on the state store {self.where} ({_first_line(e.orig)}); stopping this run",
+                temporary=True,
+            ) from e
 
     # -- meta ---------------------------------------------------------------------------------------
 
@@ -401,6 +431,26 @@ class StateStore:
 
     # -- outbox -------------------------------------------------------------------------------------
 
+    def release_stale_claims(self, now: datetime) -> int:
+        """Put messages claimed by runs that died back in the queue (the documented resend window)."""
+        with self._tx("releasing stale claims") as conn:
+            released = conn.execute(
+                sa.update(message_table)
+                .where(message_table.c.status == "sending", message_table.c.claimed_at <= iso(now - self.stale_claim))
+                .values(status="pending", claimed_by=None, claimed_at=None)
+            )
+            return int(released.rowcount or 0)
+
+    def claim(self, message: Message, now: datetime) -> bool:
+        """Compare-and-set pending -> sending for this run; False if someone else has it."""
+        with self._tx("claiming a message") as conn:
+            claimed = conn.execute(
+                sa.update(message_table)
+                .where(message_table.c.id == message.id, message_table.c.status == "pending")
+                .values(status="sending", claimed_by=self.run_id, claimed_at=iso(now))
+            )
+            return claimed.rowcount == 1
+
     def pending_messages(self) -> list[Message]:
         with self._tx("reading the outbox") as conn:
             rows = conn.execute(
@@ -434,6 +484,8 @@ class StateStore:
                 .where(message_table.c.id == message.id)
                 .values(
                     status="sent",
+                    claimed_by=None,
+                    claimed_at=None,
                     sent_at=iso(now),
                     last_attempt_at=iso(now),
                     attempts=message_table.c.attempts + 1,
@@ -449,12 +501,15 @@ class StateStore:
                 .where(message_table.c.id == message.id)
                 .values(
                     status="failed" if permanent else "pending",
+                    claimed_by=None,
+                    claimed_at=None,
                     last_error=error[:2000],
                     last_attempt_at=iso(now),
                     attempts=message_table.c.attempts + 1,
                 )
             )
-            _bump(conn, "archive_generation")
+            if permanent:  # a message that stays pending looks the same in the archive
+                _bump(conn, "archive_generation")
 
     def outbox_counts(self) -> dict[str, int]:
         with self._tx("counting the outbox") as conn:

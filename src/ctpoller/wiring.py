@@ -23,7 +23,7 @@ def load_rules(settings: Settings) -> RuleSet:
     if path is None:
         raise ConfigError("CTPOLLER_RULES_FILE is not set: give the rules file (see examples/rules.toml)")
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8-sig")  # a BOM from a Windows editor is not TOML
     except FileNotFoundError:
         raise ConfigError(f"rules file {path} does not exist (CTPOLLER_RULES_FILE)") from None
     except IsADirectoryError:
@@ -34,7 +34,14 @@ def load_rules(settings: Settings) -> RuleSet:
         raise ConfigError(f"rules file {path} is not UTF-8 text (byte {e.start})") from None
     except OSError as e:
         raise ConfigError(f"rules file {path} cannot be read: {e.strerror} (CTPOLLER_RULES_FILE)") from None
-    return parse_rules(text, source=str(path)).with_recipients(settings.recipients)
+    rules = parse_rules(text, source=str(path)).with_recipients(settings.recipients)
+    nobody = rules.without_recipients()
+    if nobody:
+        raise ConfigError(
+            f"rules file {path}: {', '.join(repr(name) for name in nobody[:3])} would notify nobody: "
+            "add recipients to [defaults] or to the rule, or set CTPOLLER_MAIL_TO"
+        )
+    return rules
 
 
 def build_notifier(settings: Settings) -> Notifier | None:

@@ -89,6 +89,8 @@ class EmlDirectoryNotifier:
 
     def send(self, message: Message) -> None:
         """Write the message's file; return once it is durably in place, else raise ``NotifyError``."""
+        if not message.recipients:
+            raise NotifyError("no recipients: set CTPOLLER_MAIL_TO or recipients in the rules file", permanent=True)
         data = render_email(message, mail_from=self.mail_from).as_bytes(policy=email.policy.SMTP)
         path = self.path_for(message)
         try:
@@ -97,6 +99,20 @@ class EmlDirectoryNotifier:
         except OSError as error:
             reason = error.strerror or error.__class__.__name__
             raise NotifyError(f"cannot write {path} ({reason}): check CTPOLLER_OUTBOX_DIR", permanent=False) from error
+
+    def check(self) -> str:
+        """Make sure the directory exists and takes a file; write nothing that stays."""
+        probe = self.directory / ".ctpoller-check.tmp"
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            atomic_write(probe, lambda file: file.write(b"ok"))
+            probe.unlink()
+        except OSError as error:
+            reason = error.strerror or error.__class__.__name__
+            raise NotifyError(
+                f"cannot write into {self.directory} ({reason}): check CTPOLLER_OUTBOX_DIR", permanent=False
+            ) from error
+        return f"outbox directory {self.directory} is writable"
 
     def close(self) -> None:
         """Nothing to close."""

@@ -119,12 +119,6 @@ class SmtpNotifier:
         """
         if not message.recipients:
             raise NotifyError("no recipients: set CTPOLLER_MAIL_TO or recipients in the rules file", permanent=True)
-        if self.username and self.security == "none" and not is_loopback(self.host):
-            raise NotifyError(
-                f"refusing to send the SMTP password to {self.where} over an unencrypted connection: "
-                "set CTPOLLER_SMTP_SECURITY to starttls or ssl; nothing was sent",
-                permanent=False,
-            )
         email_message = render_email(message, mail_from=self.mail_from)
         smtp = self._connection()
         try:
@@ -135,6 +129,7 @@ class SmtpNotifier:
             raise NotifyError(
                 f"SMTP server {self.where} refused every recipient: {self._refusals(error.recipients)}",
                 permanent=bool(codes) and all(_is_5xx(code) for code in codes),
+                scope="message",
             ) from error
         except smtplib.SMTPSenderRefused as error:
             self._drop()
@@ -142,6 +137,7 @@ class SmtpNotifier:
                 f"SMTP server {self.where} refused the sender {one_line(error.sender)} "
                 f"({self._scrub(_reply_text(error.smtp_code, error.smtp_error))}): check CTPOLLER_MAIL_FROM",
                 permanent=False,
+                scope="settings",
             ) from error
         except smtplib.SMTPResponseException as error:
             self._drop()
@@ -149,6 +145,13 @@ class SmtpNotifier:
                 f"SMTP server {self.where} refused the message "
                 f"({self._scrub(_reply_text(error.smtp_code, error.smtp_error))})",
                 permanent=_is_5xx(error.smtp_code),
+                scope="message",
+            ) from error
+        except smtplib.SMTPNotSupportedError as error:
+            self._drop()
+            raise NotifyError(
+                f"SMTP server {self.where} cannot take this message: {one_line(str(error))}",
+                permanent=True,
             ) from error
         except (smtplib.SMTPException, OSError, ValueError) as error:
             self._drop()
@@ -204,6 +207,13 @@ class SmtpNotifier:
         return self._smtp
 
     def _connect(self) -> smtplib.SMTP:
+        if self.username and self.security == "none" and not is_loopback(self.host):
+            raise NotifyError(  # checked before connecting: nothing goes over the wire
+                f"refusing to send the SMTP password to {self.where} over an unencrypted connection: "
+                "set CTPOLLER_SMTP_SECURITY to starttls or ssl; nothing was sent",
+                permanent=False,
+                scope="settings",
+            )
         smtp: smtplib.SMTP | None = None
         step = "connecting"
         try:
@@ -220,6 +230,7 @@ class SmtpNotifier:
                         "(credentials are never sent in clear): check CTPOLLER_SMTP_HOST, "
                         "CTPOLLER_SMTP_PORT and CTPOLLER_SMTP_SECURITY",
                         permanent=False,
+                        scope="settings",
                     )
                 step = "starting TLS (STARTTLS)"
                 code, reply = smtp.starttls(context=self._ssl_context)
@@ -264,16 +275,17 @@ class SmtpNotifier:
         where = self.where
         if isinstance(error, smtplib.SMTPAuthenticationError):
             text = f"SMTP server {where} refused the login ({_reply_text(error.smtp_code, error.smtp_error)})"
-            return NotifyError(self._scrub(f"{text}: {_LOGIN_HINT}"), permanent=False)
+            return NotifyError(self._scrub(f"{text}: {_LOGIN_HINT}"), permanent=False, scope="settings")
         if isinstance(error, smtplib.SMTPNotSupportedError) and step == "logging in":
             text = f"SMTP server {where} does not offer a login (AUTH) but CTPOLLER_SMTP_USERNAME is set"
-            return NotifyError(f"{text}: unset it or {_LOGIN_HINT}", permanent=False)
+            return NotifyError(f"{text}: unset it or {_LOGIN_HINT}", permanent=False, scope="settings")
         if isinstance(error, smtplib.SMTPResponseException):
             reply = self._scrub(_reply_text(error.smtp_code, error.smtp_error))
             text = f"SMTP server {where} answered {reply} while {step}"
         elif isinstance(error, ssl.SSLCertVerificationError):
             reason = one_line(error.verify_message or str(error))
             text = f"certificate of {where} not trusted: {reason}: check CTPOLLER_SMTP_HOST"
+            return NotifyError(text, permanent=False, scope="settings")
         elif isinstance(error, ssl.SSLError):
             reason = one_line(error.reason or str(error))
             text = f"TLS with {where} failed ({reason}): check CTPOLLER_SMTP_PORT and CTPOLLER_SMTP_SECURITY"

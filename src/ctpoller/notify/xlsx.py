@@ -35,6 +35,7 @@ FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 STATUS_WORDS: dict[str, str] = {
     "pending": "pending",
+    "sending": "being sent",
     "sent": "sent",
     "failed": "failed",
     "not_sent": "recorded, not emailed",
