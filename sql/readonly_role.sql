@@ -35,6 +35,14 @@ GRANT SELECT (id, ct_radiation_dose_id, irradiation_event_uid, acquisition_proto
 GRANT SELECT (id, code_value, code_meaning) ON remapp_contextid TO ctpoller_reader;
 GRANT SELECT (id, ct_irradiation_event_data_id, ctdivol_alert_value_configured, ctdivol_alert_value, dlp_alert_value_configured, dlp_alert_value, accumulated_ctdivol_forward_estimate, accumulated_dlp_forward_estimate, ctdivol_notification_value_configured, ctdivol_notification_value, dlp_notification_value_configured, dlp_notification_value, ctdivol_forward_estimate, dlp_forward_estimate) ON remapp_ctdosecheckdetails TO ctpoller_reader;
 
+-- The study pk sequence, so that ctpoller can tell a restored OpenREM from deleted studies.
+DO $$
+BEGIN
+    EXECUTE format('GRANT SELECT ON SEQUENCE %s TO ctpoller_reader',
+                   pg_get_serial_sequence('public.remapp_generalstudymoduleattr', 'id'));
+END
+$$;
+
 DO $$
 BEGIN
     IF to_regclass('public.remapp_standardnames') IS NOT NULL

@@ -114,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     back.add_argument("--dry-run", action="store_true", help="evaluate and print; write and send nothing")
 
     command("check", cmd_check, cmd_check.__doc__ or "")
+    reset = command("reset", cmd_reset, cmd_reset.__doc__ or "")
+    reset.add_argument("--yes", action="store_true", help="really do it (without it, only say what would happen)")
     command("status", cmd_status, cmd_status.__doc__ or "")
 
     demo = command("demo", cmd_demo, cmd_demo.__doc__ or "")
@@ -258,6 +260,50 @@ def cmd_check(args: argparse.Namespace) -> int:
         if error is not None:
             worst = max(worst, exit_code(error), key=_severity)
     return worst
+
+
+def cmd_reset(args: argparse.Namespace) -> int:
+    """Start again at OpenREM's current end, keeping the record of what was notified.
+
+    For when OpenREM was restored from a backup or moved, and 'ctpoller run' stops because OpenREM's
+    newest study pk is below the watermark. Afterwards 'ctpoller backfill --since DATE' covers the
+    gap; exceedances notified before are not notified again (they are keyed by Study Instance UID).
+    """
+    from ctpoller.source import OpenremSource
+    from ctpoller.state import StateStore
+
+    settings = load_settings(args.env_file)
+    source = OpenremSource(
+        settings.source_url,
+        password=settings.source_password.get_secret_value() if settings.source_password else None,
+        statement_timeout_seconds=settings.statement_timeout_seconds,
+    )
+    state = StateStore(
+        settings.state_url,
+        password=settings.state_password.get_secret_value() if settings.state_password else None,
+    )
+    try:
+        source.connect()
+        with source.session("finding the current end") as conn:
+            end = source.first_watermark(conn, settings.batch_size)
+        state.ensure_schema()
+        before = state.watermark()
+        if not args.yes:
+            print(
+                f"would move the watermark from {before} to OpenREM study pk {end} and forget which pks were "
+                "seen, keeping what was notified; run again with --yes to do it"
+            )
+            return EXIT_OK
+        with state.lock():
+            state.reset(end, _now())
+        print(
+            f"watermark moved from {before} to OpenREM study pk {end}; "
+            "now run 'ctpoller backfill --since YYYY-MM-DD' for the studies in between"
+        )
+        return EXIT_OK
+    finally:
+        source.dispose()
+        state.dispose()
 
 
 def cmd_status(args: argparse.Namespace) -> int:

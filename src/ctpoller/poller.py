@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import Protocol
 
 from ctpoller import settle
-from ctpoller.errors import CtpollerError, NotifyError
+from ctpoller.errors import ConfigError, CtpollerError, NotifyError, SourceError
 from ctpoller.model import ArchiveRow, Exam, Exceedance, Notification, StudyHead, StudyRow, Tracked
 from ctpoller.notify.base import Notifier
 from ctpoller.rules import RuleSet, evaluate
@@ -109,21 +109,69 @@ def run_once(
     dry_run: bool = False,
     mail_domain: str = "ctpoller.invalid",
 ) -> Report:
-    """One poll cycle. With ``dry_run`` nothing is written and nothing is sent."""
+    """One poll cycle. With ``dry_run`` nothing is written and nothing is sent.
+
+    What is already in the outbox is delivered even when OpenREM cannot be read this time.
+    """
     report = Report()
+    try:
+        _cycle(
+            report,
+            source,
+            state,
+            rules,
+            notifier,
+            archive,
+            now=now,
+            timing=timing,
+            dry_run=dry_run,
+            mail_domain=mail_domain,
+        )
+    except SourceError:
+        if not dry_run:
+            deliver(state, notifier, report, now=now)
+            write_archive(state, archive, report)
+        raise
+    if not dry_run and not report.initialised:
+        deliver(state, notifier, report, now=now)
+        write_archive(state, archive, report)
+    return report
+
+
+def _cycle(
+    report: Report,
+    source: OpenremSource,
+    state: StateStore,
+    rules: RuleSet,
+    notifier: Notifier | None,
+    archive: Archive | None,
+    *,
+    now: datetime,
+    timing: Timing = Timing(),
+    dry_run: bool = False,
+    mail_domain: str = "ctpoller.invalid",
+) -> None:
+    """Everything of one cycle that reads OpenREM; decisions are committed, nothing is sent."""
+    source.connect()
+    if rules.uses_standard_names and not source.has_standard_names:
+        raise ConfigError(
+            f"the rules file uses standard_name, but the OpenREM database {source.where} "
+            "has no standard-name tables (OpenREM 1.0 or later has them)"
+        )
     watermark = state.watermark()
     report.watermark_before = report.watermark_after = watermark
     if watermark is None:
         with source.session("finding the current end") as conn:
-            end = source.max_study_pk(conn)
+            end = source.first_watermark(conn, timing.batch_size)
         report.initialised = True
         report.watermark_after = end
         if not dry_run and state.initialise(end, now):
             log.info("first run: starting after OpenREM study pk %d; history is not notified (see backfill)", end)
-        return report
+        return
 
     known = state.tracked_above(watermark)
     with source.session("reading new studies") as conn:
+        source.check_not_behind(conn, watermark)
         snapshot = source.snapshot(conn)
         report.source_lag_seconds = source.replica_lag_seconds(conn)
         heads = _all_heads(source, conn, watermark, timing.batch_size)
@@ -150,12 +198,8 @@ def run_once(
     )
     report.waiting, report.abandoned, report.messages = plan.waiting, plan.abandoned, messages
     report.watermark_after = new_watermark
-    if dry_run:
-        return report
-    state.commit_cycle(write, now)
-    deliver(state, notifier, report, now=now)
-    write_archive(state, archive, report)
-    return report
+    if not dry_run:
+        state.commit_cycle(write, now)
 
 
 def backfill(

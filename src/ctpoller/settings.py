@@ -8,6 +8,7 @@ Every error names the variable to fix. Secrets are ``SecretStr`` and never print
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -23,8 +24,16 @@ SMTP_DEFAULT_PORTS = {"starttls": 587, "ssl": 465, "none": 25}
 
 
 def default_state_url() -> str:
-    """SQLite in systemd's ``$STATE_DIRECTORY`` when set, else in the working directory."""
-    directory = os.environ.get("STATE_DIRECTORY", "").split(":")[0] or "."
+    """SQLite in systemd's ``$STATE_DIRECTORY``, else in the user's state directory.
+
+    Never the working directory: runs started from different places must share one store.
+    """
+    directory = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    if not directory:
+        base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+        directory = str(Path(base) / "ctpoller")
+        with contextlib.suppress(OSError):
+            Path(directory).mkdir(parents=True, exist_ok=True, mode=0o700)
     return f"sqlite:///{Path(directory).resolve() / DEFAULT_STATE_FILE}"
 
 
@@ -127,7 +136,11 @@ def env_name(field: str) -> str:
 
 def load_settings(env_file: str | Path | None = None) -> Settings:
     """Build the settings or raise ConfigError naming the variable that is wrong."""
-    env_file = env_file or os.environ.get(PREFIX + "ENV_FILE") or ".env"
+    explicit = env_file or os.environ.get(PREFIX + "ENV_FILE")
+    if explicit and not Path(explicit).is_file():
+        where = "--env-file" if env_file else "CTPOLLER_ENV_FILE"
+        raise ConfigError(f"{where}: settings file {explicit} does not exist")
+    env_file = explicit or ".env"
     secrets_dir = os.environ.get("CREDENTIALS_DIRECTORY") or None
     if secrets_dir and not Path(secrets_dir).is_dir():
         raise ConfigError(f"CREDENTIALS_DIRECTORY={secrets_dir} is not a directory")

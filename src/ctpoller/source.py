@@ -104,11 +104,14 @@ def source_url(url: str | None, password: str | None) -> URL:
         )
     try:
         parsed = make_url(url)
-    except ArgumentError:
-        raise ConfigError("CTPOLLER_SOURCE_URL is not a database URL (expected postgresql://user@host/db)") from None
+        _ = parsed.port  # a port that is not a number fails here
+    except (ArgumentError, ValueError):
+        raise ConfigError(
+            "CTPOLLER_SOURCE_URL is not a database URL (expected postgresql://user@host:5432/db)"
+        ) from None
     if parsed.drivername in ("postgresql", "postgres", "postgresql+psycopg2"):
         parsed = parsed.set(drivername="postgresql+psycopg")
-    if not parsed.drivername.startswith(("postgresql", "sqlite")):
+    if parsed.drivername not in ("postgresql+psycopg", "sqlite", "sqlite+pysqlite"):
         raise ConfigError(f"CTPOLLER_SOURCE_URL: {parsed.drivername} is not supported (use postgresql://)")
     if password:
         parsed = parsed.set(password=password)
@@ -147,6 +150,7 @@ class OpenremSource:
         self.tables: dict[str, sa.Table] = {}
         self.has_standard_names = False
         self.supports_snapshot = False
+        self.study_sequence: str | None = None
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -170,6 +174,14 @@ class OpenremSource:
     def _error(self, what: str, e: DBAPIError) -> SourceError:
         sqlstate = getattr(e.orig, "sqlstate", None) or ""
         text = _first_line(e.orig)
+        if sqlstate in ("3D000", "28000", "28P01") or any(
+            words in text for words in ("does not exist", "authentication failed", "no pg_hba.conf entry")
+        ):
+            return SourceError(
+                f"OpenREM database {self.where}: {what} failed: {text} (check CTPOLLER_SOURCE_URL and "
+                "CTPOLLER_SOURCE_PASSWORD)",
+                temporary=False,
+            )
         if e.connection_invalidated or sqlstate[:2] in ("08", "57", "40", "53", "55") or not sqlstate:
             hint = " (check CTPOLLER_SOURCE_URL and that the server is up)" if sqlstate[:2] in ("08", "") else ""
             if sqlstate == "57014":
@@ -185,6 +197,8 @@ class OpenremSource:
 
     def connect(self) -> None:
         """Reflect the needed tables and check every needed column; learn what the server offers."""
+        if self.tables:
+            return
         with self.session("reading the schema") as conn:
             inspector = sa.inspect(conn)
             names = set(inspector.get_table_names())
@@ -202,7 +216,8 @@ class OpenremSource:
                 for table, columns in OPTIONAL.items():
                     self.tables[table] = self._reflect(conn, md, table, columns)
             if not self.is_sqlite:
-                self.supports_snapshot = self._probe_snapshot()
+                self.supports_snapshot = self._probe("SELECT pg_snapshot_xmin(pg_current_snapshot())")
+                self.study_sequence = self._study_sequence()
 
     def _reflect(self, conn: Connection, md: sa.MetaData, table: str, columns: Sequence[str]) -> sa.Table:
         try:
@@ -218,14 +233,28 @@ class OpenremSource:
                 )
         return reflected
 
-    def _probe_snapshot(self) -> bool:
+    def _probe(self, query: str, **params: Any) -> bool:
+        """Whether a query works here (in its own transaction, so a failure harms nothing)."""
         try:
             with self.engine.connect() as conn, conn.begin():
-                conn.execute(sa.text("SELECT pg_snapshot_xmin(pg_current_snapshot())"))
+                conn.execute(sa.text(query), params)
             return True
         except DBAPIError:
-            log.info("the OpenREM server offers no pg_current_snapshot(); gaps in study pks are judged by time alone")
+            log.debug("not available on the OpenREM server: %s", query)
             return False
+
+    def _study_sequence(self) -> str | None:
+        """The study pk sequence, if this role may read it (it tells a restored database)."""
+        try:
+            with self.engine.connect() as conn, conn.begin():
+                name = conn.execute(
+                    sa.text("SELECT pg_get_serial_sequence(:table, 'id')"), {"table": STUDY}
+                ).scalar_one_or_none()
+        except DBAPIError:
+            return None
+        if name and self._probe("SELECT pg_sequence_last_value(CAST(:name AS regclass))", name=name):
+            return str(name)
+        return None
 
     def t(self, name: str) -> sa.Table:
         if not self.tables:
@@ -237,6 +266,42 @@ class OpenremSource:
     def max_study_pk(self, conn: Connection) -> int:
         g = self.t(STUDY)
         return int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(g.c.id), 0))).scalar_one())
+
+    def first_watermark(self, conn: Connection, lookback: int) -> int:
+        """Where a first run starts: OpenREM's end, but before imports still being written there.
+
+        Only the incomplete rows after the newest complete one count: an import that died long ago
+        further back must not pull history into the first run.
+        """
+        end = self.max_study_pk(conn)
+        start = end
+        for head in reversed(self.heads_after(conn, max(end - lookback, 0), lookback)):
+            if head.complete or head.other_modality:
+                break
+            start = head.pk - 1
+        return start
+
+    def check_not_behind(self, conn: Connection, watermark: int) -> None:
+        """Refuse to go on when OpenREM's pks are below the watermark: a restored or another database.
+
+        New studies there would get pks ctpoller has passed already and would never be seen. The
+        newest study deleted by hand looks the same, so where the pk sequence can be read it decides.
+        """
+        end = self.max_study_pk(conn)
+        if end >= watermark:
+            return
+        if self.study_sequence is not None:
+            last = conn.execute(
+                sa.text("SELECT pg_sequence_last_value(CAST(:name AS regclass))"), {"name": self.study_sequence}
+            ).scalar_one_or_none()
+            if last is not None and int(last) >= watermark:
+                return  # the newest studies were deleted; new ones will still get higher pks
+        raise SourceError(
+            f"OpenREM database {self.where}: its newest study pk is {end}, below ctpoller's watermark {watermark}: "
+            "was OpenREM restored from a backup or replaced? Nothing was read or sent; "
+            "if so, run 'ctpoller reset' and then 'ctpoller backfill' (see README)",
+            temporary=False,
+        )
 
     def snapshot(self, conn: Connection) -> Snapshot:
         if not self.supports_snapshot:

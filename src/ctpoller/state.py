@@ -152,11 +152,14 @@ class CycleWrite:
 def state_url(url: str, password: str | None) -> URL:
     try:
         parsed = make_url(url)
-    except ArgumentError as e:
-        raise ConfigError(f"CTPOLLER_STATE_URL is not a database URL ({e})") from None
+        _ = parsed.port  # a port that is not a number fails here
+    except (ArgumentError, ValueError):
+        raise ConfigError(
+            "CTPOLLER_STATE_URL is not a database URL (sqlite:////path/file or postgresql://...)"
+        ) from None
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
-    if not parsed.drivername.startswith(("sqlite", "postgresql")):
+    if parsed.drivername not in ("sqlite", "sqlite+pysqlite", "postgresql+psycopg"):
         raise ConfigError(f"CTPOLLER_STATE_URL: {parsed.drivername} is not supported (use sqlite:/// or postgresql://)")
     if password:
         parsed = parsed.set(password=password)
@@ -333,6 +336,17 @@ class StateStore:
             _put_meta(conn, "initialised_at", iso(now))
             _put_meta(conn, "initial_watermark", str(watermark))
             return True
+
+    def reset(self, watermark: int, now: datetime) -> None:
+        """Start again at ``watermark``, forgetting which OpenREM pks were seen; keep what was notified.
+
+        The ledger is keyed by Study Instance UID, never by pk, so a backfill afterwards notifies
+        only what was not notified before.
+        """
+        with self._tx("resetting the watermark") as conn:
+            conn.execute(sa.delete(study_table))
+            _put_meta(conn, "watermark", str(watermark))
+            _put_meta(conn, "reset_at", iso(now))
 
     # -- tracking -----------------------------------------------------------------------------------
 

@@ -118,12 +118,6 @@ class Components:
     def __enter__(self) -> Components:
         if not self.dry_run or self.state.url.database is None:
             self.state.ensure_schema()
-        self.source.connect()
-        if self.rules.uses_standard_names and not self.source.has_standard_names:
-            raise ConfigError(
-                f"the rules file uses standard_name, but the OpenREM database {self.source.where} "
-                "has no standard-name tables (OpenREM 1.0 or later has them)"
-            )
         return self
 
     def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:

@@ -375,3 +375,86 @@ def test_two_hosts_sharing_a_postgresql_state_store_never_both_send(openrem_db, 
     assert set(codes) <= {0, 3}, codes
     assert ctpoller("run", env=env, cwd=tmp_path).returncode == 0
     assert len(list((tmp_path / "outbox").glob("*.eml"))) == 2  # GE VCT and the Flash QA, once each
+
+
+@pytest.mark.postgres
+def test_reset_after_a_restore_then_backfill_notifies_only_what_is_new(openrem_db, env, tmp_path):
+    env = {**env, "CTPOLLER_SOURCE_URL": openrem_db}
+    engine = sa.create_engine(openrem_db)
+    openrem = OpenremImporter(engine)
+    assert ctpoller("run", env=env, cwd=tmp_path).returncode == 0
+    for study in (GE_OPTIMA, GE_VCT, SIEMENS_FLASH_QA):
+        openrem.import_study(study)
+    assert ctpoller("run", env=env, cwd=tmp_path).returncode == 0  # settle 0: VCT and Flash QA notified
+    assert len(list((tmp_path / "outbox").glob("*.eml"))) == 2
+    openrem.delete_study(3)
+    openrem.delete_study(2)
+    with engine.begin() as conn:  # OpenREM restored from a backup that held only the first study
+        conn.execute(sa.text("ALTER SEQUENCE remapp_generalstudymoduleattr_id_seq RESTART WITH 2"))
+    openrem.import_study(GE_VCT)  # re-imported after the restore: pk 2, below the watermark 3
+    engine.dispose()
+
+    stopped = ctpoller("run", env=env, cwd=tmp_path)
+    assert stopped.returncode == 1
+    assert "ctpoller reset" in one_line(stopped)
+    dry = ctpoller("reset", env=env, cwd=tmp_path)
+    assert dry.returncode == 0 and "--yes" in dry.stdout
+    assert ctpoller("reset", "--yes", env=env, cwd=tmp_path).returncode == 0
+    back = ctpoller("backfill", "--since", "2000-01-01", env=env, cwd=tmp_path)
+    assert back.returncode == 0, back.stderr
+    assert len(list((tmp_path / "outbox").glob("*.eml"))) == 2  # the VCT exam is not notified again
+    assert ctpoller("run", env=env, cwd=tmp_path).returncode == 0
+
+
+@pytest.mark.postgres
+@pytest.mark.smtp
+def test_queued_notifications_are_delivered_even_while_openrem_is_down(openrem_db, env, tmp_path):
+    inbox = Inbox()
+    controller, port = start_smtp(inbox)
+    try:
+        env = {
+            **env,
+            "CTPOLLER_SOURCE_URL": openrem_db,
+            "CTPOLLER_SMTP_HOST": "127.0.0.1",
+            "CTPOLLER_SMTP_PORT": str(free_port()),
+            "CTPOLLER_SMTP_SECURITY": "none",
+        }
+        del env["CTPOLLER_OUTBOX_DIR"]
+        assert ctpoller("run", env=env, cwd=tmp_path).returncode == 0
+        engine = sa.create_engine(openrem_db)
+        OpenremImporter(engine).import_study(GE_VCT)
+        engine.dispose()
+        assert ctpoller("run", env=env, cwd=tmp_path).returncode == 75  # mail server down: queued
+        down = {
+            **env,
+            "CTPOLLER_SMTP_PORT": str(port),
+            "CTPOLLER_SOURCE_URL": f"postgresql://x@127.0.0.1:{free_port()}/o",
+        }
+        result = ctpoller("run", env=down, cwd=tmp_path)
+        assert result.returncode == 75 and "127.0.0.1" in result.stderr
+        assert len(inbox.messages) == 1
+    finally:
+        controller.stop()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("CTPOLLER_SOURCE_URL", "notaurl"),
+        ("CTPOLLER_SOURCE_URL", "mysql://u@h/db"),
+        ("CTPOLLER_SOURCE_URL", "postgresql://u@h:notaport/db"),
+        ("CTPOLLER_STATE_URL", "sqlite+nosuch:///x"),
+        ("CTPOLLER_STATE_URL", "postgresql://u@h:abc/db"),
+    ],
+)
+def test_a_bad_url_exits_2_naming_the_variable(env, tmp_path, variable, value):
+    env = {"CTPOLLER_SOURCE_URL": "postgresql://u@127.0.0.1:1/db", **env, variable: value}
+    result = ctpoller("run", env=env, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert variable in one_line(result)
+
+
+def test_a_missing_env_file_is_a_configuration_error(tmp_path):
+    result = ctpoller("run", "--env-file", str(tmp_path / "nope.env"), env={}, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "nope.env does not exist" in one_line(result)

@@ -335,3 +335,33 @@ def test_decided_rows_stay_decided_when_the_state_store_is_reopened(harness, ope
         assert state.integrity_check() == "ok"
     finally:
         state.dispose()
+
+
+def test_openrem_restored_below_the_watermark_stops_instead_of_missing_everything(harness, openrem, openrem_db):
+    for study in (GE_OPTIMA, GE_PIXELMED, GE_VCT):
+        openrem.import_study(study)
+    assert harness.cycle().watermark_after == 3
+    openrem.delete_study(3)  # the newest study deleted by hand: new studies still get higher pks
+    assert harness.cycle(after=timedelta(seconds=1)).watermark_after == 3
+    engine = sa.create_engine(openrem_db)
+    with engine.begin() as conn:  # a restore from an older backup: the sequence is back too
+        conn.execute(sa.text("ALTER SEQUENCE remapp_generalstudymoduleattr_id_seq RESTART WITH 3"))
+    engine.dispose()
+    openrem.delete_study(2)
+    with pytest.raises(SourceError, match="below ctpoller's watermark 3") as caught:
+        harness.cycle(after=timedelta(seconds=1))
+    assert not caught.value.temporary
+
+
+def test_first_run_starts_before_an_import_still_being_written(harness, openrem, inbox):
+    openrem.import_study(GE_OPTIMA)
+    steps = openrem.import_steps(GE_VCT)
+    for label in steps:
+        if "remapp_ctirradiationeventdata" in label:
+            break
+    first = harness.cycle()
+    assert first.initialised and first.watermark_after == 1
+    for _ in steps:
+        pass
+    report = seen_then_settled(harness)
+    assert [m.study_uid for m in report.messages] == [GE_VCT.uid]

@@ -44,7 +44,8 @@ def test_the_role_file_grants_exactly_the_columns_ctpoller_reads():
     text = ROLE_SQL.read_text(encoding="utf-8")
     for table, columns in {**REQUIRED, **OPTIONAL}.items():
         assert f"GRANT SELECT ({', '.join(columns)}) ON {table} TO {ROLE};" in text
-    assert text.count("GRANT SELECT") == len(REQUIRED) + len(OPTIONAL)
+    assert text.count("GRANT SELECT (") == len(REQUIRED) + len(OPTIONAL)
+    assert text.count("GRANT SELECT ON SEQUENCE") == 1  # the study pk sequence, to tell a restore
 
 
 def test_ctpoller_works_through_the_read_only_role(openrem_db, reader_url, tmp_path):
@@ -87,3 +88,14 @@ def test_the_role_can_neither_write_nor_read_anything_else(reader_url, statement
     with pytest.raises(psycopg.Error) as caught:
         as_reader(reader_url, statement)
     assert caught.value.sqlstate in ("42501", "25006"), caught.value  # insufficient privilege, read-only
+
+
+def test_the_role_may_read_the_study_sequence_so_a_restore_is_told_from_deletions(reader_url):
+    from ctpoller.source import OpenremSource
+
+    source = OpenremSource(reader_url)
+    try:
+        source.connect()
+        assert source.study_sequence is not None
+    finally:
+        source.dispose()

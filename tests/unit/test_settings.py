@@ -17,11 +17,14 @@ def _elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("STATE_DIRECTORY", raising=False)
 
 
-def test_defaults_are_sane(tmp_path: Path) -> None:
+def test_defaults_are_sane(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
     settings = load_settings()
     assert settings.settle_seconds == 120
     assert settings.smtp_security == "starttls" and settings.smtp_port_or_default == 587
-    assert settings.state_url == f"sqlite:///{tmp_path / 'ctpoller-state.sqlite3'}"
+    # never the working directory: runs started from different places share one store
+    assert settings.state_url == f"sqlite:///{tmp_path / 'xdg' / 'ctpoller' / 'ctpoller-state.sqlite3'}"
+    assert (tmp_path / "xdg" / "ctpoller").is_dir()
 
 
 def test_state_defaults_to_the_systemd_state_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
