@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import email
 import email.policy
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
@@ -58,9 +60,9 @@ class Harness:
     def rules(self) -> RuleSet:
         return parse_rules(self.rules_text, source="test rules")
 
-    def cycle(self, *, after: timedelta = timedelta(0), dry_run: bool = False, port: int | None = None) -> Report:
-        """One real poll cycle at the virtual time (advanced by ``after`` first)."""
-        self.clock += after
+    @contextlib.contextmanager
+    def parts(self, port: int | None = None) -> Iterator[tuple[OpenremSource, StateStore, SmtpNotifier]]:
+        """A fresh source, state store and SMTP notifier, as each ``ctpoller`` process builds them."""
         source = OpenremSource(self.source_url, statement_timeout_seconds=30)
         state = StateStore(self.state_url)
         notifier = SmtpNotifier(
@@ -74,7 +76,15 @@ class Harness:
         )
         try:
             state.ensure_schema()
-            source.connect()
+            yield source, state, notifier
+        finally:
+            source.dispose()
+            state.dispose()
+
+    def cycle(self, *, after: timedelta = timedelta(0), dry_run: bool = False, port: int | None = None) -> Report:
+        """One real poll cycle at the virtual time (advanced by ``after`` first)."""
+        self.clock += after
+        with self.parts(port) as (source, state, notifier):
             return poller.run_once(
                 source,
                 state,
@@ -86,25 +96,9 @@ class Harness:
                 dry_run=dry_run,
                 mail_domain="hospital.example",
             )
-        finally:
-            source.dispose()
-            state.dispose()
 
     def backfill(self, *, since=None, email: bool = True, dry_run: bool = False) -> Report:
-        source = OpenremSource(self.source_url, statement_timeout_seconds=30)
-        state = StateStore(self.state_url)
-        notifier = SmtpNotifier(
-            "127.0.0.1",
-            self.smtp_port,
-            security="none",
-            username=None,
-            password=None,
-            timeout=10,
-            mail_from="ctpoller@hospital.example",
-        )
-        try:
-            state.ensure_schema()
-            source.connect()
+        with self.parts() as (source, state, notifier):
             return poller.backfill(
                 source,
                 state,
@@ -118,9 +112,6 @@ class Harness:
                 timing=self.timing,
                 mail_domain="hospital.example",
             )
-        finally:
-            source.dispose()
-            state.dispose()
 
 
 def free_port() -> int:
