@@ -154,6 +154,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     now, started = _now(), time.monotonic()
     report: poller.Report | None = None
     facts: dict[str, float | int | None] = {}
+    recorded = False
     try:
         with Components(settings, need_delivery=not args.dry_run, dry_run=args.dry_run) as c, c.locked(args.dry_run):
             try:
@@ -169,7 +170,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                     mail_domain=c.mail_domain,
                 )
             except CtpollerError as e:
-                facts = c.record(now, e)
+                recorded, facts = True, c.record(now, e)
                 raise
             facts = c.record(now, report.problem())
         code = finish(report, "dry run" if args.dry_run else "run", dry_run=args.dry_run)
@@ -177,7 +178,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise  # the run holding the lock writes the metrics
     except CtpollerError as e:
         if not args.dry_run:
-            if not facts:
+            if not recorded:
                 from ctpoller.wiring import record_failure
 
                 facts = record_failure(settings, now, e)

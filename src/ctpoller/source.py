@@ -14,7 +14,7 @@ import contextlib
 import hashlib
 import logging
 from collections.abc import Iterator, Sequence
-from datetime import date
+from datetime import date, time
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -104,7 +104,8 @@ def source_url(url: str | None, password: str | None) -> URL:
         )
     try:
         parsed = make_url(url)
-        _ = parsed.port  # a port that is not a number fails here
+        if parsed.port is not None and not 0 < parsed.port < 65536:  # not a number: ValueError
+            raise ValueError("port out of range")
     except (ArgumentError, ValueError):
         raise ConfigError(
             "CTPOLLER_SOURCE_URL is not a database URL (expected postgresql://user@host:5432/db)"
@@ -435,8 +436,9 @@ class OpenremSource:
                 g.c.id,
                 g.c.study_instance_uid,
                 g.c.accession_number,
-                g.c.study_date,
-                g.c.study_time,
+                # As text: PostgreSQL holds dates and times Python cannot ('infinity', BC, 24:00:00).
+                sa.cast(g.c.study_date, sa.Text).label("study_date"),
+                sa.cast(g.c.study_time, sa.Text).label("study_time"),
                 g.c.study_description,
                 g.c.requested_procedure_code_meaning,
                 g.c.procedure_code_meaning,
@@ -462,7 +464,7 @@ class OpenremSource:
                 uid=_text(row.study_instance_uid),
                 accession_number=_text(row.accession_number),
                 study_date=_date(row.study_date),
-                study_time=row.study_time,
+                study_time=_time(row.study_time),
                 description=_text(row.study_description),
                 requested_procedure=_text(row.requested_procedure_code_meaning),
                 procedure=_text(row.procedure_code_meaning),
@@ -628,7 +630,16 @@ def _date(value: Any) -> date | None:
     if value is None or isinstance(value, date):
         return value
     try:
-        return date.fromisoformat(str(value))
+        return date.fromisoformat(str(value).strip()[:10])
+    except ValueError:
+        return None
+
+
+def _time(value: Any) -> time | None:
+    if value is None or isinstance(value, time):
+        return value
+    try:
+        return time.fromisoformat(str(value).strip())
     except ValueError:
         return None
 

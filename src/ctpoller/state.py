@@ -152,7 +152,8 @@ class CycleWrite:
 def state_url(url: str, password: str | None) -> URL:
     try:
         parsed = make_url(url)
-        _ = parsed.port  # a port that is not a number fails here
+        if parsed.port is not None and not 0 < parsed.port < 65536:  # not a number: ValueError
+            raise ValueError("port out of range")
     except (ArgumentError, ValueError):
         raise ConfigError(
             "CTPOLLER_STATE_URL is not a database URL (sqlite:////path/file or postgresql://...)"
@@ -187,6 +188,8 @@ class StateStore:
                 path = Path(self.url.database)
                 if not path.parent.is_dir():
                     raise ConfigError(f"CTPOLLER_STATE_URL: directory {path.parent} does not exist")
+                if path.is_dir():
+                    raise ConfigError(f"CTPOLLER_STATE_URL: {path} is a directory, not a database file")
         else:
             connect_args = {"connect_timeout": 10, "application_name": "ctpoller-state"}
         self.engine: Engine = sa.create_engine(self.url, connect_args=connect_args, pool_pre_ping=True)
@@ -232,7 +235,19 @@ class StateStore:
             raise StateError(f"state store {self.where}: {what} failed: {e}", temporary=True) from e
 
     def ensure_schema(self) -> None:
-        """Create the tables if needed; refuse a store written by a newer ctpoller."""
+        """Create the tables if needed; refuse a store written by a newer ctpoller.
+
+        Two first runs may race to create the tables: the loser's error is followed by one more try,
+        which finds them made.
+        """
+        try:
+            self._ensure_schema()
+        except StateError as e:
+            if e.temporary or "newer than this ctpoller" in str(e):
+                raise
+            self._ensure_schema()
+
+    def _ensure_schema(self) -> None:
         with self._tx("creating the schema") as conn:
             metadata.create_all(conn)
             version = conn.execute(

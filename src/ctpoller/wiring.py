@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import stat
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -23,6 +25,8 @@ def load_rules(settings: Settings) -> RuleSet:
     if path is None:
         raise ConfigError("CTPOLLER_RULES_FILE is not set: give the rules file (see examples/rules.toml)")
     try:
+        if Path(path).exists() and not stat.S_ISREG(os.stat(path).st_mode) and not Path(path).is_dir():
+            raise ConfigError(f"rules file {path} is not a regular file (CTPOLLER_RULES_FILE)")
         text = Path(path).read_text(encoding="utf-8-sig")  # a BOM from a Windows editor is not TOML
     except FileNotFoundError:
         raise ConfigError(f"rules file {path} does not exist (CTPOLLER_RULES_FILE)") from None

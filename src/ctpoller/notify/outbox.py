@@ -8,7 +8,6 @@ alone, so sending the same message again replaces its file instead of adding a s
 from __future__ import annotations
 
 import contextlib
-import email.policy
 import hashlib
 import os
 import re
@@ -91,7 +90,7 @@ class EmlDirectoryNotifier:
         """Write the message's file; return once it is durably in place, else raise ``NotifyError``."""
         if not message.recipients:
             raise NotifyError("no recipients: set CTPOLLER_MAIL_TO or recipients in the rules file", permanent=True)
-        data = render_email(message, mail_from=self.mail_from).as_bytes(policy=email.policy.SMTP)
+        data = render_email(message, mail_from=self.mail_from).as_bytes()  # its WIRE policy
         path = self.path_for(message)
         try:
             self.directory.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ headers except, shortened and cleaned, in the subject.
 from __future__ import annotations
 
 import contextlib
+import email.policy
 import html
 import unicodedata
 from collections.abc import Iterable
@@ -18,6 +19,11 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 
 from ctpoller.model import Message, Notification
+
+#: How messages go on the wire and into .eml files: SMTP line endings, and headers folded only past
+#: RFC 5322's 998 characters. Folding at 78 puts the space between two encoded words, where mail
+#: readers drop it ("äöü ß" arrives as "äöüß").
+WIRE = email.policy.SMTP.clone(max_line_length=998)
 
 #: Shown for a value OpenREM did not record.
 MISSING = "—"
@@ -193,7 +199,7 @@ def render_html(message: Message) -> str:
 
 def render_email(message: Message, *, mail_from: str) -> EmailMessage:
     """The email for ``message``: plain text with an HTML alternative, ready for ``send_message``."""
-    msg = EmailMessage()
+    msg = EmailMessage(policy=WIRE)
     msg["Subject"] = subject(message)
     msg["From"] = header_text(mail_from, 998)
     if message.recipients:

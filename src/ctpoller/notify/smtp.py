@@ -137,7 +137,7 @@ class SmtpNotifier:
                 f"SMTP server {self.where} refused the sender {one_line(error.sender)} "
                 f"({self._scrub(_reply_text(error.smtp_code, error.smtp_error))}): check CTPOLLER_MAIL_FROM",
                 permanent=False,
-                scope="settings",
+                scope="settings" if _is_5xx(error.smtp_code) else "server",
             ) from error
         except smtplib.SMTPResponseException as error:
             self._drop()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import math
 import re
+import zipfile
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
@@ -24,6 +25,7 @@ from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
 from openpyxl.styles import Alignment, Font
 from openpyxl.utils import get_column_letter
+from openpyxl.writer.excel import ExcelWriter
 
 from ctpoller.errors import NotifyError
 from ctpoller.model import ArchiveRow
@@ -200,10 +202,14 @@ def write_archive(rows: Iterable[ArchiveRow], path: Path) -> int:
 
     def write(file: Any) -> None:
         nonlocal count
+        archive = zipfile.ZipFile(file, "w", zipfile.ZIP_DEFLATED, allowZip64=True)
         try:
             count = _fill(workbook, rows)
-            workbook.save(file)
+            ExcelWriter(workbook, archive).save()
         except BaseException:
+            # Close the zip now: left to the garbage collector it prints a traceback on stderr.
+            with contextlib.suppress(Exception):
+                archive.close()
             _discard(workbook)
             raise
 
