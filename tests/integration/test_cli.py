@@ -458,3 +458,24 @@ def test_a_missing_env_file_is_a_configuration_error(tmp_path):
     result = ctpoller("run", "--env-file", str(tmp_path / "nope.env"), env={}, cwd=tmp_path)
     assert result.returncode == 2
     assert "nope.env does not exist" in one_line(result)
+
+
+@pytest.mark.postgres
+def test_under_systemd_log_lines_carry_no_timestamp_of_their_own(openrem_db, env, tmp_path):
+    env = {**env, "CTPOLLER_SOURCE_URL": openrem_db}
+    assert ctpoller("run", env=env, cwd=tmp_path).returncode == 0
+    plain = ctpoller("run", env=env, cwd=tmp_path)
+    assert plain.stderr[:2] == "20"  # a timestamp when run by hand
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CTPOLLER_")}
+    journal = subprocess.run(
+        [sys.executable, "-m", "ctpoller", "run"],
+        env={**clean, **env, "JOURNAL_STREAM": "8:12345"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert journal.returncode == 0
+    [line] = journal.stderr.splitlines()
+    assert line.startswith("INFO ctpoller: run ok:")
