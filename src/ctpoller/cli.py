@@ -207,7 +207,7 @@ def _metrics(path: Path, report: object, facts: dict[str, float | int | None], c
             exams_evaluated=report.exams_evaluated,
             events_evaluated=report.events_evaluated,
             exceedances=report.exceedances,
-            notifications_created=len(report.messages),
+            notifications_created=report.created,
             notifications_sent=report.sent,
             notifications_deferred=len(report.deferred),
             notifications_failed=len(report.failed),
@@ -369,6 +369,8 @@ def print_dry_run(report: object) -> None:
                 f"{rose}; protocol {n.protocol or '-'}; {n.display_name or n.station_name or '-'}; "
                 f"{n.study_date or '-'}; {n.description or '-'}"
             )
+    if report.created > len(report.messages):
+        print(f"... and {report.created - len(report.messages)} more exams")
     for pk, why in report.waiting:
         print(f"waiting: OpenREM study pk {pk}: {why}")
     if not report.messages:

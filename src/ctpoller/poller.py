@@ -26,6 +26,9 @@ from ctpoller.state import CycleWrite, NewMessage, StateStore
 log = logging.getLogger(__name__)
 
 
+KEPT_MESSAGES = 1000
+
+
 class Archive(Protocol):
     def write(self, rows: Iterator[ArchiveRow]) -> int: ...
 
@@ -53,6 +56,7 @@ class Report:
     waiting: list[tuple[int, str]] = field(default_factory=list)
     abandoned: list[tuple[int, str]] = field(default_factory=list)
     messages: list[NewMessage] = field(default_factory=list)
+    created: int = 0  # messages recorded (backfill keeps only the first KEPT_MESSAGES in ``messages``)
     sent: int = 0
     deferred: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
@@ -84,7 +88,7 @@ class Report:
             f"{self.exams_evaluated} exams evaluated",
             f"{self.events_evaluated} events",
             f"{self.exceedances} exceedances",
-            f"{len(self.messages)} new notifications",
+            f"{max(self.created, len(self.messages))} new notifications",
             f"{self.sent} emails sent",
         ]
         if self.waiting:
@@ -153,6 +157,7 @@ def _cycle(
 ) -> None:
     """Everything of one cycle that reads OpenREM; decisions are committed, nothing is sent."""
     source.connect()
+    source.read_standard_names = rules.uses_standard_names
     if rules.uses_standard_names and not source.has_standard_names:
         raise ConfigError(
             f"the rules file uses standard_name, but the OpenREM database {source.where} "
@@ -182,7 +187,9 @@ def _cycle(
         for head, why in plan.forced:
             log.warning("OpenREM study pk %d: %s", head.pk, why)
         to_evaluate = plan.ready + [head for head, _ in plan.forced]
-        messages, gone = _evaluate(source, conn, state, rules, to_evaluate, report, now=now, domain=mail_domain)
+        messages, gone = _evaluate(
+            source, conn, state, rules, to_evaluate, report, now=now, domain=mail_domain, chunk=timing.batch_size
+        )
     settle.decide(plan, [h.pk for h in to_evaluate], now)
     new_watermark = settle.advance(
         watermark, plan, now=now, settle=timing.settle, give_up=timing.give_up, snapshot=snapshot
@@ -197,6 +204,7 @@ def _cycle(
         watermark_to=new_watermark,
     )
     report.waiting, report.abandoned, report.messages = plan.waiting, plan.abandoned, messages
+    report.created = len(messages)
     report.watermark_after = new_watermark
     if not dry_run:
         state.commit_cycle(write, now)
@@ -222,6 +230,8 @@ def backfill(
     and archived as "recorded, not emailed", and never sent later.
     """
     report = Report()
+    source.connect()
+    source.read_standard_names = rules.uses_standard_names
     watermark = state.watermark()
     if watermark is None:
         with source.session("finding the current end") as conn:
@@ -246,7 +256,9 @@ def backfill(
                 domain=mail_domain,
                 status="pending" if email else "not_sent",
             )
-        report.messages.extend(messages)
+        report.created += len(messages)
+        if len(report.messages) < KEPT_MESSAGES:  # enough to show; the rest are in the state store
+            report.messages.extend(messages)
         if not dry_run and (heads or messages):
             previous = state.tracked([h.pk for h in heads])
             upsert = [
@@ -359,8 +371,49 @@ def _evaluate(
     now: datetime,
     domain: str,
     status: str = "pending",
+    chunk: int = 500,
 ) -> tuple[list[NewMessage], list[int]]:
-    """Evaluate the exams these rows belong to; return the messages to record and vanished pks."""
+    """Evaluate the exams these rows belong to; return the messages to record and vanished pks.
+
+    In chunks of about ``chunk`` rows (rows of one exam stay together), so that memory follows the
+    chunk, not the backlog: only the messages, a small share of the exams, are kept.
+    """
+    groups: dict[str | None, list[StudyHead]] = {}
+    for head in heads:
+        groups.setdefault(head.uid, []).append(head)
+    messages: list[NewMessage] = []
+    gone: list[int] = []
+    batch: list[StudyHead] = []
+    for group in groups.values():
+        batch.extend(group)
+        if len(batch) >= chunk:
+            found, vanished = _evaluate_chunk(
+                source, conn, state, rules, batch, report, now=now, domain=domain, status=status
+            )
+            messages.extend(found)
+            gone.extend(vanished)
+            batch = []
+    if batch:
+        found, vanished = _evaluate_chunk(
+            source, conn, state, rules, batch, report, now=now, domain=domain, status=status
+        )
+        messages.extend(found)
+        gone.extend(vanished)
+    return messages, gone
+
+
+def _evaluate_chunk(
+    source: OpenremSource,
+    conn: object,
+    state: StateStore,
+    rules: RuleSet,
+    heads: Sequence[StudyHead],
+    report: Report,
+    *,
+    now: datetime,
+    domain: str,
+    status: str = "pending",
+) -> tuple[list[NewMessage], list[int]]:
     if not heads:
         return [], []
     uids = {h.uid for h in heads if h.uid}

@@ -19,8 +19,9 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchTableError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
 from ctpoller.errors import ConfigError, SourceError
 from ctpoller.model import NO_UID_PREFIX, PHANTOM_CODES, DoseCheck, Event, Snapshot, StudyHead, StudyRow
@@ -150,6 +151,7 @@ class OpenremSource:
             )
         self.tables: dict[str, sa.Table] = {}
         self.has_standard_names = False
+        self.read_standard_names = True  # the poller turns it off when no rule uses them
         self.supports_snapshot = False
         self.study_sequence: str | None = None
 
@@ -203,32 +205,28 @@ class OpenremSource:
         with self.session("reading the schema") as conn:
             inspector = sa.inspect(conn)
             names = set(inspector.get_table_names())
-            md = sa.MetaData()
-            for table, columns in REQUIRED.items():
+            for table in REQUIRED:
                 if table not in names:
                     raise SourceError(
                         f"OpenREM database {self.where}: table {table} is missing "
                         "(is CTPOLLER_SOURCE_URL an OpenREM database, and may this role read it?)",
                         temporary=False,
                     )
-                self.tables[table] = self._reflect(conn, md, table, columns)
             self.has_standard_names = all(t in names for t in OPTIONAL)
-            if self.has_standard_names:
-                for table, columns in OPTIONAL.items():
-                    self.tables[table] = self._reflect(conn, md, table, columns)
+            wanted = {**REQUIRED, **(OPTIONAL if self.has_standard_names else {})}
+            md = sa.MetaData()
+            md.reflect(bind=conn, only=list(wanted), resolve_fks=False)  # one round of catalogue queries
+            for table, columns in wanted.items():
+                self.tables[table] = self._checked(md.tables[table], columns)
             if not self.is_sqlite:
                 self.supports_snapshot = self._probe("SELECT pg_snapshot_xmin(pg_current_snapshot())")
                 self.study_sequence = self._study_sequence()
 
-    def _reflect(self, conn: Connection, md: sa.MetaData, table: str, columns: Sequence[str]) -> sa.Table:
-        try:
-            reflected = sa.Table(table, md, autoload_with=conn, resolve_fks=False)
-        except NoSuchTableError:
-            raise SourceError(f"OpenREM database {self.where}: table {table} is missing", temporary=False) from None
+    def _checked(self, reflected: sa.Table, columns: Sequence[str]) -> sa.Table:
         for column in columns:
             if column not in reflected.c:
                 raise SourceError(
-                    f"OpenREM database {self.where}: column {table}.{column} is missing "
+                    f"OpenREM database {self.where}: column {reflected.name}.{column} is missing "
                     "(is this an OpenREM 1.0 or later database?)",
                     temporary=False,
                 )
@@ -256,6 +254,12 @@ class OpenremSource:
         if name and self._probe("SELECT pg_sequence_last_value(CAST(:name AS regclass))", name=name):
             return str(name)
         return None
+
+    def _in(self, column: sa.ColumnElement[Any], values: Sequence[int]) -> sa.ColumnElement[bool]:
+        """``column IN values``: on PostgreSQL one array parameter (``= ANY``), far cheaper than one each."""
+        if self.is_sqlite:
+            return column.in_(values)
+        return column == sa.any_(sa.bindparam(None, list(values), type_=postgresql.ARRAY(sa.Integer)))
 
     def t(self, name: str) -> sa.Table:
         if not self.tables:
@@ -372,21 +376,21 @@ class OpenremSource:
                     sa.func.sum(ev.c.mean_ctdivol),
                 )
                 .select_from(r.join(ev, ev.c.ct_radiation_dose_id == r.c.id))
-                .where(study_fk.in_(pks))
+                .where(self._in(study_fk, pks))
                 .group_by(study_fk)
             )
         }
         patients = set(
             conn.execute(
                 sa.select(pm.c.general_study_module_attributes_id).where(
-                    pm.c.general_study_module_attributes_id.in_(pks)
+                    self._in(pm.c.general_study_module_attributes_id, pks)
                 )
             ).scalars()
         )
         ages: dict[int, tuple[Any, Any]] = {}
         for row in conn.execute(
             sa.select(ps.c.general_study_module_attributes_id, ps.c.patient_age_decimal, ps.c.patient_age).where(
-                ps.c.general_study_module_attributes_id.in_(pks)
+                self._in(ps.c.general_study_module_attributes_id, pks)
             )
         ):
             ages.setdefault(row[0], (row[1], row[2]))
@@ -453,7 +457,7 @@ class OpenremSource:
                 .outerjoin(eq, eq.c.general_study_module_attributes_id == g.c.id)
                 .outerjoin(u, u.c.id == eq.c.unique_equipment_name_id)
             )
-            .where(g.c.id.in_(pks))
+            .where(self._in(g.c.id, pks))
             .order_by(g.c.id, ps.c.id, eq.c.id)
         )
         for row in conn.execute(query):
@@ -505,7 +509,7 @@ class OpenremSource:
                 .outerjoin(acq, acq.c.id == ev.c.ct_acquisition_type_id)
                 .outerjoin(phantom, phantom.c.id == ev.c.ctdiw_phantom_type_id)
             )
-            .where(r.c.general_study_module_attributes_id.in_(pks))
+            .where(self._in(r.c.general_study_module_attributes_id, pks))
             .order_by(r.c.general_study_module_attributes_id, ev.c.id)
         ).all()
         event_pks = [row.id for row in rows]
@@ -516,7 +520,7 @@ class OpenremSource:
             columns = [dc.c[name] for name in DOSE_CHECK_COLUMNS]
             for row in conn.execute(
                 sa.select(dc.c.ct_irradiation_event_data_id, *columns)
-                .where(dc.c.ct_irradiation_event_data_id.in_(chunk))
+                .where(self._in(dc.c.ct_irradiation_event_data_id, chunk))
                 .order_by(dc.c.id)
             ):
                 values: dict[str, Any] = {
@@ -549,26 +553,26 @@ class OpenremSource:
         return result
 
     def _study_standard_names(self, conn: Connection, pks: list[int]) -> dict[int, tuple[str, ...]]:
-        if not self.has_standard_names:
+        if not (self.has_standard_names and self.read_standard_names):
             return {}
         link, sn = self.t(STUDY_STANDARD_NAMES), self.t(STANDARD_NAMES)
         return _group(
             conn.execute(
                 sa.select(link.c.generalstudymoduleattr_id, sn.c.standard_name)
                 .select_from(link.join(sn, sn.c.id == link.c.standardnames_id))
-                .where(link.c.generalstudymoduleattr_id.in_(pks))
+                .where(self._in(link.c.generalstudymoduleattr_id, pks))
             )
         )
 
     def _event_standard_names(self, conn: Connection, event_pks: list[int]) -> dict[int, tuple[str, ...]]:
-        if not self.has_standard_names or not event_pks:
+        if not (self.has_standard_names and self.read_standard_names) or not event_pks:
             return {}
         link, sn = self.t(EVENT_STANDARD_NAMES), self.t(STANDARD_NAMES)
         return _group(
             conn.execute(
                 sa.select(link.c.ctirradiationeventdata_id, sn.c.standard_name)
                 .select_from(link.join(sn, sn.c.id == link.c.standardnames_id))
-                .where(link.c.ctirradiationeventdata_id.in_(event_pks))
+                .where(self._in(link.c.ctirradiationeventdata_id, event_pks))
             )
         )
 

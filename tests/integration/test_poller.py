@@ -365,3 +365,17 @@ def test_first_run_starts_before_an_import_still_being_written(harness, openrem,
         pass
     report = seen_then_settled(harness)
     assert [m.study_uid for m in report.messages] == [GE_VCT.uid]
+
+
+def test_small_batches_page_and_evaluate_in_chunks_with_the_same_outcome(harness, openrem, inbox):
+    harness.rules_text = RULES + '\n[[rule]]\nname = "Thorax total"\nstudy = ["thorax"]\ndlp_total = 100\n'
+    harness.timing = dataclasses.replace(harness.timing, batch_size=2)
+    started(harness)
+    for study in SEED_STUDIES:
+        openrem.import_study(study)
+    report = seen_then_settled(harness)
+    assert report.exams_evaluated == len({s.uid for s in SEED_STUDIES})
+    found = {(n.study_uid, n.rule, n.value) for m in report.messages for n in m.notifications}
+    assert (CONTINUED_1.uid, "Thorax total", Decimal("116.61")) in found  # both rows of the exam together
+    assert (GE_VCT.uid, "Exam DLP", Decimal("2002.39")) in found
+    assert report.watermark_after == len(SEED_STUDIES)
