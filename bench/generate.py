@@ -8,7 +8,7 @@ set-based ``INSERT ... SELECT ... generate_series`` statements: no row passes th
 "random" value is a hash of a row number and a seed (``hashint8extended``), so a size and a seed
 always give the same rows, and the same SQL with an offset appends more exams (``add_exams``).
 
-The shape follows what OpenREM stores (see /work/shared/openrem/README.md):
+The shape follows what OpenREM stores (see the OpenREM facts in ../shared/openrem/README.md beside the repository):
 
 * 8 stations of 5 vendors (``remapp_generalequipmentmoduleattr`` + a shared
   ``remapp_uniqueequipmentnames`` row each). GE ESR and some Toshiba reports have no protocol
