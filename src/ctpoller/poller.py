@@ -378,28 +378,30 @@ def _evaluate(
     In chunks of about ``chunk`` rows (rows of one exam stay together), so that memory follows the
     chunk, not the backlog: only the messages, a small share of the exams, are kept.
     """
-    groups: dict[str | None, list[StudyHead]] = {}
-    for head in heads:
-        groups.setdefault(head.uid, []).append(head)
     messages: list[NewMessage] = []
     gone: list[int] = []
-    batch: list[StudyHead] = []
-    for group in groups.values():
-        batch.extend(group)
-        if len(batch) >= chunk:
-            found, vanished = _evaluate_chunk(
-                source, conn, state, rules, batch, report, now=now, domain=domain, status=status
-            )
-            messages.extend(found)
-            gone.extend(vanished)
-            batch = []
-    if batch:
+    for batch in _exam_chunks(heads, chunk):
         found, vanished = _evaluate_chunk(
             source, conn, state, rules, batch, report, now=now, domain=domain, status=status
         )
         messages.extend(found)
         gone.extend(vanished)
     return messages, gone
+
+
+def _exam_chunks(heads: Sequence[StudyHead], size: int) -> Iterator[list[StudyHead]]:
+    """``heads`` in chunks of about ``size``, never splitting the rows of one exam."""
+    groups: dict[str | None, list[StudyHead]] = {}
+    for head in heads:
+        groups.setdefault(head.uid, []).append(head)
+    batch: list[StudyHead] = []
+    for group in groups.values():
+        batch.extend(group)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _evaluate_chunk(
