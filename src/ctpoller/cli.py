@@ -12,6 +12,7 @@ Exit codes (also in the README and ``ctpoller --help``):
 from __future__ import annotations
 
 import argparse
+import inspect
 import logging
 import os
 import sys
@@ -97,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(
             name,
             help=doc.splitlines()[0],
-            description=doc,
+            description=inspect.cleandoc(doc),
             parents=[common],
             formatter_class=argparse.RawDescriptionHelpFormatter,
             epilog=EXIT_CODES_HELP,
