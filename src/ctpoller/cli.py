@@ -18,12 +18,12 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 from ctpoller import __version__
 from ctpoller.errors import ConfigError, CtpollerError, LockedError
-from ctpoller.settings import Settings, load_settings
+from ctpoller.settings import load_settings
 
 EXIT_OK = 0
 EXIT_PERMANENT = 1
@@ -395,6 +395,3 @@ def _now() -> datetime:
 
 def _one_line(e: BaseException) -> str:
     return (str(e).strip().splitlines() or [""])[0][:300]
-
-
-__all__ = ["Settings", "main", "timedelta"]

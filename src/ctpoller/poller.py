@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ctpoller import settle
 from ctpoller.errors import ConfigError, CtpollerError, NotifyError, SourceError
@@ -22,6 +22,9 @@ from ctpoller.notify.base import Notifier
 from ctpoller.rules import RuleSet, evaluate
 from ctpoller.source import OpenremSource
 from ctpoller.state import CycleWrite, NewMessage, StateStore
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
 
 log = logging.getLogger(__name__)
 
@@ -349,11 +352,11 @@ def write_archive(state: StateStore, archive: Archive | None, report: Report) ->
     state.archive_written(generation)
 
 
-def _all_heads(source: OpenremSource, conn: object, watermark: int, batch: int) -> list[StudyHead]:
+def _all_heads(source: OpenremSource, conn: Connection, watermark: int, batch: int) -> list[StudyHead]:
     heads: list[StudyHead] = []
     after = watermark
     while True:
-        page = source.heads_after(conn, after, batch)  # type: ignore[arg-type]
+        page = source.heads_after(conn, after, batch)
         heads.extend(page)
         if len(page) < batch:
             return heads
@@ -362,7 +365,7 @@ def _all_heads(source: OpenremSource, conn: object, watermark: int, batch: int) 
 
 def _evaluate(
     source: OpenremSource,
-    conn: object,
+    conn: Connection,
     state: StateStore,
     rules: RuleSet,
     heads: Sequence[StudyHead],
@@ -406,7 +409,7 @@ def _exam_chunks(heads: Sequence[StudyHead], size: int) -> Iterator[list[StudyHe
 
 def _evaluate_chunk(
     source: OpenremSource,
-    conn: object,
+    conn: Connection,
     state: StateStore,
     rules: RuleSet,
     heads: Sequence[StudyHead],
@@ -421,7 +424,7 @@ def _evaluate_chunk(
     uids = {h.uid for h in heads if h.uid}
     others = state.decided_pks(uids)
     wanted = {h.pk for h in heads} | {pk for pks in others.values() for pk in pks}
-    rows = source.study_rows(conn, sorted(wanted))  # type: ignore[arg-type]
+    rows = source.study_rows(conn, sorted(wanted))
     gone = sorted(pk for pk in wanted if pk not in rows)
     by_uid: dict[str, list[StudyRow]] = {}
     for head in heads:

@@ -20,9 +20,10 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+from sqlalchemy.engine import URL, Connection
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
+from ctpoller.database import describe, first_line, parse_url
 from ctpoller.errors import ConfigError, SourceError
 from ctpoller.model import NO_UID_PREFIX, PHANTOM_CODES, DoseCheck, Event, Snapshot, StudyHead, StudyRow
 
@@ -103,27 +104,7 @@ def source_url(url: str | None, password: str | None) -> URL:
         raise ConfigError(
             "CTPOLLER_SOURCE_URL is not set: give the OpenREM database, e.g. postgresql://ctpoller@db/openrem"
         )
-    try:
-        parsed = make_url(url)
-        if parsed.port is not None and not 0 < parsed.port < 65536:  # not a number: ValueError
-            raise ValueError("port out of range")
-    except (ArgumentError, ValueError):
-        raise ConfigError(
-            "CTPOLLER_SOURCE_URL is not a database URL (expected postgresql://user@host:5432/db)"
-        ) from None
-    if parsed.drivername in ("postgresql", "postgres", "postgresql+psycopg2"):
-        parsed = parsed.set(drivername="postgresql+psycopg")
-    if parsed.drivername not in ("postgresql+psycopg", "sqlite", "sqlite+pysqlite"):
-        raise ConfigError(f"CTPOLLER_SOURCE_URL: {parsed.drivername} is not supported (use postgresql://)")
-    if password:
-        parsed = parsed.set(password=password)
-    return parsed
-
-
-def describe(url: URL) -> str:
-    if url.drivername.startswith("sqlite"):
-        return str(url.database)
-    return f"{url.host or 'localhost'}:{url.port or 5432}/{url.database or ''}"
+    return parse_url(url, password, variable="CTPOLLER_SOURCE_URL", example="postgresql://user@host:5432/db")
 
 
 class OpenremSource:
@@ -172,11 +153,11 @@ class OpenremSource:
         except DBAPIError as e:
             raise self._error(what, e) from e
         except SQLAlchemyError as e:
-            raise SourceError(f"OpenREM database {self.where}: {what} failed: {_first_line(e)}", temporary=False) from e
+            raise SourceError(f"OpenREM database {self.where}: {what} failed: {first_line(e)}", temporary=False) from e
 
     def _error(self, what: str, e: DBAPIError) -> SourceError:
         sqlstate = getattr(e.orig, "sqlstate", None) or ""
-        text = _first_line(e.orig)
+        text = first_line(e.orig)
         if sqlstate in ("3D000", "28000", "28P01") or any(
             words in text for words in ("does not exist", "authentication failed", "no pg_hba.conf entry")
         ):
@@ -650,8 +631,3 @@ def _time(value: Any) -> time | None:
 
 def _bool(value: Any) -> bool | None:
     return None if value is None else bool(value)
-
-
-def _first_line(e: BaseException | None) -> str:
-    text = str(e) if e is not None else "unknown error"
-    return (text.strip().splitlines() or ["unknown error"])[0][:300]

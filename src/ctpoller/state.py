@@ -31,9 +31,10 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import URL, Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
+from ctpoller.database import describe, first_line, parse_url
 from ctpoller.errors import ConfigError, LockedError, StateError
 from ctpoller.model import ArchiveRow, Message, MessageStatus, Notification, Tracked
 
@@ -150,28 +151,9 @@ class CycleWrite:
 
 
 def state_url(url: str, password: str | None) -> URL:
-    try:
-        parsed = make_url(url)
-        if parsed.port is not None and not 0 < parsed.port < 65536:  # not a number: ValueError
-            raise ValueError("port out of range")
-    except (ArgumentError, ValueError):
-        raise ConfigError(
-            "CTPOLLER_STATE_URL is not a database URL (sqlite:////path/file or postgresql://...)"
-        ) from None
-    if parsed.drivername in ("postgresql", "postgres"):
-        parsed = parsed.set(drivername="postgresql+psycopg")
-    if parsed.drivername not in ("sqlite", "sqlite+pysqlite", "postgresql+psycopg"):
-        raise ConfigError(f"CTPOLLER_STATE_URL: {parsed.drivername} is not supported (use sqlite:/// or postgresql://)")
-    if password:
-        parsed = parsed.set(password=password)
-    return parsed
-
-
-def describe(url: URL) -> str:
-    """Where a database is, for messages: never the password or user."""
-    if url.drivername.startswith("sqlite"):
-        return str(url.database or ":memory:")
-    return f"{url.host or 'localhost'}:{url.port or 5432}/{url.database or ''}"
+    return parse_url(
+        url, password, variable="CTPOLLER_STATE_URL", example="sqlite:////path/to/file or postgresql://user@host/db"
+    )
 
 
 class StateStore:
@@ -213,7 +195,7 @@ class StateStore:
             with self.engine.connect() as conn:
                 return bool(sa.inspect(conn).has_table(meta_table.name))
         except DBAPIError as e:
-            raise StateError(f"cannot open the state store {self.where}: {_first_line(e.orig)}", temporary=True) from e
+            raise StateError(f"cannot open the state store {self.where}: {first_line(e.orig)}", temporary=True) from e
 
     # -- plumbing ---------------------------------------------------------------------------------
 
@@ -227,10 +209,10 @@ class StateStore:
         except DBAPIError as e:
             temporary = e.connection_invalidated or _is_temporary(e)
             raise StateError(
-                f"state store {self.where}: {what} failed: {_first_line(e.orig)}", temporary=temporary
+                f"state store {self.where}: {what} failed: {first_line(e.orig)}", temporary=temporary
             ) from e
         except SQLAlchemyError as e:
-            raise StateError(f"state store {self.where}: {what} failed: {_first_line(e)}", temporary=False) from e
+            raise StateError(f"state store {self.where}: {what} failed: {first_line(e)}", temporary=False) from e
         except OSError as e:
             raise StateError(f"state store {self.where}: {what} failed: {e}", temporary=True) from e
 
@@ -287,7 +269,7 @@ class StateStore:
             conn = self.engine.connect()
         except DBAPIError as e:
             raise StateError(
-                f"cannot connect to the state store {self.where}: {_first_line(e.orig)}", temporary=True
+                f"cannot connect to the state store {self.where}: {first_line(e.orig)}", temporary=True
             ) from e
         try:
             got = conn.execute(sa.select(sa.func.pg_try_advisory_lock(ADVISORY_LOCK_KEY))).scalar_one()
@@ -322,7 +304,7 @@ class StateStore:
         except DBAPIError as e:
             self._lock_conn = None
             raise StateError(
-                f"lost the lock on the state store {self.where} ({_first_line(e.orig)}); stopping this run",
+                f"lost the lock on the state store {self.where} ({first_line(e.orig)}); stopping this run",
                 temporary=True,
             ) from e
 
@@ -574,7 +556,7 @@ class StateStore:
                     )
         except DBAPIError as e:
             raise StateError(
-                f"state store {self.where}: reading the archive failed: {_first_line(e.orig)}", temporary=True
+                f"state store {self.where}: reading the archive failed: {first_line(e.orig)}", temporary=True
             ) from e
 
     def archive_due(self) -> bool:
@@ -693,8 +675,3 @@ def _notification(row: Any) -> Notification:
 def _is_temporary(e: DBAPIError) -> bool:
     text = str(e.orig).lower()
     return any(word in text for word in ("locked", "busy", "connection", "timeout", "could not", "terminat"))
-
-
-def _first_line(e: BaseException | None) -> str:
-    text = str(e) if e is not None else "unknown error"
-    return (text.strip().splitlines() or ["unknown error"])[0][:300]
