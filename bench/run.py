@@ -284,7 +284,10 @@ def run_child(args: Sequence[str], *, env: dict[str, str] | None = None, cwd: Pa
         )
 
 
-_SUMMARY = re.compile(r"(\d+) new study rows, (\d+) exams evaluated, (\d+) events, (\d+) exceedances")
+_SUMMARY = re.compile(
+    r"(\d+) new study rows, (\d+) exams evaluated(?: \(\d+ read in full\))?, (\d+) events, (\d+) exceedances"
+)
+_READ_IN_FULL = re.compile(r"exams evaluated \((\d+) read in full\)")
 
 
 def summary_counts(text: str) -> tuple[int, int, int, int] | None:
@@ -637,6 +640,17 @@ def backfill_vs_copy(
         )
     )
     results.add(Figure("backfill.exams", "  exams evaluated", "exams", column, [float(exams)]))
+    read = _READ_IN_FULL.findall(runs[-1].stderr)
+    if read:
+        results.add(
+            Figure(
+                "backfill.read",
+                "  of which read in full (the screen could not clear them)",
+                "exams",
+                column,
+                [float(read[-1])],
+            )
+        )
     results.add(Figure("backfill.exceedances", "  exceedances found", "exams", column, [float(exceedances)]))
     results.add(Figure("backfill.exams_per_s", "  backfill exams/s", "1/s", column, [exams / r.seconds for r in runs]))
     results.add(

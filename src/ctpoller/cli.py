@@ -224,7 +224,9 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     """Evaluate history on purpose: complete CT studies from --since up to the watermark.
 
     Already-notified exceedances are not notified again (the same ledger as run). With --no-email
-    what is found is recorded and archived as "recorded, not emailed" and never sent.
+    what is found is recorded and archived as "recorded, not emailed" and never sent. History is
+    read in one statement (one line per study, screened against the rules; only exams that could
+    exceed a limit are read in full), allowed ten times CTPOLLER_STATEMENT_TIMEOUT_SECONDS.
     """
     from ctpoller import poller
     from ctpoller.wiring import Components

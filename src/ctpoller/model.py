@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time
 from decimal import Decimal
+from functools import cached_property
 from typing import Literal
 
 Phantom = Literal["head", "body"]
@@ -168,12 +169,12 @@ class Exam:
                 n = occurrences[event.key] = occurrences.get(event.key, 0) + 1
                 yield row, (event if n == 1 else replace(event, key=f"{event.key}#{n}")), True
 
-    @property
+    @cached_property  # an Exam never changes; rules ask for these once per rule
     def events(self) -> tuple[Event, ...]:
         """The exam's irradiation events, each counted once, each with its own key (see ``_walk``)."""
         return tuple(event for _, event, counts in self._walk() if counts)
 
-    @property
+    @cached_property  # an Exam never changes; rules ask for these once per rule
     def total_dlp_mgycm(self) -> Decimal | None:
         """The exam's total DLP: the sum of each row's own RDSR total, each event counted once.
 
@@ -201,7 +202,7 @@ class Exam:
                 known = True
         return total if known else None
 
-    @property
+    @cached_property  # an Exam never changes; rules ask for these once per rule
     def age_years(self) -> Decimal | None:
         for row in self.rows:
             age = age_in_years(row.patient_age_decimal, row.patient_age)
@@ -211,6 +212,9 @@ class Exam:
 
     def texts(self, attribute: str) -> tuple[str, ...]:
         """The distinct non-empty values of one StudyRow text attribute over all rows."""
+        if len(self.rows) == 1:
+            value = getattr(self.rows[0], attribute)
+            return (value,) if value else ()
         values: list[str] = []
         for row in self.rows:
             value = getattr(row, attribute)
@@ -363,6 +367,42 @@ class StudyHead:
     @property
     def other_modality(self) -> bool:
         return self.modality is not None and self.modality.strip() != "" and self.modality.upper() != "CT"
+
+
+@dataclass(frozen=True)
+class Screened:
+    """A CT study row as ``backfill`` first reads it: one line per row instead of all its events.
+
+    ``complete`` as ``StudyHead.complete``; ``answers`` holds the database's answers to a
+    ``rules.Screen``'s bounds, in order, as "1" (yes) and "0"; ``dose_check`` its answer to the
+    Dose Check question (``None``: not asked). ``row`` holds only what exam-level criteria look at
+    (no events, no accession number or date), and only when some answer is yes (``None``
+    otherwise). ``single`` is False when OpenREM holds more than one patient-study or equipment
+    row for the study (it writes one).
+    """
+
+    pk: int
+    uid: str | None
+    complete: bool
+    n_events: int
+    answers: str
+    dose_check: bool | None
+    row: StudyRow | None = None
+    single: bool = True
+
+    @property
+    def any_yes(self) -> bool:
+        return "1" in self.answers or bool(self.dose_check)
+
+    def head(self) -> StudyHead:
+        return StudyHead(
+            pk=self.pk,
+            uid=self.uid,
+            modality="CT",
+            has_patient=self.complete,
+            n_events=self.n_events,
+            fingerprint="",
+        )
 
 
 @dataclass(frozen=True)

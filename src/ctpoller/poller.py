@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Protocol
 
 from ctpoller import settle
 from ctpoller.errors import ConfigError, CtpollerError, NotifyError, SourceError
-from ctpoller.model import ArchiveRow, Exam, Exceedance, Notification, StudyHead, StudyRow, Tracked
+from ctpoller.model import ArchiveRow, Exam, Exceedance, Notification, Screened, StudyHead, StudyRow
 from ctpoller.notify.base import Notifier
-from ctpoller.rules import RuleSet, evaluate
+from ctpoller.rules import RuleSet, Screen, evaluate, screen
 from ctpoller.source import OpenremSource
 from ctpoller.state import CycleWrite, NewMessage, StateStore
 
@@ -54,6 +54,7 @@ class Report:
     initialised: bool = False
     studies_seen: int = 0
     exams_evaluated: int = 0
+    exams_read: int = 0  # backfill: exams read in full (the others were cleared by the screen)
     events_evaluated: int = 0
     exceedances: int = 0
     waiting: list[tuple[int, str]] = field(default_factory=list)
@@ -88,7 +89,8 @@ class Report:
         )
         parts = [
             f"{self.studies_seen} new study rows",
-            f"{self.exams_evaluated} exams evaluated",
+            f"{self.exams_evaluated} exams evaluated"
+            + (f" ({self.exams_read} read in full)" if what.startswith("backfill") else ""),
             f"{self.events_evaluated} events",
             f"{self.exceedances} exceedances",
             f"{max(self.created, len(self.messages))} new notifications",
@@ -226,11 +228,17 @@ def backfill(
     dry_run: bool = False,
     timing: Timing = Timing(),
     mail_domain: str = "ctpoller.invalid",
+    screened: bool = True,
 ) -> Report:
     """Evaluate complete CT studies at or below the watermark on purpose, de-duplicated by the ledger.
 
     Rows above the watermark are left to ``run``. With ``email=False`` what is found is recorded
     and archived as "recorded, not emailed", and never sent later.
+
+    History is read in one pass, one line per study (``source.screened``): an exam of one row that
+    the rules' screen shows cannot exceed anything is decided from that line; every other exam
+    (several rows, a Dose Check or a limit within reach) is read in full and evaluated exactly as
+    ``run`` does. ``screened=False`` reads every exam in full (the same result, slower).
     """
     report = Report()
     source.connect()
@@ -242,12 +250,19 @@ def backfill(
         if not dry_run:
             state.initialise(watermark, now)
     report.watermark_before = report.watermark_after = watermark
-    after = 0
-    while after < watermark:
-        with source.session("reading history") as conn:
-            heads, last = source.complete_heads(conn, after, watermark, since, timing.batch_size)
-            heads = [h for h in heads if h.complete]
-            report.studies_seen += len(heads)
+    with source.session("reading history") as conn:  # for the exams read in full
+        uses_protocols = any(rule.protocol or rule.not_protocol for rule in rules.rules)
+        questions = screen(rules, source.distinct_protocols(conn) if uses_protocols else ())
+        for chunk in source.screened(watermark, since, questions, chunk=BACKFILL_CHUNK):
+            rows = [s for s in chunk if s.complete]
+            report.studies_seen += len(rows)
+            to_read = _to_read(state, questions, rows, screened)
+            for s in rows:
+                if s.pk not in to_read:
+                    report.exams_evaluated += 1
+                    report.events_evaluated += s.n_events
+            heads = [s.head() for s in rows if s.pk in to_read]
+            report.exams_read += len({h.uid for h in heads})
             messages, gone = _evaluate(
                 source,
                 conn,
@@ -258,31 +273,48 @@ def backfill(
                 now=now,
                 domain=mail_domain,
                 status="pending" if email else "not_sent",
+                chunk=timing.batch_size,
             )
-        report.created += len(messages)
-        if len(report.messages) < KEPT_MESSAGES:  # enough to show; the rest are in the state store
-            report.messages.extend(messages)
-        if not dry_run and (heads or messages):
-            previous = state.tracked([h.pk for h in heads])
-            upsert = [
-                Tracked(
-                    pk=h.pk,
-                    uid=h.uid,
-                    status=settle.DECIDED,
-                    fingerprint=h.fingerprint,
-                    first_seen_at=previous[h.pk].first_seen_at if h.pk in previous else now,
-                    changed_at=now,
-                    decided_at=now,
-                )
-                for h in heads
-            ]
-            state.commit_cycle(CycleWrite(upsert=upsert, forget=gone, messages=messages), now)
-        after = last
+            report.created += len(messages)
+            if len(report.messages) < KEPT_MESSAGES:  # enough to show; the rest are in the state store
+                report.messages.extend(messages)
+            if not dry_run and (rows or messages):
+                write = CycleWrite(decide=[(s.pk, s.uid) for s in rows], forget=gone, messages=messages)
+                state.commit_cycle(write, now)
     if not dry_run:
         if email:
             deliver(state, notifier, report, now=now)
         write_archive(state, archive, report)
     return report
+
+
+BACKFILL_CHUNK = 5000
+
+
+def _may_exceed(questions: Screen, screened: Screened) -> bool:
+    if not screened.any_yes:
+        return False
+    if screened.row is None:  # only the Dose Check said yes
+        return True
+    return questions.may_exceed(screened.row, screened.answers, screened.dose_check)
+
+
+def _to_read(state: StateStore, questions: Screen, rows: Sequence[Screened], screened: bool) -> set[int]:
+    """The pks whose exams must be read in full: all but the one-row exams the screen clears."""
+    if not screened:
+        return {s.pk for s in rows}
+    by_uid: dict[str | None, list[Screened]] = {}
+    for s in rows:
+        by_uid.setdefault(s.uid, []).append(s)
+    others = state.decided_pks(uid for uid in by_uid if uid)
+    wanted: set[int] = set()
+    for uid, group in by_uid.items():
+        only = group[0]
+        alone = len(group) == 1 and only.single and set(others.get(uid or "", ())) <= {only.pk}
+        if alone and not _may_exceed(questions, only):
+            continue
+        wanted.update(s.pk for s in group)
+    return wanted
 
 
 def deliver(state: StateStore, notifier: Notifier | None, report: Report, *, now: datetime) -> None:

@@ -2,7 +2,9 @@
 
 ``parse_rules(text, source=path)`` turns the TOML text into a ``RuleSet`` or raises ``ConfigError``
 with one line naming the file, the rule and the key. ``evaluate(exam, rules)`` returns every
-``Exceedance`` of one exam, in a fixed order. See ``examples/rules.toml`` for a commented file.
+``Exceedance`` of one exam, in a fixed order. ``screen(rules, protocols)`` turns the rules into
+questions the database can answer per study row, so that ``backfill`` reads in full only the exams
+that could exceed something. See ``examples/rules.toml`` for a commented file.
 
 The file
     ``[defaults] recipients`` are told about every exceedance. Each ``[[rule]]`` has a unique
@@ -48,6 +50,7 @@ exam order. Every matching rule reports: two rules give two exceedances for one 
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 import re
 import tomllib
@@ -55,10 +58,10 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 
 from ctpoller.errors import ConfigError
-from ctpoller.model import UNIT_MGY, UNIT_MGYCM, Event, Exam, Exceedance, Metric, Phantom, finite
+from ctpoller.model import UNIT_MGY, UNIT_MGYCM, Event, Exam, Exceedance, Metric, Phantom, StudyRow, finite
 
 #: The rule name of exceedances found by the scanner's own Dose Check (reserved in the rules file).
 DOSE_CHECK_RULE = "Scanner Dose Check"
@@ -82,6 +85,7 @@ _NOT_IN_ADDRESS = frozenset(",;<>\"'")
 _NAME_MAX = 200
 
 
+@functools.lru_cache(maxsize=65536)  # the same protocols and descriptions recur in every exam
 def _fold(text: str) -> str:
     return unicodedata.normalize("NFC", unicodedata.normalize("NFC", text).casefold())
 
@@ -426,11 +430,16 @@ def _apply(
 
 
 def _exam_matches(rule: Rule, exam: Exam) -> bool:
-    age = exam.age_years
+    return _age_passes(rule, exam.age_years) and _texts_pass(rule, exam)
+
+
+def _age_passes(rule: Rule, age: Decimal | None) -> bool:
     if rule.age_min is not None and (age is None or age < rule.age_min):
         return False
-    if rule.age_max is not None and (age is None or age >= rule.age_max):
-        return False
+    return rule.age_max is None or (age is not None and age < rule.age_max)
+
+
+def _texts_pass(rule: Rule, exam: Exam) -> bool:
     procedures = exam.texts("requested_procedure") + exam.texts("procedure")
     stations = exam.texts("station_name") + exam.texts("display_name")
     return (
@@ -501,3 +510,116 @@ def _dose_checks(events: Sequence[Event], recipients: tuple[str, ...]) -> list[E
                         DOSE_CHECK_RULE, metric, event.key, value, limit, unit, recipients, event.protocol
                     )
     return [best[key] for key in sorted(best)]
+
+
+# ---------------------------------------------------------------------------------------------- screen
+
+#: A screen's thresholds sit this fraction below the limits, so that no rounding anywhere (the
+#: database's sums, Decimal's 28 digits) can make a screened-out exam one the rules would flag.
+SCREEN_MARGIN = Decimal("0.000001")
+
+BoundMetric = Literal["ctdivol", "dlp", "dlp_total"]
+
+
+@dataclass(frozen=True)
+class Bound:
+    """One question about a single study row that the database answers over all its events at once.
+
+    ``ctdivol`` / ``dlp``: is any event's value above ``threshold``, among the events that could
+    pass the rule's event-level criteria: not recorded on the other phantom (``phantom``), when
+    the rule names protocols with one of ``protocols``, and with none of ``excluded`` (OpenREM's
+    raw values that the rule's ``not_protocol`` matches)? ``dlp_total``: is
+    the row's own total DLP, or the sum of its events' positive DLPs, above ``threshold``? A value
+    that is not a number (NaN, infinite, text) counts as above. With ``age_min`` or ``age_max``,
+    also: is the patient's age in the band, where a plausible ``patient_age_decimal`` decides and
+    any other row with an age string counts as in it. ``rule`` indexes ``RuleSet.rules``.
+    """
+
+    rule: int
+    metric: BoundMetric
+    threshold: Decimal
+    phantom: Phantom | None = None
+    protocols: tuple[str, ...] | None = None
+    age_min: Decimal | None = None
+    age_max: Decimal | None = None
+    excluded: tuple[str, ...] = ()
+
+
+@dataclass
+class Screen:
+    """What ``backfill`` asks the database about each study row, to skip reading exams in full.
+
+    ``evaluate`` can only report an exceedance in a one-row exam when ``may_exceed`` says so; the
+    questions over-approximate every event-level criterion (standard names are ignored; protocols,
+    excluded protocols and phantoms only narrow), and the exam-level criteria (description,
+    procedure, station, age) are applied exactly, as ``evaluate`` does.
+    """
+
+    rules: RuleSet
+    bounds: tuple[Bound, ...]
+    dose_check: bool
+    _texts: dict[tuple[object, ...], bool] = field(default_factory=dict, repr=False)
+
+    def may_exceed(self, row: StudyRow, answers: str, dose_check: bool | None) -> bool:
+        """Whether the exam of this one row (without its events) could exceed anything.
+
+        ``answers`` are the database's answers to ``bounds``, in order, "1" for yes; ``dose_check``
+        whether any of its Dose Check rows has a configured value that an event value may exceed.
+        """
+        if self.dose_check and dose_check:
+            return True
+        exam: Exam | None = None
+        age: Decimal | None = None
+        for bound, answer in zip(self.bounds, answers, strict=True):
+            if answer != "1":
+                continue
+            rule = self.rules.rules[bound.rule]
+            if exam is None:
+                exam = Exam(uid=row.uid or "", rows=(row,))
+                age = exam.age_years
+            if _age_passes(rule, age) and self._texts_pass(bound.rule, rule, exam):
+                return True
+        return False
+
+    def _texts_pass(self, index: int, rule: Rule, exam: Exam) -> bool:
+        row = exam.first
+        key = (index, row.description, row.requested_procedure, row.procedure, row.station_name, row.display_name)
+        known = self._texts.get(key)
+        if known is None:
+            if len(self._texts) > 100_000:  # many distinct texts: stay bounded
+                self._texts.clear()
+            known = self._texts[key] = _texts_pass(rule, exam)
+        return known
+
+
+def screen(rules: RuleSet, protocols: Iterable[str | None]) -> Screen:
+    """The questions for ``rules``; ``protocols`` are the distinct raw protocol values in OpenREM.
+
+    A rule that names protocols none of which occur can report nothing, so it asks nothing.
+    """
+    distinct = sorted({p for p in protocols if p is not None})
+    bounds: list[Bound] = []
+    for index, rule in enumerate(rules.rules):
+        allowed: tuple[str, ...] | None = None
+        if rule.protocol:
+            allowed = tuple(p for p in distinct if _any_match(rule.protocol, (p.strip() or None,)))
+            if not allowed:
+                continue
+        # an excluded event never counts for the rule's per-event limits (it does for dlp_total: any
+        # excluded event takes the exam out of it, which the screen does not try to tell)
+        excluded = tuple(p for p in distinct if _any_match(rule.not_protocol, (p.strip() or None,)))
+        per_event: tuple[tuple[BoundMetric, Decimal | None], ...] = (("ctdivol", rule.ctdivol), ("dlp", rule.dlp))
+        for metric, limit in per_event:
+            if limit is not None:
+                bounds.append(
+                    Bound(index, metric, _threshold(limit), rule.phantom, allowed, rule.age_min, rule.age_max, excluded)
+                )
+        if rule.dlp_total is not None:
+            bounds.append(
+                Bound(index, "dlp_total", _threshold(rule.dlp_total), age_min=rule.age_min, age_max=rule.age_max)
+            )
+    return Screen(rules=rules, bounds=tuple(bounds), dose_check=rules.dose_check.notify)
+
+
+def _threshold(limit: Decimal) -> Decimal:
+    return limit - limit * SCREEN_MARGIN

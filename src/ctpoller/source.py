@@ -11,9 +11,14 @@ Returns model objects, never rows.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
-from collections.abc import Iterator, Sequence
+import operator
+import queue
+import threading
+from collections.abc import Generator, Iterator, Sequence
+from dataclasses import replace
 from datetime import date, time
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -25,9 +30,23 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from ctpoller.database import describe, first_line, parse_url
 from ctpoller.errors import ConfigError, SourceError
-from ctpoller.model import NO_UID_PREFIX, PHANTOM_CODES, DoseCheck, Event, Snapshot, StudyHead, StudyRow
+from ctpoller.model import (
+    NO_UID_PREFIX,
+    PHANTOM_CODES,
+    PLAUSIBLE_AGE_YEARS,
+    DoseCheck,
+    Event,
+    Screened,
+    Snapshot,
+    StudyHead,
+    StudyRow,
+)
+from ctpoller.rules import Bound, Screen
 
 log = logging.getLogger(__name__)
+
+#: ``backfill``'s one long statement may run this many times ``CTPOLLER_STATEMENT_TIMEOUT_SECONDS``.
+BACKFILL_TIMEOUT_FACTOR = 10
 
 STUDY = "remapp_generalstudymoduleattr"
 PATIENT_STUDY = "remapp_patientstudymoduleattr"
@@ -130,6 +149,7 @@ class OpenremSource:
                 isolation_level="REPEATABLE READ",
                 pool_pre_ping=True,
             )
+        self.statement_timeout_seconds = statement_timeout_seconds
         self.tables: dict[str, sa.Table] = {}
         self.has_standard_names = False
         self.read_standard_names = True  # the poller turns it off when no rule uses them
@@ -323,22 +343,218 @@ class OpenremSource:
         ).all()
         return self._heads(conn, rows)
 
-    def complete_heads(
-        self, conn: Connection, after: int, upto: int, since: date | None, limit: int
-    ) -> tuple[list[StudyHead], int]:
-        """Backfill page: CT study rows with after < pk <= upto (and study_date >= since).
+    # -- backfill reads --------------------------------------------------------------------------------
 
-        Returns the page and the highest pk it covered.
+    def distinct_protocols(self, conn: Connection) -> list[str | None]:
+        """Every acquisition protocol value in OpenREM, once (one pass over the events)."""
+        ev = self.t(EVENT)
+        return list(conn.execute(sa.select(ev.c.acquisition_protocol).distinct()).scalars())
+
+    def screened(self, upto: int, since: date | None, screen: Screen, *, chunk: int = 5000) -> Iterator[list[Screened]]:
+        """Every CT study row with pk <= upto (and study_date >= since), in pk order, screened, in
+        lists of ``chunk``.
+
+        One statement over the whole history: the database reduces each study's events to the
+        screen's answers, so one line per study crosses the wire instead of one per event. It runs
+        in a background thread, in its own read-only transaction, a chunk at a time (a server-side
+        cursor), so that PostgreSQL works on the next rows while ctpoller works on the last ones;
+        errors are raised here. The statement may take a while before its first row: it is
+        allowed ``BACKFILL_TIMEOUT_FACTOR`` times the statement timeout.
         """
-        g = self.t(STUDY)
-        query = sa.select(g.c.id, g.c.study_instance_uid, g.c.modality_type, g.c.total_dlp, g.c.number_of_events).where(
-            g.c.id > after, g.c.id <= upto, g.c.modality_type == "CT"
-        )
+        query = self._screen_query(upto, since, screen)
+        chunks: queue.Queue[list[Screened] | BaseException | None] = queue.Queue(maxsize=4)
+        stop = threading.Event()
+
+        def hand_over(item: list[Screened] | BaseException | None) -> bool:
+            while not stop.is_set():
+                with contextlib.suppress(queue.Full):
+                    chunks.put(item, timeout=0.2)
+                    return True
+            return False
+
+        def produce() -> None:
+            try:
+                with self.session("reading history") as conn:
+                    self._allow_long_statement(conn)
+                    with contextlib.closing(self._screen_rows(conn, query, chunk)) as screened:
+                        for rows in _in_chunks(screened, chunk):
+                            if not hand_over(rows):
+                                return
+                hand_over(None)
+            except BaseException as e:  # handed to the reading thread, which raises it
+                hand_over(e)
+
+        thread = threading.Thread(target=produce, name="ctpoller-history", daemon=True)
+        thread.start()
+        try:
+            while True:
+                item = chunks.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+
+    def _allow_long_statement(self, conn: Connection) -> None:
+        if self.is_sqlite:
+            return
+        timeout = self.statement_timeout_seconds * 1000 * BACKFILL_TIMEOUT_FACTOR
+        conn.execute(sa.select(sa.func.set_config("statement_timeout", str(timeout), True)))
+        # Costly enough for PostgreSQL to compile it to machine code first, which takes longer than
+        # running it (seconds): not in this transaction.
+        conn.execute(sa.select(sa.func.set_config("jit", "off", True)))
+
+    @staticmethod
+    def _screen_rows(conn: Connection, query: sa.Select[Any], fetch: int) -> Generator[Screened, None, None]:
+        result = conn.execution_options(stream_results=True, yield_per=fetch).execute(query)
+        try:
+            held: Screened | None = None
+            for values in result:
+                if held is not None and held.pk == values[0]:
+                    held = replace(held, single=False)  # a second patient-study or equipment row
+                    continue
+                if held is not None:
+                    yield held
+                held = _screened(values)
+            if held is not None:
+                yield held
+        finally:
+            result.close()
+
+    def _screen_query(self, upto: int, since: date | None, screen: Screen) -> sa.Select[Any]:
+        g, ps, pm, eq, u = (self.t(n) for n in (STUDY, PATIENT_STUDY, PATIENT, EQUIPMENT, EQUIPMENT_NAMES))
+        studies = [g.c.id <= upto, g.c.modality_type == "CT"]
         if since is not None:
-            query = query.where(g.c.study_date >= since)
-        rows = conn.execute(query.order_by(g.c.id).limit(limit)).all()
-        last = rows[-1].id if len(rows) == limit else upto
-        return self._heads(conn, rows), last
+            studies.append(g.c.study_date >= since)
+        study_fk = self.t(RADIATION_DOSE).c.general_study_module_attributes_id
+        events: sa.Subquery | sa.Lateral | sa.sql.selectable.LateralFromClause
+        if self.is_sqlite:
+            aggregated = self._screen_events(screen).add_columns(study_fk.label("study_pk"))
+            events = aggregated.where(study_fk <= upto).group_by(study_fk).subquery("e")
+            on: sa.ColumnElement[bool] = events.c.study_pk == g.c.id
+        else:  # per study, by index, in pk order: rows stream out as they are computed
+            events = self._screen_events(screen).where(study_fk == g.c.id).lateral("e")
+            on = sa.true()
+        answers: list[sa.ColumnElement[Any]] = []
+        for bound in screen.bounds:
+            if bound.metric == "dlp_total":
+                yes = sa.or_(g.c.total_dlp > bound.threshold, events.c.dlp_positive > bound.threshold)
+            else:
+                yes = events.c[_max_label(bound)] > bound.threshold
+            if bound.age_min is not None or bound.age_max is not None:
+                yes = sa.and_(yes, self._age_may_pass(ps, bound))
+            answers.append(sa.case((yes, "1"), else_="0"))
+        # One text of "1"/"0" per study: cheaper to carry and to test than a column per question.
+        answer = functools.reduce(operator.add, answers) if answers else sa.literal("")
+        dose_check: sa.ColumnElement[Any] = self._screen_dose_check(g) if screen.dose_check else sa.null()
+        inner = (
+            sa.select(
+                g.c.id,
+                g.c.study_instance_uid,
+                # SELECT 1, never *: the read-only role may read only some columns of these tables
+                sa.select(sa.literal(1))
+                .where(pm.c.general_study_module_attributes_id == g.c.id)
+                .exists()
+                .label("has_patient"),
+                events.c.n_events,
+                dose_check.label("dose_check"),
+                answer.label("answers"),
+                g.c.study_description,
+                g.c.requested_procedure_code_meaning,
+                g.c.procedure_code_meaning,
+                ps.c.patient_age_decimal,
+                ps.c.patient_age,
+                eq.c.station_name,
+                u.c.display_name,
+            )
+            .select_from(self._study_with_its_rows().outerjoin(events, on))
+            .where(*studies)
+            .subquery("screened")
+        )
+        asked = inner.c.answers.contains("1")  # the texts only where an exam-level criterion may matter
+        return sa.select(
+            *inner.c[:6], *(sa.case((asked, column), else_=None) for column in list(inner.c)[6:])
+        ).order_by(inner.c.id)
+
+    @staticmethod
+    def _age_may_pass(ps: sa.Table, bound: Bound) -> sa.ColumnElement[bool]:
+        """Whether the row's age may be in the bound's band (``model.age_in_years`` decides exactly)."""
+        low, high = PLAUSIBLE_AGE_YEARS
+        decimal = ps.c.patient_age_decimal
+        band = []
+        if bound.age_min is not None:
+            band.append(decimal >= bound.age_min)
+        if bound.age_max is not None:
+            band.append(decimal < bound.age_max)
+        plausible = sa.and_(decimal >= low, decimal <= high)
+        return sa.case((plausible, sa.and_(*band)), else_=ps.c.patient_age.is_not(None))
+
+    def _screen_events(self, screen: Screen) -> sa.Select[Any]:
+        """Per study: its number of events and the aggregates the screen's answers compare."""
+        r, ev = self.t(RADIATION_DOSE), self.t(EVENT)
+        phantom = self.t(CONTEXT).alias("phantom")
+        columns: dict[str, sa.ColumnElement[Any]] = {"n_events": sa.func.count(ev.c.id)}
+        for bound in screen.bounds:
+            if bound.metric == "dlp_total":
+                columns["dlp_positive"] = sa.func.sum(sa.case((ev.c.dlp > 0, ev.c.dlp), else_=0))
+                continue
+            value = ev.c.mean_ctdivol if bound.metric == "ctdivol" else ev.c.dlp
+            conditions: list[sa.ColumnElement[bool]] = []
+            if bound.phantom is not None:
+                others = [code for code, name in PHANTOM_CODES.items() if name != bound.phantom]
+                conditions.append(sa.func.coalesce(phantom.c.code_value, "").not_in(others))
+            if bound.protocols is not None:
+                conditions.append(self._in_text(ev.c.acquisition_protocol, bound.protocols))
+            if bound.excluded:  # a missing protocol is never excluded
+                conditions.append(
+                    sa.not_(self._in_text(sa.func.coalesce(ev.c.acquisition_protocol, ""), bound.excluded))
+                )
+            columns[_max_label(bound)] = sa.func.max(sa.case((sa.and_(*conditions), value)) if conditions else value)
+        source = r.join(ev, ev.c.ct_radiation_dose_id == r.c.id)
+        if any(bound.phantom is not None for bound in screen.bounds):
+            source = source.outerjoin(phantom, phantom.c.id == ev.c.ctdiw_phantom_type_id)
+        return sa.select(*(c.label(n) for n, c in columns.items())).select_from(source)
+
+    def _screen_dose_check(self, g: sa.Table) -> sa.ColumnElement[Any]:
+        """Whether the study has a Dose Check row whose configured value some value may exceed.
+
+        ``rules`` reports a Dose Check value when it is configured (not false), positive and below
+        the event's forward estimate (notifications fall back to the event's own value) or the
+        accumulated forward estimate (alerts); this asks the same, more loosely.
+        """
+        r, ev, dc = self.t(RADIATION_DOSE), self.t(EVENT), self.t(DOSE_CHECK)
+
+        def over(check: str, *values: sa.ColumnElement[Any]) -> sa.ColumnElement[bool]:
+            limit = dc.c[f"{check}_value"]
+            return sa.and_(
+                dc.c[f"{check}_value_configured"].is_not(sa.false()),
+                limit > 0,
+                sa.or_(*(value > limit for value in values)),
+            )
+
+        return (
+            sa.select(sa.literal(1))
+            .select_from(
+                dc.join(ev, ev.c.id == dc.c.ct_irradiation_event_data_id).join(r, r.c.id == ev.c.ct_radiation_dose_id)
+            )
+            .where(
+                r.c.general_study_module_attributes_id == g.c.id,
+                sa.or_(
+                    over("ctdivol_notification", dc.c.ctdivol_forward_estimate, ev.c.mean_ctdivol),
+                    over("dlp_notification", dc.c.dlp_forward_estimate, ev.c.dlp),
+                    over("ctdivol_alert", dc.c.accumulated_ctdivol_forward_estimate),
+                    over("dlp_alert", dc.c.accumulated_dlp_forward_estimate),
+                ),
+            )
+            .exists()
+        )
+
+    def _in_text(self, column: sa.ColumnElement[Any], values: Sequence[str]) -> sa.ColumnElement[bool]:
+        if self.is_sqlite:
+            return column.in_(values)
+        return column == sa.any_(sa.bindparam(None, list(values), type_=postgresql.ARRAY(sa.Text)))
 
     def _heads(self, conn: Connection, rows: Sequence[Any]) -> list[StudyHead]:
         if not rows:
@@ -413,6 +629,15 @@ class OpenremSource:
             result.update(self._study_rows(conn, pks[start : start + 500]))
         return result
 
+    def _study_with_its_rows(self) -> sa.Join:
+        """A study row with its patient-study, equipment and equipment-name rows (one each, normally)."""
+        g, ps, eq, u = self.t(STUDY), self.t(PATIENT_STUDY), self.t(EQUIPMENT), self.t(EQUIPMENT_NAMES)
+        return (
+            g.outerjoin(ps, ps.c.general_study_module_attributes_id == g.c.id)
+            .outerjoin(eq, eq.c.general_study_module_attributes_id == g.c.id)
+            .outerjoin(u, u.c.id == eq.c.unique_equipment_name_id)
+        )
+
     def _study_rows(self, conn: Connection, pks: list[int]) -> dict[int, StudyRow]:
         g, ps, eq, u = self.t(STUDY), self.t(PATIENT_STUDY), self.t(EQUIPMENT), self.t(EQUIPMENT_NAMES)
         studies: dict[int, dict[str, Any]] = {}
@@ -433,11 +658,7 @@ class OpenremSource:
                 eq.c.station_name,
                 u.c.display_name,
             )
-            .select_from(
-                g.outerjoin(ps, ps.c.general_study_module_attributes_id == g.c.id)
-                .outerjoin(eq, eq.c.general_study_module_attributes_id == g.c.id)
-                .outerjoin(u, u.c.id == eq.c.unique_equipment_name_id)
-            )
+            .select_from(self._study_with_its_rows())
             .where(self._in(g.c.id, pks))
             .order_by(g.c.id, ps.c.id, eq.c.id)
         )
@@ -576,6 +797,46 @@ def event_key(
         return uid
     content = "|".join(str(part) for part in (ordinal, protocol, acq_code, _plain(ctdivol), _plain(dlp)))
     return NO_UID_PREFIX + hashlib.sha256(content.encode("utf-8", "surrogatepass")).hexdigest()[:24]
+
+
+def _max_label(bound: Bound) -> str:
+    """One aggregate per distinct question (several rules often ask the same of other limits)."""
+    key = f"{bound.metric}|{bound.phantom}|{bound.protocols}|{bound.excluded}"
+    return "max_" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def _in_chunks(items: Iterator[Screened], size: int) -> Iterator[list[Screened]]:
+    chunk: list[Screened] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _screened(values: Sequence[Any]) -> Screened:
+    (pk, uid, has_patient, n_events, dose_check, answers, description, requested, procedure, age_decimal, age,
+     station, display) = values  # fmt: skip
+    uid = _text(uid)
+    row = None
+    if "1" in answers:
+        row = StudyRow(
+            pk=pk,
+            uid=uid,
+            description=_text(description),
+            requested_procedure=_text(requested),
+            procedure=_text(procedure),
+            station_name=_text(station),
+            display_name=_text(display),
+            patient_age_decimal=_decimal(age_decimal),
+            patient_age=_text(age),
+        )
+    complete = bool(has_patient) and uid is not None
+    return Screened(
+        pk, uid, complete, int(n_events or 0), answers, None if dose_check is None else bool(dose_check), row
+    )
 
 
 def _plain(value: Decimal | None) -> str:

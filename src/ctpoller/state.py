@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
@@ -140,6 +141,7 @@ class CycleWrite:
     """Everything one cycle decided: written together or not at all."""
 
     upsert: list[Tracked] = field(default_factory=list)
+    decide: list[tuple[int, str | None]] = field(default_factory=list)  # (pk, uid) decided now (backfill)
     forget: list[int] = field(default_factory=list)
     messages: list[NewMessage] = field(default_factory=list)
     watermark_from: int | None = None
@@ -147,7 +149,10 @@ class CycleWrite:
 
     @property
     def empty(self) -> bool:
-        return not (self.upsert or self.forget or self.messages) and self.watermark_from == self.watermark_to
+        return (
+            not (self.upsert or self.decide or self.forget or self.messages)
+            and self.watermark_from == self.watermark_to
+        )
 
 
 def state_url(url: str, password: str | None) -> URL:
@@ -361,16 +366,20 @@ class StateStore:
         return found
 
     def decided_pks(self, uids: Iterable[str]) -> dict[str, list[int]]:
-        """Decided OpenREM study pks per Study Instance UID (the exam's other rows)."""
+        """Decided OpenREM study pks per Study Instance UID (the exam's other rows).
+
+        Driver-level statements: backfill asks this for every study of OpenREM's history, and
+        compiling a statement with hundreds of parameters costs more than running it.
+        """
         result: dict[str, list[int]] = {}
         with self._tx("reading exams") as conn:
+            mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
             for chunk in _chunks(sorted(set(uids)), 500):
-                query = (
-                    sa.select(study_table.c.uid, study_table.c.pk)
-                    .where(study_table.c.uid.in_(chunk), study_table.c.status == "decided")
-                    .order_by(study_table.c.pk)
+                statement = (
+                    f"SELECT uid, pk FROM {study_table.name} WHERE status = 'decided' "
+                    f"AND uid IN ({', '.join([mark] * len(chunk))}) ORDER BY pk"
                 )
-                for uid, pk in conn.execute(query):
+                for uid, pk in conn.exec_driver_sql(statement, tuple(chunk)):
                     result.setdefault(uid, []).append(pk)
         return result
 
@@ -407,38 +416,84 @@ class StateStore:
                 for chunk in _chunks(pks, 500):
                     conn.execute(sa.delete(study_table).where(study_table.c.pk.in_(chunk)))
                 conn.execute(sa.insert(study_table), [_tracked_row(t) for t in write.upsert])
-            for message in write.messages:
-                self._insert_message(conn, message, now)
+            if write.decide:
+                self._decide(conn, write.decide, now)
+            if write.messages:
+                self._insert_messages(conn, write.messages, now)
             if write.messages:
                 _bump(conn, "archive_generation")
 
-    def _insert_message(self, conn: Connection, message: NewMessage, now: datetime) -> None:
-        duplicate = conn.execute(
-            sa.select(message_table.c.id).where(message_table.c.message_id == message.message_id)
-        ).first()
-        if duplicate is not None:
-            log.warning("message %s was recorded before; not recording it twice", message.message_id)
+    def _decide(self, conn: Connection, decided: Sequence[tuple[int, str | None]], now: datetime) -> None:
+        """Mark these rows decided, keeping when a row was first seen: one driver-level executemany
+        (backfill decides hundreds of thousands of rows; building a statement per row costs more
+        than writing them)."""
+        mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+        statement = (
+            f"INSERT INTO {study_table.name} (pk, uid, status, fingerprint, first_seen_at, changed_at, decided_at) "
+            f"VALUES ({', '.join([mark] * 7)}) ON CONFLICT (pk) DO UPDATE SET uid = excluded.uid, "
+            "status = excluded.status, changed_at = excluded.changed_at, decided_at = excluded.decided_at"
+        )
+        when = iso(now)
+        conn.exec_driver_sql(statement, [(pk, uid, "decided", "", when, when, when) for pk, uid in decided])
+
+    def _insert_messages(self, conn: Connection, messages: Sequence[NewMessage], now: datetime) -> None:
+        """Record messages, their notifications and the ledger: a few statements for any number."""
+        recorded: set[str] = set()
+        for chunk in _chunks([m.message_id for m in messages], 500):
+            recorded.update(
+                conn.execute(
+                    sa.select(message_table.c.message_id).where(message_table.c.message_id.in_(chunk))
+                ).scalars()
+            )
+        fresh: dict[str, NewMessage] = {}
+        for message in messages:
+            if message.message_id in recorded or message.message_id in fresh:
+                log.warning("message %s was recorded before; not recording it twice", message.message_id)
+                continue
+            fresh[message.message_id] = message
+        if not fresh:
             return
-        message_pk: int = conn.execute(
-            sa.insert(message_table).values(
-                message_id=message.message_id,
-                study_uid=message.study_uid,
-                created_at=iso(now),
-                recipients=json.dumps(list(message.recipients)),
-                status=message.status,
-                attempts=0,
+        when = iso(now)
+        conn.execute(
+            sa.insert(message_table),
+            [
+                dict(
+                    message_id=m.message_id,
+                    study_uid=m.study_uid,
+                    created_at=when,
+                    recipients=json.dumps(list(m.recipients)),
+                    status=m.status,
+                    attempts=0,
+                )
+                for m in fresh.values()
+            ],
+        )
+        ids: dict[str, int] = {}
+        for chunk in _chunks(list(fresh), 500):
+            query = sa.select(message_table.c.message_id, message_table.c.id).where(
+                message_table.c.message_id.in_(chunk)
             )
-        ).inserted_primary_key[0]  # type: ignore[index]
-        for n in message.notifications:
-            conn.execute(sa.insert(notification_table).values(message=message_pk, **_notification_row(n)))
-            key = dict(study_uid=n.study_uid, rule=n.rule, metric=n.metric, event_key=n.event_key)
-            updated = conn.execute(
-                sa.update(exceedance_table)
-                .where(*(exceedance_table.c[k] == v for k, v in key.items()))
-                .values(value=str(n.value), notified_at=iso(now))
-            )
-            if updated.rowcount == 0:
-                conn.execute(sa.insert(exceedance_table).values(value=str(n.value), notified_at=iso(now), **key))
+            ids.update((message_id, pk) for message_id, pk in conn.execute(query))
+        notifications = [(ids[m.message_id], n) for m in fresh.values() for n in m.notifications]
+        if not notifications:
+            return
+        conn.execute(
+            sa.insert(notification_table), [dict(message=pk, **_notification_row(n)) for pk, n in notifications]
+        )
+        ledger = {
+            (n.study_uid, n.rule, n.metric, n.event_key): str(n.value) for _, n in notifications
+        }  # the last value of a key wins, as if written one by one
+        insert = (sqlite.insert if self.is_sqlite else postgresql.insert)(exceedance_table)
+        conn.execute(
+            insert.on_conflict_do_update(
+                index_elements=[exceedance_table.c[k] for k in ("study_uid", "rule", "metric", "event_key")],
+                set_={"value": insert.excluded.value, "notified_at": insert.excluded.notified_at},
+            ),
+            [
+                dict(study_uid=uid, rule=rule, metric=metric, event_key=key, value=value, notified_at=when)
+                for (uid, rule, metric, key), value in ledger.items()
+            ],
+        )
 
     # -- outbox -------------------------------------------------------------------------------------
 

@@ -13,7 +13,9 @@ from sqlalchemy.engine import make_url
 import pg
 from ctpoller.demo.exams import GE_VCT, TOSHIBA_DOSECHECK
 from ctpoller.demo.openrem import OpenremImporter
+from ctpoller.errors import SourceError
 from ctpoller.source import OPTIONAL, REQUIRED
+from ctpoller.state import StateStore
 
 from .poller_harness import Harness, Inbox, start_smtp
 
@@ -99,3 +101,29 @@ def test_the_role_may_read_the_study_sequence_so_a_restore_is_told_from_deletion
         assert source.study_sequence is not None
     finally:
         source.dispose()
+
+
+def test_when_the_history_reader_fails_backfill_stops_and_records_nothing(openrem_db, reader_url, tmp_path):
+    """The history is read on its own connection in a background thread: its failure is the run's."""
+    engine = sa.create_engine(openrem_db)
+    for study in (GE_VCT, TOSHIBA_DOSECHECK):
+        OpenremImporter(engine).import_study(study)
+    engine.dispose()
+    as_admin = pg.libpq_url(openrem_db)
+    with psycopg.connect(as_admin, autocommit=True) as conn:  # a column only the history query reads first
+        conn.execute(f"REVOKE SELECT (display_name) ON remapp_uniqueequipmentnames FROM {ROLE}")
+    rules = '[defaults]\nrecipients = ["p@h.example"]\n[[rule]]\nname = "Body"\nphantom = "body"\nctdivol = 50\n'
+    harness = Harness(reader_url, f"sqlite:///{tmp_path / 's.sqlite3'}", rules, 9, tmp_path)
+
+    with pytest.raises(SourceError, match="permission denied while reading history") as failed:
+        harness.backfill(since=date(2000, 1, 1), email=False)
+    assert failed.value.temporary is False
+    state = StateStore(f"sqlite:///{tmp_path / 's.sqlite3'}")
+    assert state.outbox_counts() == {} and state.decided_pks([GE_VCT.uid, TOSHIBA_DOSECHECK.uid]) == {}
+
+    with psycopg.connect(as_admin, autocommit=True) as conn:
+        conn.execute(f"GRANT SELECT (display_name) ON remapp_uniqueequipmentnames TO {ROLE}")
+    assert [m.study_uid for m in harness.backfill(since=date(2000, 1, 1), email=False).messages] == [GE_VCT.uid]
+    assert harness.backfill(since=date(2000, 1, 1), email=False).messages == []
+    assert state.outbox_counts() == {"not_sent": 1}
+    state.dispose()
