@@ -186,6 +186,7 @@ _ORDER = (
     "cycle.sql.1000",
     "process.init",
     "rss.process.init",
+    "process.second",
     "process.idle",
     "rss.process.idle",
     "process.run.100",
@@ -196,6 +197,7 @@ _ORDER = (
     "rss.process.backlog",
     "backfill.time",
     "backfill.exams",
+    "backfill.read",
     "backfill.exceedances",
     "backfill.exams_per_s",
     "backfill.events_per_s",
@@ -386,8 +388,10 @@ def in_process_cycle(
             generate.delete_above(url, marks)
 
 
-def process_cycle(url: str, n_new: int) -> tuple[ChildRun, ChildRun]:
-    """``python -m ctpoller run`` twice on a fresh state: the first initialises, then ``n_new`` exams."""
+def process_cycle(url: str, n_new: int) -> tuple[ChildRun, ChildRun, ChildRun]:
+    """``python -m ctpoller run`` three times on a fresh state: the first initialises, the second finds
+    nothing new but writes the (empty) archive for the first time, as a second run always does, and the
+    third, measured, finds ``n_new`` exams: with 0, the steady idle run of a timer."""
     marks = generate.id_marks(url)
     with tempfile.TemporaryDirectory(prefix="ctp-bench-") as name:
         tmp = Path(name)
@@ -395,13 +399,15 @@ def process_cycle(url: str, n_new: int) -> tuple[ChildRun, ChildRun]:
         try:
             init = run_child([sys.executable, "-m", "ctpoller", "run"], env=env, cwd=tmp)
             _check(init, "first ctpoller run")
+            second = run_child([sys.executable, "-m", "ctpoller", "run"], env=env, cwd=tmp)
+            _check(second, "second ctpoller run")
             generate.add_exams(url, n_new)
             run = run_child([sys.executable, "-m", "ctpoller", "run"], env=env, cwd=tmp)
             _check(run, f"ctpoller run with {n_new} new exams")
             counts = summary_counts(run.stderr)
             if counts is None or counts[0] != n_new:
                 raise AssertionError(f"ctpoller run with {n_new} new exams said: {run.stderr.strip()[-300:]}")
-            return init, run
+            return init, second, run
         finally:
             generate.delete_above(url, marks)
 
@@ -478,11 +484,13 @@ def steady_state(
                         + ", ".join(f"{p['label']} {p['verdict']}" for p in s.plans)
                     )
         init_runs: list[ChildRun] = []
+        second_runs: list[ChildRun] = []
         for n in news:
             runs = []
             for _ in range(repeats):
-                init, run = process_cycle(url, n)
+                init, second, run = process_cycle(url, n)
                 init_runs.append(init)
+                second_runs.append(second)
                 runs.append(run)
             key = "process.idle" if n == 0 else f"process.run.{n}"
             label = "`ctpoller run` process, nothing new" if n == 0 else f"`ctpoller run` process, {n:,} new exams"
@@ -493,7 +501,7 @@ def steady_state(
                 f"{statistics.median(r.max_rss_mb for r in runs):.1f} MB"
             )
         if backlog:
-            _, run = process_cycle(url, backlog)
+            _, _, run = process_cycle(url, backlog)
             say(f"  {column}: process, backlog of {backlog} new exams: {_fmt_s(run.seconds)}, {run.max_rss_mb:.1f} MB")
             results.add(
                 Figure(
@@ -516,6 +524,15 @@ def steady_state(
         )
         results.add(
             Figure("rss.process.init", "  peak RSS of that process", "MB", column, [r.max_rss_mb for r in init_runs])
+        )
+        results.add(
+            Figure(
+                "process.second",
+                "`ctpoller run` process, second run (nothing new; writes the empty archive once)",
+                "s",
+                column,
+                [r.seconds for r in second_runs],
+            )
         )
     finally:
         source.dispose()
