@@ -21,9 +21,19 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-from ctpoller import __version__
 from ctpoller.errors import ConfigError, CtpollerError, LockedError
 from ctpoller.settings import load_settings
+
+
+class _Version(argparse.Action):
+    """``--version``: the version is looked up only when asked for."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        import ctpoller
+
+        print(f"ctpoller {ctpoller.__version__}")
+        parser.exit()
+
 
 EXIT_OK = 0
 EXIT_PERMANENT = 1
@@ -91,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         parents=[common],
     )
-    parser.add_argument("--version", action="version", version=f"ctpoller {__version__}")
+    parser.add_argument("--version", action=_Version, nargs=0, help="show the version and exit")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     def command(name: str, handler: Callable[[argparse.Namespace], int], doc: str) -> argparse.ArgumentParser:

@@ -215,8 +215,12 @@ class OpenremSource:
                     )
             self.has_standard_names = all(t in names for t in OPTIONAL)
             wanted = {**REQUIRED, **(OPTIONAL if self.has_standard_names else {})}
+            # Only the columns, with their types, in one catalogue query: ctpoller never needs the
+            # keys, indexes or constraints that a full reflection reads too (start-up time).
+            found = inspector.get_multi_columns(filter_names=list(wanted))
             md = sa.MetaData()
-            md.reflect(bind=conn, only=list(wanted), resolve_fks=False)  # one round of catalogue queries
+            for (_, table), reflected in found.items():
+                sa.Table(table, md, *(sa.Column(c["name"], c["type"]) for c in reflected))
             for table, columns in wanted.items():
                 self.tables[table] = self._checked(md.tables[table], columns)
             if not self.is_sqlite:
