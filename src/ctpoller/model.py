@@ -390,10 +390,6 @@ class Screened:
     row: StudyRow | None = None
     single: bool = True
 
-    @property
-    def any_yes(self) -> bool:
-        return "1" in self.answers or bool(self.dose_check)
-
     def head(self) -> StudyHead:
         return StudyHead(
             pk=self.pk,

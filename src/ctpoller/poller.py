@@ -124,18 +124,7 @@ def run_once(
     """
     report = Report()
     try:
-        _cycle(
-            report,
-            source,
-            state,
-            rules,
-            notifier,
-            archive,
-            now=now,
-            timing=timing,
-            dry_run=dry_run,
-            mail_domain=mail_domain,
-        )
+        _cycle(report, source, state, rules, now=now, timing=timing, dry_run=dry_run, mail_domain=mail_domain)
     except SourceError:
         if not dry_run:
             deliver(state, notifier, report, now=now)
@@ -152,13 +141,11 @@ def _cycle(
     source: OpenremSource,
     state: StateStore,
     rules: RuleSet,
-    notifier: Notifier | None,
-    archive: Archive | None,
     *,
     now: datetime,
-    timing: Timing = Timing(),
-    dry_run: bool = False,
-    mail_domain: str = "ctpoller.invalid",
+    timing: Timing,
+    dry_run: bool,
+    mail_domain: str,
 ) -> None:
     """Everything of one cycle that reads OpenREM; decisions are committed, nothing is sent."""
     source.connect()
@@ -291,14 +278,6 @@ def backfill(
 BACKFILL_CHUNK = 5000
 
 
-def _may_exceed(questions: Screen, screened: Screened) -> bool:
-    if not screened.any_yes:
-        return False
-    if screened.row is None:  # only the Dose Check said yes
-        return True
-    return questions.may_exceed(screened.row, screened.answers, screened.dose_check)
-
-
 def _to_read(state: StateStore, questions: Screen, rows: Sequence[Screened], screened: bool) -> set[int]:
     """The pks whose exams must be read in full: all but the one-row exams the screen clears."""
     if not screened:
@@ -311,7 +290,7 @@ def _to_read(state: StateStore, questions: Screen, rows: Sequence[Screened], scr
     for uid, group in by_uid.items():
         only = group[0]
         alone = len(group) == 1 and only.single and set(others.get(uid or "", ())) <= {only.pk}
-        if alone and not _may_exceed(questions, only):
+        if alone and not questions.may_exceed(only):
             continue
         wanted.update(s.pk for s in group)
     return wanted

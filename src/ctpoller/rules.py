@@ -61,7 +61,7 @@ from decimal import Decimal
 from typing import Any, Literal, NoReturn
 
 from ctpoller.errors import ConfigError
-from ctpoller.model import UNIT_MGY, UNIT_MGYCM, Event, Exam, Exceedance, Metric, Phantom, StudyRow, finite
+from ctpoller.model import UNIT_MGY, UNIT_MGYCM, Event, Exam, Exceedance, Metric, Phantom, Screened, finite
 
 #: The rule name of exceedances found by the scanner's own Dose Check (reserved in the rules file).
 DOSE_CHECK_RULE = "Scanner Dose Check"
@@ -560,24 +560,22 @@ class Screen:
     dose_check: bool
     _texts: dict[tuple[object, ...], bool] = field(default_factory=dict, repr=False)
 
-    def may_exceed(self, row: StudyRow, answers: str, dose_check: bool | None) -> bool:
-        """Whether the exam of this one row (without its events) could exceed anything.
-
-        ``answers`` are the database's answers to ``bounds``, in order, "1" for yes; ``dose_check``
-        whether any of its Dose Check rows has a configured value that an event value may exceed.
+    def may_exceed(self, screened: Screened) -> bool:
+        """Whether the exam of this one study row could exceed anything, going by the database's
+        answers to ``bounds`` (``screened.answers``, "1" for yes) and to the Dose Check question,
+        and by the row's exam-level texts and age (``screened.row``, present when an answer is yes).
         """
-        if self.dose_check and dose_check:
+        if self.dose_check and screened.dose_check:
             return True
-        exam: Exam | None = None
-        age: Decimal | None = None
-        for bound, answer in zip(self.bounds, answers, strict=True):
+        row = screened.row
+        if row is None:  # no question answered yes
+            return False
+        exam = Exam(uid=row.uid or "", rows=(row,))
+        for bound, answer in zip(self.bounds, screened.answers, strict=True):
             if answer != "1":
                 continue
             rule = self.rules.rules[bound.rule]
-            if exam is None:
-                exam = Exam(uid=row.uid or "", rows=(row,))
-                age = exam.age_years
-            if _age_passes(rule, age) and self._texts_pass(bound.rule, rule, exam):
+            if _age_passes(rule, exam.age_years) and self._texts_pass(bound.rule, rule, exam):
                 return True
         return False
 

@@ -2,8 +2,8 @@
 
 Read-only three times over: the connection defaults to read-only transactions, every transaction is
 ``REPEATABLE READ, READ ONLY`` with a statement timeout, and this module only ever builds SELECTs
-(the recommended role in ``sql/readonly_role.sql`` can do nothing else either). Tables are reflected
-(only the ones needed) and checked column by column at connect time. Paging is keyset by primary
+(the recommended role in ``sql/readonly_role.sql`` can do nothing else either). The columns of the
+tables needed are reflected at connect time and checked one by one. Paging is keyset by primary
 key; no query on the per-cycle path touches ``study_instance_uid`` (OpenREM has no index on it).
 Returns model objects, never rows.
 """

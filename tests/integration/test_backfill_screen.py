@@ -150,9 +150,9 @@ SPOIL = [
 ]
 
 
-def backfill(source_url: str, rules_text: str, state_file: Path, *, screened: bool) -> poller.Report:
+def backfill(source_url: str, rules_text: str, state_file: Path | str, *, screened: bool) -> poller.Report:
     source = OpenremSource(source_url)
-    state = StateStore(f"sqlite:///{state_file}")
+    state = StateStore(state_file if isinstance(state_file, str) else f"sqlite:///{state_file}")
     try:
         state.ensure_schema()
         return poller.backfill(
@@ -171,8 +171,8 @@ def backfill(source_url: str, rules_text: str, state_file: Path, *, screened: bo
         state.dispose()
 
 
-def recorded(state_file: Path) -> dict[str, Any]:
-    engine = sa.create_engine(f"sqlite:///{state_file}")
+def recorded(state_file: Path | str) -> dict[str, Any]:
+    engine = sa.create_engine(state_file if isinstance(state_file, str) else f"sqlite:///{state_file}")
     try:
         with engine.connect() as conn:
             n = notification_table.c
@@ -236,6 +236,24 @@ def test_a_continued_report_in_a_later_chunk_is_evaluated_with_its_first_row(
 ) -> None:
     monkeypatch.setattr(poller, "BACKFILL_CHUNK", 7)  # rows of one UID land in different chunks
     assert_same(spoiled_openrem, RULE_SETS["exam criteria"], tmp_path, "chunks")
+
+
+@pytest.mark.postgres
+def test_screened_backfill_into_a_postgresql_state_store_records_the_same_once(
+    spoiled_openrem: str, state_pg_url: str, tmp_path: Path
+) -> None:
+    """The bulk writes of backfill (decided rows, messages, ledger) on the optional PostgreSQL store."""
+    rules = RULE_SETS["example"]
+    first = backfill(spoiled_openrem, rules, state_pg_url, screened=True)
+    backfill(spoiled_openrem, rules, tmp_path / "full.sqlite3", screened=False)
+    got, want = recorded(state_pg_url), recorded(tmp_path / "full.sqlite3")
+    assert got["notifications"] == want["notifications"] and got["ledger"] == want["ledger"]
+    assert got["decided"] == want["decided"]
+    assert first.created > 50
+
+    again = backfill(spoiled_openrem, rules, state_pg_url, screened=True)  # every row decided before
+    assert (again.created, again.messages) == (0, [])
+    assert recorded(state_pg_url) == got
 
 
 def test_screened_backfill_on_the_embedded_sqlite_openrem(tmp_path: Path) -> None:

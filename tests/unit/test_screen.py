@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ctpoller.model import PLAUSIBLE_AGE_YEARS, DoseCheck, Event, Exam, StudyRow
+from ctpoller.model import PLAUSIBLE_AGE_YEARS, DoseCheck, Event, Exam, Screened, StudyRow
 from ctpoller.rules import SCREEN_MARGIN, Bound, Screen, evaluate, parse_rules, screen
 
 NAN, INF = Decimal("NaN"), Decimal("Infinity")
@@ -88,8 +88,18 @@ def reference_answers(row: StudyRow, questions: Screen) -> tuple[str, bool | Non
 
 
 def cleared(row: StudyRow, questions: Screen) -> bool:
+    """As backfill sees it: the line ``source.screened`` makes of this row (texts only if asked)."""
     answers, dose = reference_answers(row, questions)
-    return not questions.may_exceed(replace(row, events=()), answers, dose)
+    line = Screened(
+        pk=row.pk,
+        uid=row.uid,
+        complete=True,
+        n_events=len(row.events),
+        answers=answers,
+        dose_check=dose,
+        row=replace(row, events=()) if "1" in answers else None,
+    )
+    return not questions.may_exceed(line)
 
 
 # --------------------------------------------------------------------------------------------- strategies
