@@ -188,6 +188,7 @@ _ORDER = (
     "rss.process.init",
     "process.second",
     "process.idle",
+    "process.floor",
     "rss.process.idle",
     "process.run.100",
     "rss.process.run.100",
@@ -388,6 +389,33 @@ def in_process_cycle(
             generate.delete_above(url, marks)
 
 
+#: What every ctpoller command must import: the floor under any ``ctpoller`` process on this machine.
+LIBRARIES = (
+    "import sqlalchemy, sqlalchemy.dialects.postgresql.psycopg, sqlalchemy.dialects.sqlite, psycopg, pydantic_settings"
+)
+
+
+def library_floor() -> ChildRun:
+    """A bare ``python -c`` importing the libraries ctpoller is built on, and nothing of ctpoller."""
+    run = run_child([sys.executable, "-c", LIBRARIES])
+    _check(run, "importing the libraries")
+    return run
+
+
+def compile_bytecode() -> None:
+    """Write ctpoller's ``.pyc`` files, as ``pip install`` does for an installed package.
+
+    The process figures measure a timer's run of an installed ctpoller. From a source checkout with
+    ``PYTHONDONTWRITEBYTECODE`` set (some shells and CI images set it), every child would otherwise
+    compile ctpoller's modules again, which an installed ctpoller never does.
+    """
+    import compileall
+
+    import ctpoller
+
+    compileall.compile_dir(str(Path(ctpoller.__file__).parent), quiet=1)
+
+
 def process_cycle(url: str, n_new: int) -> tuple[ChildRun, ChildRun, ChildRun]:
     """``python -m ctpoller run`` three times on a fresh state: the first initialises, the second finds
     nothing new but writes the (empty) archive for the first time, as a second run always does, and the
@@ -483,8 +511,10 @@ def steady_state(
                         f"  {column}: EXPLAIN of {len(s.plans)} distinct statements: "
                         + ", ".join(f"{p['label']} {p['verdict']}" for p in s.plans)
                     )
+        compile_bytecode()
         init_runs: list[ChildRun] = []
         second_runs: list[ChildRun] = []
+        floor_runs: list[ChildRun] = []
         for n in news:
             runs = []
             for _ in range(repeats):
@@ -492,10 +522,22 @@ def steady_state(
                 init_runs.append(init)
                 second_runs.append(second)
                 runs.append(run)
+                if n == 0:  # interleaved with the idle runs, so that both see the same machine
+                    floor_runs.append(library_floor())
             key = "process.idle" if n == 0 else f"process.run.{n}"
             label = "`ctpoller run` process, nothing new" if n == 0 else f"`ctpoller run` process, {n:,} new exams"
             results.add(Figure(key, label, "s", column, [r.seconds for r in runs]))
             results.add(Figure(f"rss.{key}", "  peak RSS of that process", "MB", column, [r.max_rss_mb for r in runs]))
+            if n == 0:
+                results.add(
+                    Figure(
+                        "process.floor",
+                        "  a bare `python -c` importing SQLAlchemy, psycopg, pydantic-settings (no ctpoller)",
+                        "s",
+                        column,
+                        [r.seconds for r in floor_runs],
+                    )
+                )
             say(
                 f"  {column}: process, {n} new: {_fmt_s(statistics.median(r.seconds for r in runs))}, "
                 f"{statistics.median(r.max_rss_mb for r in runs):.1f} MB"

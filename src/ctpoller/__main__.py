@@ -1,3 +1,3 @@
-from ctpoller.cli import main
+from ctpoller.cli import console
 
-raise SystemExit(main())
+raise SystemExit(console())

@@ -90,6 +90,7 @@ def test_benchmark_runs_once_and_fills_every_row_of_the_table(bench_db: str, tmp
         "rss.process.init",
         "process.second",
         "process.idle",
+        "process.floor",
         "rss.process.idle",
         "process.run.100",
         "process.run.1000",
