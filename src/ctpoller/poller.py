@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -36,6 +36,47 @@ class Archive(Protocol):
     def write(self, rows: Iterator[ArchiveRow]) -> int: ...
 
     def exists(self) -> bool: ...
+
+
+class _Decided(Protocol):
+    """What evaluating an exam asks of the state store: its rows decided before, and the ledger."""
+
+    def decided_pks(self, uids: Iterable[str]) -> dict[str, list[int]]: ...
+
+    def ledger(self, uids: Iterable[str]) -> dict[tuple[str, str, str, str], Decimal]: ...
+
+
+class _Unwritten:
+    """The state store as a dry-run backfill would have left it so far, though it writes nothing.
+
+    Later chunks then see an exam's rows decided in earlier ones (a continued report) and what was
+    found there, exactly as a real backfill, which commits after each chunk, does. Holds a UID and
+    a pk per study row of the history read (some 250 bytes each) and the exceedances found.
+    """
+
+    def __init__(self, state: StateStore) -> None:
+        self.state = state
+        self.decided: dict[str, list[int]] = {}
+        self.found: dict[tuple[str, str, str, str], Decimal] = {}
+
+    def record(self, rows: Sequence[tuple[int, str | None]], messages: Sequence[NewMessage]) -> None:
+        for pk, uid in rows:
+            if uid:
+                self.decided.setdefault(uid, []).append(pk)
+        for message in messages:
+            for n in message.notifications:
+                self.found[(n.study_uid, n.rule, n.metric, n.event_key)] = n.value
+
+    def decided_pks(self, uids: Iterable[str]) -> dict[str, list[int]]:
+        wanted = set(uids)
+        result = self.state.decided_pks(wanted)
+        for uid in wanted & self.decided.keys():
+            result[uid] = sorted({*result.get(uid, ()), *self.decided[uid]})
+        return result
+
+    def ledger(self, uids: Iterable[str]) -> dict[tuple[str, str, str, str], Decimal]:
+        wanted = set(uids)
+        return self.state.ledger(wanted) | {key: v for key, v in self.found.items() if key[0] in wanted}
 
 
 @dataclass(frozen=True)
@@ -226,6 +267,9 @@ def backfill(
     the rules' screen shows cannot exceed anything is decided from that line; every other exam
     (several rows, a Dose Check or a limit within reach) is read in full and evaluated exactly as
     ``run`` does. ``screened=False`` reads every exam in full (the same result, slower).
+
+    Each chunk is committed before the next is read, so the rows of an exam in a later chunk meet
+    its rows decided before; a dry run, which writes nothing, keeps the same in memory.
     """
     report = Report()
     source.connect()
@@ -237,13 +281,15 @@ def backfill(
         if not dry_run:
             state.initialise(watermark, now)
     report.watermark_before = report.watermark_after = watermark
+    unwritten = _Unwritten(state) if dry_run else None
+    decided: _Decided = state if unwritten is None else unwritten
     with source.session("reading history") as conn:  # for the exams read in full
         uses_protocols = any(rule.protocol or rule.not_protocol for rule in rules.rules)
         questions = screen(rules, source.distinct_protocols(conn) if uses_protocols else ())
         for chunk in source.screened(watermark, since, questions, chunk=BACKFILL_CHUNK):
             rows = [s for s in chunk if s.complete]
             report.studies_seen += len(rows)
-            to_read = _to_read(state, questions, rows, screened)
+            to_read = _to_read(decided, questions, rows, screened)
             for s in rows:
                 if s.pk not in to_read:
                     report.exams_evaluated += 1
@@ -253,7 +299,7 @@ def backfill(
             messages, gone = _evaluate(
                 source,
                 conn,
-                state,
+                decided,
                 rules,
                 heads,
                 report,
@@ -265,9 +311,11 @@ def backfill(
             report.created += len(messages)
             if len(report.messages) < KEPT_MESSAGES:  # enough to show; the rest are in the state store
                 report.messages.extend(messages)
-            if not dry_run and (rows or messages):
-                write = CycleWrite(decide=[(s.pk, s.uid) for s in rows], forget=gone, messages=messages)
-                state.commit_cycle(write, now)
+            decide = [(s.pk, s.uid) for s in rows]
+            if unwritten is not None:
+                unwritten.record(decide, messages)
+            elif rows or messages:
+                state.commit_cycle(CycleWrite(decide=decide, forget=gone, messages=messages), now)
     if not dry_run:
         if email:
             deliver(state, notifier, report, now=now)
@@ -278,7 +326,7 @@ def backfill(
 BACKFILL_CHUNK = 5000
 
 
-def _to_read(state: StateStore, questions: Screen, rows: Sequence[Screened], screened: bool) -> set[int]:
+def _to_read(state: _Decided, questions: Screen, rows: Sequence[Screened], screened: bool) -> set[int]:
     """The pks whose exams must be read in full: all but the one-row exams the screen clears."""
     if not screened:
         return {s.pk for s in rows}
@@ -377,7 +425,7 @@ def _all_heads(source: OpenremSource, conn: Connection, watermark: int, batch: i
 def _evaluate(
     source: OpenremSource,
     conn: Connection,
-    state: StateStore,
+    state: _Decided,
     rules: RuleSet,
     heads: Sequence[StudyHead],
     report: Report,
@@ -421,7 +469,7 @@ def _exam_chunks(heads: Sequence[StudyHead], size: int) -> Iterator[list[StudyHe
 def _evaluate_chunk(
     source: OpenremSource,
     conn: Connection,
-    state: StateStore,
+    state: _Decided,
     rules: RuleSet,
     heads: Sequence[StudyHead],
     report: Report,

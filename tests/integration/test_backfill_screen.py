@@ -150,7 +150,9 @@ SPOIL = [
 ]
 
 
-def backfill(source_url: str, rules_text: str, state_file: Path | str, *, screened: bool) -> poller.Report:
+def backfill(
+    source_url: str, rules_text: str, state_file: Path | str, *, screened: bool, dry_run: bool = False
+) -> poller.Report:
     source = OpenremSource(source_url)
     state = StateStore(state_file if isinstance(state_file, str) else f"sqlite:///{state_file}")
     try:
@@ -165,6 +167,7 @@ def backfill(source_url: str, rules_text: str, state_file: Path | str, *, screen
             since=None,
             email=False,
             screened=screened,
+            dry_run=dry_run,
         )
     finally:
         source.dispose()
@@ -236,6 +239,22 @@ def test_a_continued_report_in_a_later_chunk_is_evaluated_with_its_first_row(
 ) -> None:
     monkeypatch.setattr(poller, "BACKFILL_CHUNK", 7)  # rows of one UID land in different chunks
     assert_same(spoiled_openrem, RULE_SETS["exam criteria"], tmp_path, "chunks")
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("rules", ["exam criteria", "everything is near"])
+def test_a_dry_run_finds_what_a_backfill_records_when_an_exam_spans_chunks(
+    spoiled_openrem: str, rules: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A dry run writes nothing, yet a continued report in a later chunk is screened and evaluated
+    with its first row, and what that row exceeded is not found again as new."""
+    monkeypatch.setattr(poller, "BACKFILL_CHUNK", 7)  # rows of one UID land in different chunks
+    dry = backfill(spoiled_openrem, RULE_SETS[rules], tmp_path / "dry.sqlite3", screened=True, dry_run=True)
+    real = backfill(spoiled_openrem, RULE_SETS[rules], tmp_path / "real.sqlite3", screened=True)
+    assert real.created > 0 and any(n.metric == "dlp_total" for m in real.messages for n in m.notifications)
+    assert dry.messages == real.messages
+    assert (dry.created, dry.exceedances, dry.exams_read) == (real.created, real.exceedances, real.exams_read)
+    assert recorded(tmp_path / "dry.sqlite3") == {"notifications": [], "ledger": [], "decided": []}
 
 
 @pytest.mark.postgres

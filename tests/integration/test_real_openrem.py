@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import pg
+from ctpoller import poller
 from ctpoller.model import Exam
 from ctpoller.source import OpenremSource
 from ctpoller.state import StateStore
@@ -124,3 +125,15 @@ def test_total_dlp_of_the_real_continued_exam_counts_both_reports(real_openrem, 
     report = harness.backfill(since=None, email=False)
     values = {uid: value for uid, _, _, value in found(report)}
     assert values[CONTINUED] == Decimal("116.61")
+
+
+def test_a_dry_run_backfill_counts_both_reports_of_a_continued_exam_read_in_different_chunks(
+    real_openrem, tmp_path, inbox, monkeypatch
+):
+    monkeypatch.setattr(poller, "BACKFILL_CHUNK", 1)  # the continued exam's two rows in two chunks
+    rules = '[[rule]]\nname = "Thorax total"\nstudy = ["thorax"]\ndlp_total = 100\nrecipients = ["p@h.example"]\n'
+    harness = Harness(real_openrem, f"sqlite:///{tmp_path / 's.sqlite3'}", rules, inbox.port, tmp_path)
+    dry = harness.backfill(since=None, email=False, dry_run=True)
+    assert {uid: value for uid, _, _, value in found(dry)}.get(CONTINUED) == Decimal("116.61")
+    assert not harness.archive_path.exists()
+    assert found(dry) == found(harness.backfill(since=None, email=False))
