@@ -139,9 +139,11 @@ class OpenremSource:
             )
             self.engine = sa.create_engine(ro)
         else:
+            # datestyle: dates are read as text (see _study_rows), which must be ISO whatever the
+            # server, database or role sets (e.g. 'SQL, DMY' gives 13/03/2013).
             options = (
                 f"-c default_transaction_read_only=on -c statement_timeout={statement_timeout_seconds * 1000} "
-                f"-c idle_in_transaction_session_timeout={statement_timeout_seconds * 2000}"
+                f"-c idle_in_transaction_session_timeout={statement_timeout_seconds * 2000} -c datestyle=ISO"
             )
             self.engine = sa.create_engine(
                 self.url,
@@ -650,7 +652,8 @@ class OpenremSource:
                 g.c.id,
                 g.c.study_instance_uid,
                 g.c.accession_number,
-                # As text: PostgreSQL holds dates and times Python cannot ('infinity', BC, 24:00:00).
+                # As text: PostgreSQL holds dates and times Python cannot ('infinity', BC, 24:00:00);
+                # the connection's datestyle=ISO makes the text ISO 8601.
                 sa.cast(g.c.study_date, sa.Text).label("study_date"),
                 sa.cast(g.c.study_time, sa.Text).label("study_time"),
                 g.c.study_description,

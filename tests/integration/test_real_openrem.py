@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, time, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 import pg
 from ctpoller import poller
@@ -137,3 +138,26 @@ def test_a_dry_run_backfill_counts_both_reports_of_a_continued_exam_read_in_diff
     assert {uid: value for uid, _, _, value in found(dry)}.get(CONTINUED) == Decimal("116.61")
     assert not harness.archive_path.exists()
     assert found(dry) == found(harness.backfill(since=None, email=False))
+
+
+def test_study_dates_are_read_whatever_date_style_the_openrem_server_uses(real_openrem, tmp_path, inbox):
+    engine = sa.create_engine(real_openrem, poolclass=sa.pool.NullPool)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"ALTER DATABASE \"{sa.make_url(real_openrem).database}\" SET datestyle = 'SQL, DMY'")
+        with engine.connect() as conn:  # a new session: dates come out as 13/03/2013
+            assert conn.exec_driver_sql("SHOW datestyle").scalar_one() == "SQL, DMY"
+    finally:
+        engine.dispose()
+    rows = read_all(real_openrem)
+    assert (rows[8].study_date, rows[8].study_time) == (date(2013, 3, 13), time(8, 58, 44))
+    assert all(row.study_date is not None and row.study_time is not None for row in rows.values())
+    harness = Harness(
+        real_openrem, f"sqlite:///{tmp_path / 's.sqlite3'}", EXAMPLE_RULES.read_text(), inbox.port, tmp_path
+    )
+    report = harness.backfill(since=date(2013, 3, 1), email=False)  # the VCT exam is of 2013-02-28
+    assert found(report) == {x for x in EXPECTED_WITH_EXAMPLE_RULES if x[0] != VCT}
+    assert {(m.study_uid, n.study_date) for m in report.messages for n in m.notifications} == {
+        (PIXELMED, date(2013, 3, 13)),
+        (TOSHIBA_DOSE_CHECK, date(2017, 11, 15)),
+    }
