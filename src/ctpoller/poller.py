@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from ctpoller import settle
@@ -50,33 +52,34 @@ class _Unwritten:
     """The state store as a dry-run backfill would have left it so far, though it writes nothing.
 
     Later chunks then see an exam's rows decided in earlier ones (a continued report) and what was
-    found there, exactly as a real backfill, which commits after each chunk, does. Holds a UID and
-    a pk per study row of the history read (some 250 bytes each) and the exceedances found.
+    found there, exactly as a real backfill, which commits after each chunk, does. What the dry run
+    decided goes to a scratch SQLite store in a temporary directory, removed at the end, so that
+    memory follows the chunk, not the history.
     """
 
     def __init__(self, state: StateStore) -> None:
         self.state = state
-        self.decided: dict[str, list[int]] = {}
-        self.found: dict[tuple[str, str, str, str], Decimal] = {}
+        self._directory = tempfile.TemporaryDirectory(prefix="ctpoller-dry-run-")
+        self.scratch = StateStore(f"sqlite:///{Path(self._directory.name) / 'dry-run.sqlite3'}")
+        self.scratch.ensure_schema()
 
-    def record(self, rows: Sequence[tuple[int, str | None]], messages: Sequence[NewMessage]) -> None:
-        for pk, uid in rows:
-            if uid:
-                self.decided.setdefault(uid, []).append(pk)
-        for message in messages:
-            for n in message.notifications:
-                self.found[(n.study_uid, n.rule, n.metric, n.event_key)] = n.value
+    def close(self) -> None:
+        self.scratch.dispose()
+        self._directory.cleanup()
+
+    def record(self, rows: Sequence[tuple[int, str | None]], messages: Sequence[NewMessage], now: datetime) -> None:
+        self.scratch.commit_cycle(CycleWrite(decide=list(rows), messages=list(messages)), now)
 
     def decided_pks(self, uids: Iterable[str]) -> dict[str, list[int]]:
         wanted = set(uids)
         result = self.state.decided_pks(wanted)
-        for uid in wanted & self.decided.keys():
-            result[uid] = sorted({*result.get(uid, ()), *self.decided[uid]})
+        for uid, pks in self.scratch.decided_pks(wanted).items():
+            result[uid] = sorted({*result.get(uid, ()), *pks})
         return result
 
     def ledger(self, uids: Iterable[str]) -> dict[tuple[str, str, str, str], Decimal]:
         wanted = set(uids)
-        return self.state.ledger(wanted) | {key: v for key, v in self.found.items() if key[0] in wanted}
+        return self.state.ledger(wanted) | self.scratch.ledger(wanted)
 
 
 @dataclass(frozen=True)
@@ -283,39 +286,43 @@ def backfill(
     report.watermark_before = report.watermark_after = watermark
     unwritten = _Unwritten(state) if dry_run else None
     decided: _Decided = state if unwritten is None else unwritten
-    with source.session("reading history") as conn:  # for the exams read in full
-        uses_protocols = any(rule.protocol or rule.not_protocol for rule in rules.rules)
-        questions = screen(rules, source.distinct_protocols(conn) if uses_protocols else ())
-        for chunk in source.screened(watermark, since, questions, chunk=BACKFILL_CHUNK):
-            rows = [s for s in chunk if s.complete]
-            report.studies_seen += len(rows)
-            to_read = _to_read(decided, questions, rows, screened)
-            for s in rows:
-                if s.pk not in to_read:
-                    report.exams_evaluated += 1
-                    report.events_evaluated += s.n_events
-            heads = [s.head() for s in rows if s.pk in to_read]
-            report.exams_read += len({h.uid for h in heads})
-            messages, gone = _evaluate(
-                source,
-                conn,
-                decided,
-                rules,
-                heads,
-                report,
-                now=now,
-                domain=mail_domain,
-                status="pending" if email else "not_sent",
-                chunk=timing.batch_size,
-            )
-            report.created += len(messages)
-            if len(report.messages) < KEPT_MESSAGES:  # enough to show; the rest are in the state store
-                report.messages.extend(messages)
-            decide = [(s.pk, s.uid) for s in rows]
-            if unwritten is not None:
-                unwritten.record(decide, messages)
-            elif rows or messages:
-                state.commit_cycle(CycleWrite(decide=decide, forget=gone, messages=messages), now)
+    try:
+        with source.session("reading history") as conn:  # for the exams read in full
+            uses_protocols = any(rule.protocol or rule.not_protocol for rule in rules.rules)
+            questions = screen(rules, source.distinct_protocols(conn) if uses_protocols else ())
+            for chunk in source.screened(watermark, since, questions, chunk=BACKFILL_CHUNK):
+                rows = [s for s in chunk if s.complete]
+                report.studies_seen += len(rows)
+                to_read = _to_read(decided, questions, rows, screened)
+                for s in rows:
+                    if s.pk not in to_read:
+                        report.exams_evaluated += 1
+                        report.events_evaluated += s.n_events
+                heads = [s.head() for s in rows if s.pk in to_read]
+                report.exams_read += len({h.uid for h in heads})
+                messages, gone = _evaluate(
+                    source,
+                    conn,
+                    decided,
+                    rules,
+                    heads,
+                    report,
+                    now=now,
+                    domain=mail_domain,
+                    status="pending" if email else "not_sent",
+                    chunk=timing.batch_size,
+                )
+                report.created += len(messages)
+                if len(report.messages) < KEPT_MESSAGES:  # enough to show; the rest are in the state store
+                    report.messages.extend(messages)
+                decide = [(s.pk, s.uid) for s in rows]
+                if unwritten is not None:
+                    unwritten.record(decide, messages, now)
+                elif rows or messages:
+                    state.commit_cycle(CycleWrite(decide=decide, forget=gone, messages=messages), now)
+    finally:
+        if unwritten is not None:
+            unwritten.close()
     if not dry_run:
         if email:
             deliver(state, notifier, report, now=now)
