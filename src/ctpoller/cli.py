@@ -333,6 +333,7 @@ def cmd_reset(args: argparse.Namespace) -> int:
         source.connect()
         with source.session("finding the current end") as conn:
             end = source.first_watermark(conn, settings.batch_size)
+            history = source.history(conn, end) if args.yes else []
         state.ensure_schema()
         before = state.watermark()
         if not args.yes:
@@ -342,7 +343,7 @@ def cmd_reset(args: argparse.Namespace) -> int:
             )
             return EXIT_OK
         with state.lock():
-            state.reset(end, _now())
+            state.reset(end, _now(), history)
         print(
             f"watermark moved from {before} to OpenREM study pk {end}; "
             "now run 'ctpoller backfill --since YYYY-MM-DD' for the studies in between"

@@ -204,10 +204,16 @@ def _cycle(
     if watermark is None:
         with source.session("finding the current end") as conn:
             end = source.first_watermark(conn, timing.batch_size)
+            history = source.history(conn, end) if not dry_run else []
         report.initialised = True
         report.watermark_after = end
-        if not dry_run and state.initialise(end, now):
-            log.info("first run: starting after OpenREM study pk %d; history is not notified (see backfill)", end)
+        if not dry_run and state.initialise(end, now, history):
+            log.info(
+                "first run: starting after OpenREM study pk %d; history is not notified (see backfill); "
+                "%d earlier study rows remembered for reports that continue their exams",
+                end,
+                len(history),
+            )
         return
 
     known = state.tracked_above(watermark)
@@ -281,8 +287,9 @@ def backfill(
     if watermark is None:
         with source.session("finding the current end") as conn:
             watermark = source.max_study_pk(conn)
+            history = source.history(conn, watermark) if not dry_run else []
         if not dry_run:
-            state.initialise(watermark, now)
+            state.initialise(watermark, now, history)
     report.watermark_before = report.watermark_after = watermark
     unwritten = _Unwritten(state) if dry_run else None
     decided: _Decided = state if unwritten is None else unwritten

@@ -110,6 +110,9 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     CONTEXT: ("id", "code_value", "code_meaning"),
     DOSE_CHECK: ("id", "ct_irradiation_event_data_id", *DOSE_CHECK_COLUMNS),
 }
+#: How many study pks before the first watermark a first run (or a reset) remembers the exams of.
+HISTORY_ROWS = 100_000
+
 #: Standard names exist from OpenREM 1.0 on; without them ``standard_name`` criteria match nothing.
 OPTIONAL: dict[str, tuple[str, ...]] = {
     STANDARD_NAMES: ("id", "standard_name"),
@@ -292,6 +295,27 @@ class OpenremSource:
                 break
             start = head.pk - 1
         return start
+
+    def history(self, conn: Connection, upto: int) -> list[tuple[int, str]]:
+        """(pk, Study Instance UID) of the CT study rows among the last ``HISTORY_ROWS`` pks at and below
+        ``upto``.
+
+        What a first run (or a reset) remembers of the history it does not evaluate: which exam each
+        recent row belongs to, so that a report continuing one of those exams later is evaluated
+        with its earlier rows. Read by the pk index, never by UID.
+        """
+        g = self.t(STUDY)
+        found = conn.execute(
+            sa.select(g.c.id, g.c.study_instance_uid)
+            .where(
+                g.c.id <= upto,
+                g.c.id > upto - HISTORY_ROWS,
+                g.c.modality_type == "CT",
+                g.c.study_instance_uid.is_not(None),
+            )
+            .order_by(g.c.id)
+        )
+        return [(int(pk), text) for pk, uid in found if (text := _text(uid))]  # as heads_after has it
 
     def check_not_behind(self, conn: Connection, watermark: int) -> None:
         """Refuse to go on when OpenREM's pks are below the watermark: a restored or another database.

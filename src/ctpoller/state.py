@@ -9,7 +9,9 @@ Tables::
 
     ctp_meta          key/value: schema_version, watermark, last_run_at, last_success_at, archive generations
     ctp_study         OpenREM study rows seen above (or, once decided, below) the watermark:
-                      pk, uid, status pending|decided|skipped|given_up, fingerprint and when first seen / changed
+                      pk, uid, status pending|decided|skipped|given_up, fingerprint and when first seen / changed;
+                      and, status history, the last rows before the first watermark with the exam (uid)
+                      each belongs to, so that a report continuing one of those exams is evaluated with them
     ctp_exceedance    the ledger: highest value notified per (study uid, rule, metric, event key)
     ctp_message       the outbox: one email per exam per run, with its fixed Message-ID and status
     ctp_notification  the exceedances each message tells about (what the email and the archive show)
@@ -43,6 +45,7 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 ADVISORY_LOCK_KEY = 0x63_74_70_6F_6C_6C  # "ctpoll"
+HISTORY = "history"  # ctp_study status of a row remembered from before the first run (never evaluated)
 
 metadata = sa.MetaData()
 
@@ -328,27 +331,51 @@ class StateStore:
         value = self.get_meta("watermark")
         return int(value) if value is not None else None
 
-    def initialise(self, watermark: int, now: datetime) -> bool:
-        """Set the first watermark unless another run already did. True if this call set it."""
+    def initialise(self, watermark: int, now: datetime, history: Sequence[tuple[int, str]] = ()) -> bool:
+        """Set the first watermark unless another run already did. True if this call set it.
+
+        ``history``: (pk, Study Instance UID) of study rows at or below it, remembered with the
+        watermark (see ``_remember``).
+        """
         with self._tx("setting the first watermark") as conn:
             exists = conn.execute(sa.select(meta_table.c.value).where(meta_table.c.key == "watermark")).first()
             if exists is not None:
                 return False
+            self._remember(conn, history, now)
             conn.execute(sa.insert(meta_table).values(key="watermark", value=str(watermark)))
             _put_meta(conn, "initialised_at", iso(now))
             _put_meta(conn, "initial_watermark", str(watermark))
             return True
 
-    def reset(self, watermark: int, now: datetime) -> None:
+    def reset(self, watermark: int, now: datetime, history: Sequence[tuple[int, str]] = ()) -> None:
         """Start again at ``watermark``, forgetting which OpenREM pks were seen; keep what was notified.
 
         The ledger is keyed by Study Instance UID, never by pk, so a backfill afterwards notifies
-        only what was not notified before.
+        only what was not notified before. ``history`` as for ``initialise``.
         """
         with self._tx("resetting the watermark") as conn:
             conn.execute(sa.delete(study_table))
+            self._remember(conn, history, now)
             _put_meta(conn, "watermark", str(watermark))
             _put_meta(conn, "reset_at", iso(now))
+
+    def _remember(self, conn: Connection, history: Sequence[tuple[int, str]], now: datetime) -> None:
+        """Which exam each of these rows below the watermark belongs to, without evaluating them.
+
+        A continued report (a second study row with the same Study Instance UID) of an exam whose
+        first row came before the first run is then evaluated with that row, as ``decided_pks``
+        returns it too. A row decided already stays decided.
+        """
+        if not history:
+            return
+        mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+        statement = (
+            f"INSERT INTO {study_table.name} (pk, uid, status, fingerprint, first_seen_at, changed_at, decided_at) "
+            f"VALUES ({', '.join([mark] * 7)}) ON CONFLICT (pk) DO NOTHING"
+        )
+        when = iso(now)
+        for chunk in _chunks(history, 5000):
+            conn.exec_driver_sql(statement, [(pk, uid, HISTORY, "", when, when, None) for pk, uid in chunk])
 
     # -- tracking -----------------------------------------------------------------------------------
 
@@ -366,7 +393,8 @@ class StateStore:
         return found
 
     def decided_pks(self, uids: Iterable[str]) -> dict[str, list[int]]:
-        """Decided OpenREM study pks per Study Instance UID (the exam's other rows).
+        """Decided OpenREM study pks per Study Instance UID (the exam's other rows), with the rows
+        remembered from before the first run.
 
         Driver-level statements: backfill asks this for every study of OpenREM's history, and
         compiling a statement with hundreds of parameters costs more than running it.
@@ -376,7 +404,7 @@ class StateStore:
             mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
             for chunk in _chunks(sorted(set(uids)), 500):
                 statement = (
-                    f"SELECT uid, pk FROM {study_table.name} WHERE status = 'decided' "
+                    f"SELECT uid, pk FROM {study_table.name} WHERE status IN ('decided', '{HISTORY}') "
                     f"AND uid IN ({', '.join([mark] * len(chunk))}) ORDER BY pk"
                 )
                 for uid, pk in conn.exec_driver_sql(statement, tuple(chunk)):

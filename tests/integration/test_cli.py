@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from ctpoller import __version__
-from ctpoller.demo.exams import GE_OPTIMA, GE_VCT, SIEMENS_FLASH_QA
+from ctpoller.demo.exams import CONTINUED_1, CONTINUED_2, GE_OPTIMA, GE_VCT, SIEMENS_FLASH_QA
 from ctpoller.demo.openrem import OpenremImporter
 from ctpoller.state import StateStore
 
@@ -404,6 +404,25 @@ def test_reset_after_a_restore_then_backfill_notifies_only_what_is_new(openrem_d
     assert back.returncode == 0, back.stderr
     assert len(list((tmp_path / "outbox").glob("*.eml"))) == 2  # the VCT exam is not notified again
     assert ctpoller("run", env=env, cwd=tmp_path).returncode == 0
+
+
+@pytest.mark.postgres
+def test_after_a_reset_a_continued_report_still_counts_the_exam_begun_before_it(openrem_db, env, tmp_path, rules_file):
+    rules_file.write_text(
+        '[[rule]]\nname = "Exam DLP"\ndlp_total = 100\nrecipients = ["physics@hospital.example"]\n', encoding="utf-8"
+    )
+    env = {**env, "CTPOLLER_SOURCE_URL": openrem_db}
+    engine = sa.create_engine(openrem_db)
+    openrem = OpenremImporter(engine)
+    assert ctpoller("run", env=env, cwd=tmp_path).returncode == 0
+    openrem.import_study(CONTINUED_1)
+    assert ctpoller("run", env=env, cwd=tmp_path).returncode == 0  # 60.17 alone: under the limit
+    assert ctpoller("reset", "--yes", env=env, cwd=tmp_path).returncode == 0
+    openrem.import_study(CONTINUED_2)
+    engine.dispose()
+    assert ctpoller("run", env=env, cwd=tmp_path).returncode == 0
+    [email] = (tmp_path / "outbox").glob("*.eml")
+    assert "116.61" in email.read_text(encoding="utf-8")  # 60.17 + 56.44: the whole exam
 
 
 @pytest.mark.postgres

@@ -197,6 +197,31 @@ def test_continued_reports_sharing_a_uid_are_one_exam(harness, openrem, inbox):
     assert len(inbox.messages) == 1
 
 
+def test_a_report_continuing_an_exam_begun_before_the_first_run_counts_the_whole_exam(harness, openrem, inbox):
+    harness.rules_text = '[[rule]]\nname = "Exam DLP"\ndlp_total = 100\nrecipients = ["physics@hospital.example"]\n'
+    openrem.import_study(CONTINUED_1)  # history: imported before ctpoller's first run
+    started(harness)
+    openrem.import_study(CONTINUED_2)
+    report = seen_then_settled(harness)
+    [message] = report.messages
+    assert [n.value for n in message.notifications] == [Decimal("116.61")]  # 60.17 + 56.44, not 56.44 alone
+    assert len(inbox.messages) == 1
+
+
+def test_a_first_run_remembers_only_the_exams_of_recent_complete_ct_rows(harness, openrem, monkeypatch):
+    monkeypatch.setattr("ctpoller.source.HISTORY_ROWS", 1)
+    first = openrem.import_study(GE_OPTIMA)
+    second = openrem.import_study(CONTINUED_1)
+    steps = openrem.import_steps(GE_VCT)
+    next(steps)  # an empty row, still being written: the first watermark stays below it
+    started(harness)
+    with harness.parts() as (_, state, _):
+        remembered = state.decided_pks([GE_OPTIMA.uid, CONTINUED_1.uid, GE_VCT.uid])
+        assert state.watermark() == second
+    assert first < second and remembered == {CONTINUED_1.uid: [second]}
+    assert harness.cycle(after=timedelta(seconds=1)).messages == []  # remembering is not evaluating
+
+
 def test_out_of_order_commits_are_not_missed(harness, openrem, inbox):
     started(harness)
     slow = openrem.import_steps(GE_VCT)
