@@ -209,28 +209,27 @@ class OpenremSource:
         if self.tables:
             return
         with self.session("reading the schema") as conn:
-            inspector = sa.inspect(conn)
-            names = set(inspector.get_table_names())
-            for table in REQUIRED:
-                if table not in names:
-                    raise SourceError(
-                        f"OpenREM database {self.where}: table {table} is missing "
-                        "(is CTPOLLER_SOURCE_URL an OpenREM database, and may this role read it?)",
-                        temporary=False,
-                    )
-            self.has_standard_names = all(t in names for t in OPTIONAL)
-            wanted = {**REQUIRED, **(OPTIONAL if self.has_standard_names else {})}
             # Only the columns, with their types, in one catalogue query: ctpoller never needs the
-            # keys, indexes or constraints that a full reflection reads too (start-up time).
-            found = inspector.get_multi_columns(filter_names=list(wanted))
-            md = sa.MetaData()
-            for (_, table), reflected in found.items():
-                sa.Table(table, md, *(sa.Column(c["name"], c["type"]) for c in reflected))
-            for table, columns in wanted.items():
-                self.tables[table] = self._checked(md.tables[table], columns)
-            if not self.is_sqlite:
-                self.supports_snapshot = self._probe("SELECT pg_snapshot_xmin(pg_current_snapshot())")
-                self.study_sequence = self._study_sequence()
+            # keys, indexes or constraints that a full reflection reads too (start-up time). A table
+            # that is missing, or that this role may not see, is simply not in the answer.
+            found = sa.inspect(conn).get_multi_columns(filter_names=[*REQUIRED, *OPTIONAL])
+        md = sa.MetaData()
+        for (_, table), reflected in found.items():
+            sa.Table(table, md, *(sa.Column(c["name"], c["type"]) for c in reflected))
+        for table in REQUIRED:
+            if table not in md.tables:
+                raise SourceError(
+                    f"OpenREM database {self.where}: table {table} is missing "
+                    "(is CTPOLLER_SOURCE_URL an OpenREM database, and may this role read it?)",
+                    temporary=False,
+                )
+        self.has_standard_names = all(t in md.tables for t in OPTIONAL)
+        wanted = {**REQUIRED, **(OPTIONAL if self.has_standard_names else {})}
+        tables = {table: self._checked(md.tables[table], columns) for table, columns in wanted.items()}
+        if not self.is_sqlite:  # after the schema's transaction, so that the probes reuse its connection
+            self.supports_snapshot = self._probe("SELECT pg_snapshot_xmin(pg_current_snapshot())")
+            self.study_sequence = self._study_sequence()
+        self.tables = tables
 
     def _checked(self, reflected: sa.Table, columns: Sequence[str]) -> sa.Table:
         for column in columns:
