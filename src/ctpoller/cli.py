@@ -72,6 +72,8 @@ def console() -> int:
         import psycopg  # noqa: F401  (SQLAlchemy would import it at the first connection)
 
         import ctpoller.wiring  # noqa: F401  (settings, rules, OpenREM source, state store, poller)
+    except Exception:  # a broken install: main says so in one line, where a command needs it
+        pass
     finally:
         gc.freeze()
         if was_enabled:

@@ -40,35 +40,44 @@ class Archive(Protocol):
     def exists(self) -> bool: ...
 
 
-class _Decided(Protocol):
-    """What evaluating an exam asks of the state store: its rows decided before, and the ledger."""
+class _Store(Protocol):
+    """What backfill asks of the state store: an exam's rows decided before, the ledger, and writes."""
 
     def decided_pks(self, uids: Iterable[str]) -> dict[str, list[int]]: ...
 
     def ledger(self, uids: Iterable[str]) -> dict[tuple[str, str, str, str], Decimal]: ...
+
+    def initialise(self, watermark: int, now: datetime, history: Sequence[tuple[int, str]] = ()) -> bool: ...
+
+    def commit_cycle(self, write: CycleWrite, now: datetime) -> None: ...
 
 
 class _Unwritten:
     """The state store as a dry-run backfill would have left it so far, though it writes nothing.
 
     Later chunks then see an exam's rows decided in earlier ones (a continued report) and what was
-    found there, exactly as a real backfill, which commits after each chunk, does. What the dry run
-    decided goes to a scratch SQLite store in a temporary directory, removed at the end, so that
-    memory follows the chunk, not the history.
+    found there, exactly as a real backfill, which commits after each chunk, does. Its writes go to
+    a scratch SQLite file (no journal, no fsync) in a temporary directory beside a SQLite state
+    file, or else in the system's, removed at the end: disk, not memory, follows the history.
     """
 
     def __init__(self, state: StateStore) -> None:
         self.state = state
-        self._directory = tempfile.TemporaryDirectory(prefix="ctpoller-dry-run-")
-        self.scratch = StateStore(f"sqlite:///{Path(self._directory.name) / 'dry-run.sqlite3'}")
+        beside = Path(state.url.database).parent if state.is_sqlite and state.url.database else None
+        self._directory = tempfile.TemporaryDirectory(prefix="ctpoller-dry-run-", dir=beside)
+        path = Path(self._directory.name) / "dry-run.sqlite3"
+        self.scratch = StateStore(f"sqlite:///{path}", durable=False)
         self.scratch.ensure_schema()
 
     def close(self) -> None:
         self.scratch.dispose()
         self._directory.cleanup()
 
-    def record(self, rows: Sequence[tuple[int, str | None]], messages: Sequence[NewMessage], now: datetime) -> None:
-        self.scratch.commit_cycle(CycleWrite(decide=list(rows), messages=list(messages)), now)
+    def initialise(self, watermark: int, now: datetime, history: Sequence[tuple[int, str]] = ()) -> bool:
+        return self.scratch.initialise(watermark, now, history)
+
+    def commit_cycle(self, write: CycleWrite, now: datetime) -> None:
+        self.scratch.commit_cycle(write, now)
 
     def decided_pks(self, uids: Iterable[str]) -> dict[str, list[int]]:
         wanted = set(uids)
@@ -278,29 +287,28 @@ def backfill(
     ``run`` does. ``screened=False`` reads every exam in full (the same result, slower).
 
     Each chunk is committed before the next is read, so the rows of an exam in a later chunk meet
-    its rows decided before; a dry run, which writes nothing, keeps the same in memory.
+    its rows decided before; a dry run, which writes nothing, keeps the same in a scratch store.
     """
     report = Report()
     source.connect()
     source.read_standard_names = rules.uses_standard_names
-    watermark = state.watermark()
-    if watermark is None:
-        with source.session("finding the current end") as conn:
-            watermark = source.max_study_pk(conn)
-            history = source.history(conn, watermark) if not dry_run else []
-        if not dry_run:
-            state.initialise(watermark, now, history)
-    report.watermark_before = report.watermark_after = watermark
     unwritten = _Unwritten(state) if dry_run else None
-    decided: _Decided = state if unwritten is None else unwritten
+    store: _Store = state if unwritten is None else unwritten
     try:
+        watermark = state.watermark()
+        if watermark is None:
+            with source.session("finding the current end") as conn:
+                watermark = source.max_study_pk(conn)
+                history = source.history(conn, watermark)
+            store.initialise(watermark, now, history)
+        report.watermark_before = report.watermark_after = watermark
         with source.session("reading history") as conn:  # for the exams read in full
             uses_protocols = any(rule.protocol or rule.not_protocol for rule in rules.rules)
             questions = screen(rules, source.distinct_protocols(conn) if uses_protocols else ())
             for chunk in source.screened(watermark, since, questions, chunk=BACKFILL_CHUNK):
                 rows = [s for s in chunk if s.complete]
                 report.studies_seen += len(rows)
-                to_read = _to_read(decided, questions, rows, screened)
+                to_read = _to_read(store, questions, rows, screened)
                 for s in rows:
                     if s.pk not in to_read:
                         report.exams_evaluated += 1
@@ -310,7 +318,7 @@ def backfill(
                 messages, gone = _evaluate(
                     source,
                     conn,
-                    decided,
+                    store,
                     rules,
                     heads,
                     report,
@@ -322,11 +330,9 @@ def backfill(
                 report.created += len(messages)
                 if len(report.messages) < KEPT_MESSAGES:  # enough to show; the rest are in the state store
                     report.messages.extend(messages)
-                decide = [(s.pk, s.uid) for s in rows]
-                if unwritten is not None:
-                    unwritten.record(decide, messages, now)
-                elif rows or messages:
-                    state.commit_cycle(CycleWrite(decide=decide, forget=gone, messages=messages), now)
+                if rows or messages:
+                    write = CycleWrite(decide=[(s.pk, s.uid) for s in rows], forget=gone, messages=messages)
+                    store.commit_cycle(write, now)
     finally:
         if unwritten is not None:
             unwritten.close()
@@ -340,7 +346,7 @@ def backfill(
 BACKFILL_CHUNK = 5000
 
 
-def _to_read(state: _Decided, questions: Screen, rows: Sequence[Screened], screened: bool) -> set[int]:
+def _to_read(state: _Store, questions: Screen, rows: Sequence[Screened], screened: bool) -> set[int]:
     """The pks whose exams must be read in full: all but the one-row exams the screen clears."""
     if not screened:
         return {s.pk for s in rows}
@@ -439,7 +445,7 @@ def _all_heads(source: OpenremSource, conn: Connection, watermark: int, batch: i
 def _evaluate(
     source: OpenremSource,
     conn: Connection,
-    state: _Decided,
+    state: _Store,
     rules: RuleSet,
     heads: Sequence[StudyHead],
     report: Report,
@@ -483,7 +489,7 @@ def _exam_chunks(heads: Sequence[StudyHead], size: int) -> Iterator[list[StudyHe
 def _evaluate_chunk(
     source: OpenremSource,
     conn: Connection,
-    state: _Decided,
+    state: _Store,
     rules: RuleSet,
     heads: Sequence[StudyHead],
     report: Report,

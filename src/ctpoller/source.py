@@ -110,7 +110,8 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     CONTEXT: ("id", "code_value", "code_meaning"),
     DOSE_CHECK: ("id", "ct_irradiation_event_data_id", *DOSE_CHECK_COLUMNS),
 }
-#: How many study pks before the first watermark a first run (or a reset) remembers the exams of.
+#: How many study pks before the first watermark a first run (or a reset) remembers the exams of
+#: (of the CT rows among them: the study table holds every modality).
 HISTORY_ROWS = 100_000
 
 #: Standard names exist from OpenREM 1.0 on; without them ``standard_name`` criteria match nothing.
@@ -211,7 +212,7 @@ class OpenremSource:
         with self.session("reading the schema") as conn:
             # Only the columns, with their types, in one catalogue query: ctpoller never needs the
             # keys, indexes or constraints that a full reflection reads too (start-up time). A table
-            # that is missing, or that this role may not see, is simply not in the answer.
+            # that is missing is simply not in the answer.
             found = sa.inspect(conn).get_multi_columns(filter_names=[*REQUIRED, *OPTIONAL])
         md = sa.MetaData()
         for (_, table), reflected in found.items():
@@ -242,14 +243,24 @@ class OpenremSource:
         return reflected
 
     def _probe(self, query: str, **params: Any) -> bool:
-        """Whether a query works here (in its own transaction, so a failure harms nothing)."""
+        """Whether a query works here (in its own transaction, so a failure harms nothing).
+
+        A server that went away meanwhile is not an answer: that is a temporary SourceError, never
+        "not available", which would turn a guard off for the whole run.
+        """
         try:
             with self.engine.connect() as conn, conn.begin():
                 conn.execute(sa.text(query), params)
             return True
-        except DBAPIError:
+        except DBAPIError as e:
+            self._unless_unavailable(e)
             log.debug("not available on the OpenREM server: %s", query)
             return False
+
+    def _unless_unavailable(self, e: DBAPIError) -> None:
+        error = self._error("reading the schema", e)
+        if error.temporary:
+            raise error from e
 
     def _study_sequence(self) -> str | None:
         """The study pk sequence, if this role may read it (it tells a restored database)."""
@@ -258,7 +269,8 @@ class OpenremSource:
                 name = conn.execute(
                     sa.text("SELECT pg_get_serial_sequence(:table, 'id')"), {"table": STUDY}
                 ).scalar_one_or_none()
-        except DBAPIError:
+        except DBAPIError as e:
+            self._unless_unavailable(e)
             return None
         if name and self._probe("SELECT pg_sequence_last_value(CAST(:name AS regclass))", name=name):
             return str(name)

@@ -167,7 +167,8 @@ def state_url(url: str, password: str | None) -> URL:
 class StateStore:
     """The state store. Create it, call ``ensure_schema``, hold ``lock()`` for a run."""
 
-    def __init__(self, url: str, *, password: str | None = None) -> None:
+    def __init__(self, url: str, *, password: str | None = None, durable: bool = True) -> None:
+        """``durable=False``: a throwaway SQLite store (no journal, no fsync), for a dry run's scratch."""
         self.url = state_url(url, password)
         self.where = describe(self.url)
         self.is_sqlite = self.url.drivername.startswith("sqlite")
@@ -190,7 +191,7 @@ class StateStore:
         # PostgreSQL store another host's run may still be sending, up to its TimeoutStartSec.
         self.stale_claim = timedelta(0) if self.is_sqlite else timedelta(minutes=15)
         if self.is_sqlite:
-            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas if durable else _scratch_pragmas)
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -666,6 +667,13 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _scratch_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=OFF")
+    cursor.execute("PRAGMA synchronous=OFF")
     cursor.close()
 
 

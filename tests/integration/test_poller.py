@@ -208,7 +208,7 @@ def test_a_report_continuing_an_exam_begun_before_the_first_run_counts_the_whole
     assert len(inbox.messages) == 1
 
 
-def test_a_first_run_remembers_only_the_exams_of_recent_complete_ct_rows(harness, openrem, monkeypatch):
+def test_a_first_run_remembers_only_the_exams_of_recent_ct_rows(harness, openrem, monkeypatch):
     monkeypatch.setattr("ctpoller.source.HISTORY_ROWS", 1)
     first = openrem.import_study(GE_OPTIMA)
     second = openrem.import_study(CONTINUED_1)

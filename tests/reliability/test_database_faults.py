@@ -268,3 +268,34 @@ def test_a_failed_archive_write_prints_no_traceback(openrem_db, state_pg_url, op
 
     assert "cannot write the archive" in limited.stderr
     limited.assert_completed_with_problems(EXIT_TEMPORARY, "cannot write the archive")
+
+
+def test_openrem_lost_while_its_features_are_probed_is_temporary_not_a_missing_feature(openrem_db):
+    """The snapshot probe guards against late commits of lower pks: a connection lost during it
+    must stop the run (exit 75), never turn the guard off for the run."""
+    import sqlalchemy as sa
+
+    from ctpoller.errors import SourceError
+    from ctpoller.source import OpenremSource
+
+    source = OpenremSource(openrem_db)
+    checkouts: list[int] = []
+
+    def terminate_the_second(dbapi_connection, _record, _proxy) -> None:
+        checkouts.append(dbapi_connection.info.backend_pid)
+        if len(checkouts) == 2:  # the first probe, right after the schema was read
+            with psycopg.connect(libpq(openrem_db), autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", (checkouts[-1],))
+
+    sa.event.listen(source.engine, "checkout", terminate_the_second)
+    try:
+        with pytest.raises(SourceError) as lost:
+            source.connect()
+        assert lost.value.temporary, str(lost.value)
+        assert "OpenREM database" in str(lost.value)
+        assert len(checkouts) == 2
+        sa.event.remove(source.engine, "checkout", terminate_the_second)
+        source.connect()  # the next run: the server answers, and the guard is on
+        assert source.supports_snapshot
+    finally:
+        source.dispose()
