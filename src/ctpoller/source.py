@@ -443,6 +443,9 @@ class OpenremSource:
             return
         timeout = self.statement_timeout_seconds * 1000 * BACKFILL_TIMEOUT_FACTOR
         conn.execute(sa.select(sa.func.set_config("statement_timeout", str(timeout), True)))
+        # The reader waits, idle in its transaction, while ctpoller works through the chunks it
+        # handed over (a slow state store): as long as the statement may run, not twice the timeout.
+        conn.execute(sa.select(sa.func.set_config("idle_in_transaction_session_timeout", str(timeout), True)))
         # Costly enough for PostgreSQL to compile it to machine code first, which takes longer than
         # running it (seconds): not in this transaction.
         conn.execute(sa.select(sa.func.set_config("jit", "off", True)))
