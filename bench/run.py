@@ -592,6 +592,10 @@ _LABELS = (
         re.compile(r"FROM remapp_generalstudymoduleattr\s+WHERE remapp_generalstudymoduleattr\.id >", re.I),
         "heads_after (keyset page)",
     ),
+    (
+        re.compile(r"FROM remapp_generalstudymoduleattr\s+WHERE remapp_generalstudymoduleattr\.id <=", re.I),
+        "history (first run)",
+    ),
     (re.compile(r"FROM remapp_generalstudymoduleattr LEFT OUTER JOIN", re.I), "study_rows: studies"),
     (
         re.compile(r"FROM remapp_ctradiationdose JOIN remapp_ctirradiationeventdata .* LEFT OUTER JOIN", re.I | re.S),
@@ -826,6 +830,17 @@ def _rss(results: Results) -> list[tuple[str, bool]]:
     return out
 
 
+def _idle(results: Results) -> list[tuple[str, bool]]:
+    """T3, with the floor measured beside it: no ``ctpoller`` process can start faster than that."""
+    out = []
+    for column in ("S", "L"):
+        v, floor = results.value("process.idle", column), results.value("process.floor", column)
+        if isinstance(v, float | int):
+            beside = f" (a bare import of its libraries: {_fmt(floor, 's')})" if isinstance(floor, float | int) else ""
+            out.append((f"process.idle at {column} {_fmt(v, 's')}{beside}", v < 1.0))
+    return out
+
+
 def _backfill(results: Results) -> list[tuple[str, bool]]:
     v = results.value("ratio.backfill_copy", "M")
     return [(f"backfill/COPY at M {v:.1f}x", v <= 3)] if isinstance(v, float | int) else []
@@ -841,7 +856,7 @@ TARGETS = (
     Target(
         "idle whole-process run under 1 s",
         ("process.idle",),
-        _checks(_under("process.idle", "S", 1.0), _under("process.idle", "L", 1.0)),
+        _idle,
     ),
     Target("backfill within 3x of the COPY limit", ("ratio.backfill_copy",), _backfill),
     Target("peak RSS under 150 MB for any ctpoller run", ("rss.",), _rss),
