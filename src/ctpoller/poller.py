@@ -64,7 +64,10 @@ class _Unwritten:
     def __init__(self, state: StateStore) -> None:
         self.state = state
         beside = Path(state.url.database).parent if state.is_sqlite and state.url.database else None
-        self._directory = tempfile.TemporaryDirectory(prefix="ctpoller-dry-run-", dir=beside)
+        try:
+            self._directory = tempfile.TemporaryDirectory(prefix="ctpoller-dry-run-", dir=beside)
+        except OSError:  # a state directory this user may only read: the system's
+            self._directory = tempfile.TemporaryDirectory(prefix="ctpoller-dry-run-")
         path = Path(self._directory.name) / "dry-run.sqlite3"
         self.scratch = StateStore(f"sqlite:///{path}", durable=False)
         self.scratch.ensure_schema()
