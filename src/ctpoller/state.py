@@ -204,9 +204,23 @@ class StateStore:
             with self.engine.connect() as conn:
                 return bool(sa.inspect(conn).has_table(meta_table.name))
         except DBAPIError as e:
-            raise StateError(f"cannot open the state store {self.where}: {first_line(e.orig)}", temporary=True) from e
+            raise self._failed("opening it", e, temporary=True) from e
 
     # -- plumbing ---------------------------------------------------------------------------------
+
+    def _failed(self, what: str, e: DBAPIError, *, temporary: bool | None = None) -> StateError:
+        """A driver error in one line. A refused login or permission, or a database that does not
+        exist, is for a person to fix (permanent); ``temporary`` (else: by the error) for the rest."""
+        text = first_line(e.orig)
+        if _needs_a_person(e):
+            return StateError(
+                f"state store {self.where}: {what} failed: {text} (check CTPOLLER_STATE_URL and "
+                "CTPOLLER_STATE_PASSWORD)",
+                temporary=False,
+            )
+        if temporary is None:
+            temporary = e.connection_invalidated or _is_temporary(e)
+        return StateError(f"state store {self.where}: {what} failed: {text}", temporary=temporary)
 
     @contextlib.contextmanager
     def _tx(self, what: str) -> Iterator[Connection]:
@@ -216,10 +230,7 @@ class StateStore:
         except StateError:
             raise
         except DBAPIError as e:
-            temporary = e.connection_invalidated or _is_temporary(e)
-            raise StateError(
-                f"state store {self.where}: {what} failed: {first_line(e.orig)}", temporary=temporary
-            ) from e
+            raise self._failed(what, e) from e
         except SQLAlchemyError as e:
             raise StateError(f"state store {self.where}: {what} failed: {first_line(e)}", temporary=False) from e
         except OSError as e:
@@ -277,9 +288,7 @@ class StateStore:
         try:
             conn = self.engine.connect()
         except DBAPIError as e:
-            raise StateError(
-                f"cannot connect to the state store {self.where}: {first_line(e.orig)}", temporary=True
-            ) from e
+            raise self._failed("connecting", e, temporary=True) from e
         try:
             got = conn.execute(sa.select(sa.func.pg_try_advisory_lock(ADVISORY_LOCK_KEY))).scalar_one()
             conn.commit()
@@ -639,9 +648,7 @@ class StateStore:
                         recipients=tuple(json.loads(row.recipients)),
                     )
         except DBAPIError as e:
-            raise StateError(
-                f"state store {self.where}: reading the archive failed: {first_line(e.orig)}", temporary=True
-            ) from e
+            raise self._failed("reading the archive", e, temporary=True) from e
 
     def archive_due(self) -> bool:
         with self._tx("reading the archive state") as conn:
@@ -760,6 +767,16 @@ def _notification(row: Any) -> Notification:
         study_time=time.fromisoformat(row.study_time) if row.study_time else None,
         description=row.description,
         accession_number=row.accession_number,
+    )
+
+
+def _needs_a_person(e: DBAPIError) -> bool:
+    """PostgreSQL refused the login or the permission, or the database does not exist."""
+    sqlstate = getattr(e.orig, "sqlstate", None) or ""
+    text = str(e.orig)
+    return sqlstate in ("28000", "28P01", "3D000", "42501") or any(
+        words in text
+        for words in ("authentication failed", "no pg_hba.conf entry", "permission denied", "does not exist")
     )
 
 

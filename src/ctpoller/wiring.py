@@ -83,6 +83,16 @@ class XlsxArchive:
         return self.path.exists()
 
 
+def check_archive_path(path: Path) -> None:
+    """For ``check``: ConfigError unless ``path`` can be the archive file (a file in a directory that exists)."""
+    if path.is_dir():
+        raise ConfigError(f"CTPOLLER_ARCHIVE_PATH: {path} is a directory; give the path of the .xlsx file")
+    if path.exists() and not path.is_file():
+        raise ConfigError(f"CTPOLLER_ARCHIVE_PATH: {path} is not a regular file")
+    if not path.parent.is_dir():
+        raise ConfigError(f"CTPOLLER_ARCHIVE_PATH: directory {path.parent} does not exist")
+
+
 def mail_domain(settings: Settings) -> str:
     if settings.mail_from and "@" in settings.mail_from:
         return settings.mail_from.rpartition("@")[2]
@@ -101,6 +111,7 @@ class Components:
             raise ConfigError(
                 "no delivery configured: set CTPOLLER_SMTP_HOST (or CTPOLLER_OUTBOX_DIR to write .eml files)"
             )
+        # Not checked here: the emails never wait for the archive (a QA share may be away for a while).
         self.archive = XlsxArchive(settings.archive_path) if settings.archive_path else None
         self.mail_domain = mail_domain(settings)
         self.timing = Timing(
@@ -237,11 +248,10 @@ def run_checks(settings: Settings) -> Iterator[tuple[bool, str, CtpollerError | 
     except CtpollerError as e:
         yield False, str(e), e
     if settings.archive_path is not None:
-        parent = Path(settings.archive_path).parent
-        if parent.is_dir():
+        try:
+            check_archive_path(settings.archive_path)
             yield True, f"archive {settings.archive_path}: directory exists", None
-        else:
-            e4 = ConfigError(f"CTPOLLER_ARCHIVE_PATH: directory {parent} does not exist")
+        except ConfigError as e4:
             yield False, str(e4), e4
 
 

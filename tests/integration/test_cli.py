@@ -157,6 +157,14 @@ def test_check_reports_each_part_on_its_own_line(openrem_db, env, tmp_path):
     )
     assert broken.returncode == 2
     assert "PROBLEM rules file /nonexistent.toml does not exist" in broken.stdout
+    (tmp_path / "qa").mkdir()
+    a_directory = ctpoller(
+        "check",
+        env={**env, "CTPOLLER_SOURCE_URL": openrem_db, "CTPOLLER_ARCHIVE_PATH": str(tmp_path / "qa")},
+        cwd=tmp_path,
+    )
+    assert a_directory.returncode == 2
+    assert f"PROBLEM CTPOLLER_ARCHIVE_PATH: {tmp_path / 'qa'} is a directory" in a_directory.stdout
 
 
 @pytest.mark.postgres

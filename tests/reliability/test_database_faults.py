@@ -19,12 +19,14 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import sqlalchemy as sa
 
 from ctpoller.demo.exams import GE_VCT, SIEMENS_FLASH_QA
 from integration.smtp_server import free_port
 
 from .harness import (
     COLUMN,
+    EXIT_PERMANENT,
     EXIT_TEMPORARY,
     archive_rows,
     base_env,
@@ -117,6 +119,21 @@ def test_unreachable_postgresql_state_store_is_temporary_and_sends_nothing(
     run("run", env=env, cwd=tmp_path).assert_ok()
     assert len(mail.handler.delivered) == 1
     assert state_view(state_pg_url).outbox == {"sent": 1}
+
+
+def test_a_postgresql_state_store_refusing_the_login_or_missing_is_for_a_person_and_names_the_setting(
+    openrem_db, state_pg_url, openrem, mail, tmp_path
+):
+    env = base_env(tmp_path, source_url=openrem_db, smtp_port=mail.port)
+    server = sa.engine.make_url(state_pg_url)
+    openrem.import_study(GE_VCT)
+    for wrong in (
+        server.set(drivername="postgresql", username="no_such_role_ctp"),
+        server.set(drivername="postgresql", database="no_such_database_ctp"),
+    ):
+        refused = run("run", env={**env, "CTPOLLER_STATE_URL": wrong.render_as_string()}, cwd=tmp_path)
+        refused.assert_failed(EXIT_PERMANENT, "state store", "check CTPOLLER_STATE_URL")
+    assert mail.handler.delivered == []
 
 
 @contextlib.contextmanager
@@ -273,7 +290,6 @@ def test_a_failed_archive_write_prints_no_traceback(openrem_db, state_pg_url, op
 def test_openrem_lost_while_its_features_are_probed_is_temporary_not_a_missing_feature(openrem_db):
     """The snapshot probe guards against late commits of lower pks: a connection lost during it
     must stop the run (exit 75), never turn the guard off for the run."""
-    import sqlalchemy as sa
 
     from ctpoller.errors import SourceError
     from ctpoller.source import OpenremSource

@@ -74,10 +74,8 @@ _FORMATS = {datetime: "yyyy-mm-dd hh:mm:ss", date: "yyyy-mm-dd", time: "hh:mm:ss
 
 
 def cell_text(text: str) -> str:
-    """``text`` as it is stored in a cell: writable, never read as a formula, within Excel's limit."""
+    """``text`` as it is stored in a cell: writable, within Excel's limit (``_cell`` keeps it text)."""
     text = _UNWRITABLE.sub("\ufffd", text)
-    if text.startswith(FORMULA_STARTS):
-        text = "'" + text
     # A worksheet's XML turns a bare CR into LF when read back; write the line break Excel uses.
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     return text[:CELL_TEXT_MAX]
@@ -132,7 +130,9 @@ def _cell(sheet: Any, value: Any) -> Any:
         return None
     if isinstance(value, str):
         cell = WriteOnlyCell(sheet, value=cell_text(value))
-        cell.data_type = "s"  # a string, whatever it looks like
+        cell.data_type = "s"  # a string, whatever it looks like: never a formula
+        # Shown as it is, and Excel keeps it text when someone edits the cell (as a typed ' would).
+        cell.quotePrefix = value.startswith(FORMULA_STARTS)
         return cell
     cell = WriteOnlyCell(sheet, value=value)
     for kind, number_format in _FORMATS.items():
