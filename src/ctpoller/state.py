@@ -204,7 +204,7 @@ class StateStore:
             with self.engine.connect() as conn:
                 return bool(sa.inspect(conn).has_table(meta_table.name))
         except DBAPIError as e:
-            raise self._failed("opening it", e, temporary=True) from e
+            raise self._failed("opening the store", e, temporary=True) from e
 
     # -- plumbing ---------------------------------------------------------------------------------
 
@@ -376,16 +376,8 @@ class StateStore:
         first row came before the first run is then evaluated with that row, as ``decided_pks``
         returns it too. A row decided already stays decided.
         """
-        if not history:
-            return
-        mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-        statement = (
-            f"INSERT INTO {study_table.name} (pk, uid, status, fingerprint, first_seen_at, changed_at, decided_at) "
-            f"VALUES ({', '.join([mark] * 7)}) ON CONFLICT (pk) DO NOTHING"
-        )
-        when = iso(now)
         for chunk in _chunks(history, 5000):
-            conn.exec_driver_sql(statement, [(pk, uid, HISTORY, "", when, when, None) for pk, uid in chunk])
+            _write_studies(conn, chunk, HISTORY, now, on_conflict="DO NOTHING")
 
     # -- tracking -----------------------------------------------------------------------------------
 
@@ -462,17 +454,12 @@ class StateStore:
                 _bump(conn, "archive_generation")
 
     def _decide(self, conn: Connection, decided: Sequence[tuple[int, str | None]], now: datetime) -> None:
-        """Mark these rows decided, keeping when a row was first seen: one driver-level executemany
-        (backfill decides hundreds of thousands of rows; building a statement per row costs more
-        than writing them)."""
-        mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-        statement = (
-            f"INSERT INTO {study_table.name} (pk, uid, status, fingerprint, first_seen_at, changed_at, decided_at) "
-            f"VALUES ({', '.join([mark] * 7)}) ON CONFLICT (pk) DO UPDATE SET uid = excluded.uid, "
-            "status = excluded.status, changed_at = excluded.changed_at, decided_at = excluded.decided_at"
+        """Mark these rows decided, keeping when a row was first seen."""
+        update = (
+            "DO UPDATE SET uid = excluded.uid, status = excluded.status, changed_at = excluded.changed_at, "
+            "decided_at = excluded.decided_at"
         )
-        when = iso(now)
-        conn.exec_driver_sql(statement, [(pk, uid, "decided", "", when, when, when) for pk, uid in decided])
+        _write_studies(conn, decided, "decided", now, on_conflict=update)
 
     def _insert_messages(self, conn: Connection, messages: Sequence[NewMessage], now: datetime) -> None:
         """Record messages, their notifications and the ledger: a few statements for any number."""
@@ -682,6 +669,21 @@ def _scratch_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=OFF")
     cursor.execute("PRAGMA synchronous=OFF")
     cursor.close()
+
+
+def _write_studies(
+    conn: Connection, rows: Sequence[tuple[int, str | None]], status: str, now: datetime, *, on_conflict: str
+) -> None:
+    """Insert (pk, uid) study rows with ``status`` in one driver-level executemany (backfill decides
+    hundreds of thousands of rows; building a statement per row costs more than writing them)."""
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    statement = (
+        f"INSERT INTO {study_table.name} (pk, uid, status, fingerprint, first_seen_at, changed_at, decided_at) "
+        f"VALUES ({', '.join([mark] * 7)}) ON CONFLICT (pk) {on_conflict}"
+    )
+    when = iso(now)
+    decided_at = None if status == HISTORY else when
+    conn.exec_driver_sql(statement, [(pk, uid, status, "", when, when, decided_at) for pk, uid in rows])
 
 
 def _put_meta(conn: Connection, key: str, value: str | None) -> None:
