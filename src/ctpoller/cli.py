@@ -315,40 +315,30 @@ def cmd_reset(args: argparse.Namespace) -> int:
     """Start again at OpenREM's current end, keeping the record of what was notified.
 
     For when OpenREM was restored from a backup or moved, and 'ctpoller run' stops because OpenREM's
-    newest study pk is below the watermark. Afterwards 'ctpoller backfill --since DATE' covers the
-    gap; exceedances notified before are not notified again (they are keyed by Study Instance UID).
+    study pks went back below the watermark. After a restore that a run has seen, it starts where
+    OpenREM stood then, so that the studies imported since are evaluated by the next run; for the
+    studies the restore lost, 'ctpoller backfill --since DATE' covers the gap. Exceedances notified
+    before are not notified again (they are keyed by Study Instance UID).
     """
-    from ctpoller.source import OpenremSource
-    from ctpoller.state import StateStore
+    from ctpoller import poller
+    from ctpoller.wiring import build_source, build_state, timing
 
     settings = _settings(args)
-    source = OpenremSource(
-        settings.source_url,
-        password=settings.source_password.get_secret_value() if settings.source_password else None,
-        statement_timeout_seconds=settings.statement_timeout_seconds,
-    )
-    state = StateStore(
-        settings.state_url,
-        password=settings.state_password.get_secret_value() if settings.state_password else None,
-    )
+    source, state = build_source(settings), build_state(settings)
     try:
         source.connect()
-        with source.session("finding the current end") as conn:
-            end = source.first_watermark(conn, settings.batch_size)
-            history = source.history(conn, end) if args.yes else []
-        state.ensure_schema()
-        before = state.watermark()
+        before, after, newer = poller.start_over(
+            source, state, now=_now(), timing=timing(settings), dry_run=not args.yes
+        )
         if not args.yes:
             print(
-                f"would move the watermark from {before} to OpenREM study pk {end} and forget which pks were "
-                "seen, keeping what was notified; run again with --yes to do it"
+                f"would move the watermark from {before} to OpenREM study pk {after} and forget which pks were "
+                f"seen, keeping what was notified ({newer}); run again with --yes to do it"
             )
             return EXIT_OK
-        with state.lock():
-            state.reset(end, _now(), history)
         print(
-            f"watermark moved from {before} to OpenREM study pk {end}; "
-            "now run 'ctpoller backfill --since YYYY-MM-DD' for the studies in between"
+            f"watermark moved from {before} to OpenREM study pk {after}; {newer}; "
+            "for studies OpenREM lost or imported while ctpoller stopped, run 'ctpoller backfill --since YYYY-MM-DD'"
         )
         return EXIT_OK
     finally:

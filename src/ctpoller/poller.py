@@ -23,7 +23,7 @@ from ctpoller.model import ArchiveRow, Exam, Exceedance, Notification, Screened,
 from ctpoller.notify.base import Notifier
 from ctpoller.rules import RuleSet, Screen, evaluate, screen
 from ctpoller.source import OpenremSource
-from ctpoller.state import CycleWrite, NewMessage, StateStore
+from ctpoller.state import OPENREM_BEHIND, OPENREM_RESTORED, CycleWrite, NewMessage, StateStore
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -214,23 +214,12 @@ def _cycle(
     watermark = state.watermark()
     report.watermark_before = report.watermark_after = watermark
     if watermark is None:
-        with source.session("finding the current end") as conn:
-            end = source.first_watermark(conn, timing.batch_size)
-            history = source.history(conn, end) if not dry_run else []
-        report.initialised = True
-        report.watermark_after = end
-        if not dry_run and state.initialise(end, now, history):
-            log.info(
-                "first run: starting after OpenREM study pk %d; history is not notified (see backfill); "
-                "%d earlier study rows remembered for reports that continue their exams",
-                end,
-                len(history),
-            )
+        _first_run(report, source, state, now=now, timing=timing, dry_run=dry_run)
         return
 
     known = state.tracked_above(watermark)
     with source.session("reading new studies") as conn:
-        source.check_not_behind(conn, watermark)
+        check_not_behind(source, conn, state, watermark, dry_run=dry_run)
         snapshot = source.snapshot(conn)
         report.source_lag_seconds = source.replica_lag_seconds(conn)
         heads = _all_heads(source, conn, watermark, timing.batch_size)
@@ -249,7 +238,7 @@ def _cycle(
         watermark, plan, now=now, settle=timing.settle, give_up=timing.give_up, snapshot=snapshot
     )
     # Rows the watermark passes need no tracking unless they belong to an exam (decided).
-    passed = [pk for pk, t in plan.tracked.items() if pk <= new_watermark and t.status != settle.DECIDED]
+    passed = [pk for pk, t in plan.tracked.items() if pk <= new_watermark and t.status not in settle.BELONGS_TO_AN_EXAM]
     write = CycleWrite(
         upsert=[plan.tracked[pk] for pk in sorted(plan.changed) if pk not in passed],
         forget=sorted(set(plan.forget) | set(passed) | set(gone)),
@@ -262,6 +251,115 @@ def _cycle(
     report.watermark_after = new_watermark
     if not dry_run:
         state.commit_cycle(write, now)
+
+
+def _first_run(
+    report: Report, source: OpenremSource, state: StateStore, *, now: datetime, timing: Timing, dry_run: bool
+) -> None:
+    """Record where OpenREM ends: below any study still being written, whose rows are tracked."""
+    with source.session("finding the current end") as conn:
+        snapshot = source.snapshot(conn)
+        start, above = source.first_watermark(conn, timing.batch_size)
+        history = source.history(conn, start) if not dry_run else []
+    tracked = settle.first_seen(above, now=now, snapshot=snapshot)
+    report.initialised = True
+    report.watermark_after = start
+    report.waiting = [(t.pk, "still being written when ctpoller started") for t in tracked if t.status == "pending"]
+    if not dry_run and state.initialise(start, now, history, tracked):
+        log.info(
+            "first run: starting after OpenREM study pk %d; history is not notified (see backfill); "
+            "%d earlier study rows remembered for reports that continue their exams; "
+            "%d studies still being written are tracked",
+            start,
+            len(history),
+            len(report.waiting),
+        )
+
+
+def start_over(
+    source: OpenremSource, state: StateStore, *, now: datetime, timing: Timing, dry_run: bool
+) -> tuple[int | None, int, str]:
+    """``ctpoller reset``: (watermark before, watermark after, what happens to the rows in between).
+
+    After a restore that a run has seen, it starts where OpenREM stood then, so that the studies
+    imported since are evaluated by the next run; otherwise at OpenREM's current end, as a first run.
+    """
+    state.ensure_schema()
+    before = state.watermark()
+    seen = state.get_meta(OPENREM_RESTORED) or state.get_meta(OPENREM_BEHIND)
+    with source.session("finding the current end") as conn:
+        snapshot = source.snapshot(conn)
+        start, above = source.first_watermark(conn, timing.batch_size)
+        if seen is not None and int(seen) < start:
+            start, above = int(seen), []
+            newer = "the study rows OpenREM imported since it was restored are evaluated by the next run"
+        else:
+            newer = "earlier studies are not notified"
+        history = source.history(conn, start) if not dry_run else []
+    if not dry_run:
+        with state.lock():
+            state.reset(start, now, history, settle.first_seen(above, now=now, snapshot=snapshot))
+    return before, start, newer
+
+
+def check_not_behind(
+    source: OpenremSource, conn: Connection, state: StateStore, watermark: int, *, dry_run: bool
+) -> None:
+    """Refuse to go on once OpenREM has been restored from a backup or replaced; never miss a study.
+
+    New studies there would get pks ctpoller has passed already and would never be read. When
+    OpenREM's newest pk is below the watermark, the newest studies were deleted or OpenREM was
+    restored. A primary's study sequence tells which; elsewhere (a hot standby) ctpoller goes on
+    and watches the pks in between: the first new study among them proves a restore. A proven
+    restore stops every run until ``ctpoller reset``.
+    """
+    restored = state.get_meta(OPENREM_RESTORED)
+    if restored is not None:
+        raise _restored(source, int(restored), watermark)
+    behind = state.get_meta(OPENREM_BEHIND)
+    end = source.max_study_pk(conn)
+    if behind is not None:
+        if source.any_study_between(conn, int(behind), watermark):
+            if not dry_run:
+                state.set_meta({OPENREM_RESTORED: behind})
+            raise _restored(source, int(behind), watermark)
+        if end > watermark:
+            log.info(
+                "OpenREM's new studies get pks above the watermark %d: its newest studies had been deleted", watermark
+            )
+            if not dry_run:
+                state.set_meta({OPENREM_BEHIND: None})
+        return
+    if end >= watermark:
+        return
+    proof = source.sequence_past(conn, watermark)
+    if proof:
+        return  # the newest studies were deleted; new ones still get higher pks
+    if proof is False:
+        if not dry_run:
+            state.set_meta({OPENREM_RESTORED: str(end)})
+        raise _restored(source, end, watermark)
+    log.warning(
+        "OpenREM database %s: its newest study pk %d is below ctpoller's watermark %d: the newest studies were "
+        "deleted, or OpenREM was restored from a backup, which cannot be told here (a hot standby, or a study "
+        "sequence this role may not read); ctpoller goes on and stops for good if a new study gets a pk at or "
+        "below %d",
+        source.where,
+        end,
+        watermark,
+        watermark,
+    )
+    if not dry_run:
+        state.set_meta({OPENREM_BEHIND: str(end)})
+
+
+def _restored(source: OpenremSource, end: int, watermark: int) -> SourceError:
+    return SourceError(
+        f"OpenREM database {source.where}: it was restored from a backup or replaced (its newest study pk went "
+        f"back to {end}, below ctpoller's watermark {watermark}); nothing was read or sent, and every run stops "
+        "here until a person runs 'ctpoller reset --yes' (see README)",
+        temporary=False,
+    )
 
 
 def backfill(
@@ -299,9 +397,9 @@ def backfill(
     store: _Store = state if unwritten is None else unwritten
     try:
         watermark = state.watermark()
-        if watermark is None:
+        if watermark is None:  # as a first run, but what is complete above the start is left to run
             with source.session("finding the current end") as conn:
-                watermark = source.max_study_pk(conn)
+                watermark, _ = source.first_watermark(conn, timing.batch_size)
                 history = source.history(conn, watermark)
             store.initialise(watermark, now, history)
         report.watermark_before = report.watermark_after = watermark

@@ -28,7 +28,9 @@ DECIDED = "decided"
 PENDING = "pending"
 SKIPPED = "skipped"
 GIVEN_UP = "given_up"
-FINAL = (DECIDED, SKIPPED, GIVEN_UP)
+HISTORY = "history"  # complete before ctpoller started (first run, reset): part of an exam, never evaluated
+FINAL = (DECIDED, SKIPPED, GIVEN_UP, HISTORY)
+BELONGS_TO_AN_EXAM = (DECIDED, HISTORY)  # kept once the watermark passes: an exam's other rows
 
 
 @dataclass
@@ -107,6 +109,31 @@ def plan(
             result.waiting.append((head.pk, f"incomplete: {_missing(head)}"))
     result.forget = sorted(pk for pk in known if pk not in seen)
     return result
+
+
+def first_seen(heads: Sequence[StudyHead], *, now: datetime, snapshot: Snapshot) -> list[Tracked]:
+    """How a first run (or a reset) tracks the rows above its start.
+
+    A complete CT row is history: never evaluated (unless OpenREM writes it again, which changes its
+    fingerprint), but the watermark passes it only as it passes any row. A row still being written
+    is pending, exactly as if a later run had seen it first; a row of another modality is skipped.
+    """
+    tracked = []
+    for head in heads:
+        status = SKIPPED if head.other_modality else HISTORY if head.complete else PENDING
+        tracked.append(
+            Tracked(
+                pk=head.pk,
+                uid=head.uid,
+                status=status,
+                fingerprint=head.fingerprint,
+                first_seen_at=now,
+                changed_at=now,
+                first_seen_xmax=snapshot.xmax,
+                decided_at=None if status == PENDING else now,
+            )
+        )
+    return tracked
 
 
 def decide(result: Plan, pks: Sequence[int], now: datetime) -> None:

@@ -293,19 +293,19 @@ class OpenremSource:
         g = self.t(STUDY)
         return int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(g.c.id), 0))).scalar_one())
 
-    def first_watermark(self, conn: Connection, lookback: int) -> int:
-        """Where a first run starts: OpenREM's end, but before imports still being written there.
+    def first_watermark(self, conn: Connection, lookback: int) -> tuple[int, list[StudyHead]]:
+        """Where a first run (or a reset) starts, and the study rows above that point.
 
-        Only the incomplete rows after the newest complete one count: an import that died long ago
-        further back must not pull history into the first run.
+        OpenREM's end, but below every row among the last ``lookback`` study pks that is still being
+        written, also one below a parallel import that has finished already: such a row is tracked
+        from the first run on and evaluated once complete. The rows returned (those above the start)
+        are the caller's to track; the complete ones among them are history.
         """
         end = self.max_study_pk(conn)
-        start = end
-        for head in reversed(self.heads_after(conn, max(end - lookback, 0), lookback)):
-            if head.complete or head.other_modality:
-                break
-            start = head.pk - 1
-        return start
+        heads = self.heads_after(conn, max(end - lookback, 0), lookback)
+        writing = [head.pk for head in heads if not head.complete and not head.other_modality]
+        start = min(writing) - 1 if writing else end
+        return start, [head for head in heads if head.pk > start]
 
     def history(self, conn: Connection, upto: int) -> list[tuple[int, str]]:
         """(pk, Study Instance UID) of the CT study rows among the last ``HISTORY_ROWS`` pks at and below
@@ -328,27 +328,29 @@ class OpenremSource:
         )
         return [(int(pk), text) for pk, uid in found if (text := _text(uid))]  # as heads_after has it
 
-    def check_not_behind(self, conn: Connection, watermark: int) -> None:
-        """Refuse to go on when OpenREM's pks are below the watermark: a restored or another database.
+    def sequence_past(self, conn: Connection, watermark: int) -> bool | None:
+        """Whether OpenREM's study pk sequence proves that new studies get pks above ``watermark``.
 
-        New studies there would get pks ctpoller has passed already and would never be seen. The
-        newest study deleted by hand looks the same, so where the pk sequence can be read it decides.
+        True or False on a primary whose sequence this role may read (a sequence restarted and not yet
+        used proves nothing past its start: False); None where it proves nothing:
+        no readable sequence, or a hot standby, whose copy of a sequence runs ahead of the primary's
+        (PostgreSQL logs sequence values in batches) and so can never tell that a value is taken.
         """
-        end = self.max_study_pk(conn)
-        if end >= watermark:
-            return
-        if self.study_sequence is not None:
-            last = conn.execute(
-                sa.text("SELECT pg_sequence_last_value(CAST(:name AS regclass))"), {"name": self.study_sequence}
-            ).scalar_one_or_none()
-            if last is not None and int(last) >= watermark:
-                return  # the newest studies were deleted; new ones will still get higher pks
-        raise SourceError(
-            f"OpenREM database {self.where}: its newest study pk is {end}, below ctpoller's watermark {watermark}: "
-            "was OpenREM restored from a backup or replaced? Nothing was read or sent; "
-            "if so, run 'ctpoller reset' and then 'ctpoller backfill' (see README)",
-            temporary=False,
-        )
+        if self.study_sequence is None:
+            return None
+        standby, last = conn.execute(
+            sa.text("SELECT pg_is_in_recovery(), pg_sequence_last_value(CAST(:name AS regclass))"),
+            {"name": self.study_sequence},
+        ).one()
+        if standby:
+            return None
+        return last is not None and int(last) >= watermark  # None: not called since it was (re)started
+
+    def any_study_between(self, conn: Connection, low: int, high: int) -> bool:
+        """Whether a study row with ``low < pk <= high`` exists (by the pk index)."""
+        g = self.t(STUDY)
+        query = sa.select(g.c.id).where(g.c.id > low, g.c.id <= high).limit(1)
+        return conn.execute(query).first() is not None
 
     def snapshot(self, conn: Connection) -> Snapshot:
         if not self.supports_snapshot:

@@ -37,6 +37,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
+from ctpoller import settle
 from ctpoller.database import describe, first_line, parse_url
 from ctpoller.errors import ConfigError, LockedError, StateError
 from ctpoller.model import ArchiveRow, Message, MessageStatus, Notification, Tracked
@@ -45,7 +46,12 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 ADVISORY_LOCK_KEY = 0x63_74_70_6F_6C_6C  # "ctpoll"
-HISTORY = "history"  # ctp_study status of a row remembered from before the first run (never evaluated)
+HISTORY = settle.HISTORY  # ctp_study status of a row remembered from before the first run (never evaluated)
+#: ctp_meta keys of what a run found when OpenREM's newest study pk was below the watermark: the
+#: newest pk then, while it is unknown whether studies were deleted or OpenREM was restored (behind),
+#: and once a restore is proven (restored). Only ``reset`` clears them.
+OPENREM_BEHIND = "openrem_behind"
+OPENREM_RESTORED = "openrem_restored"
 
 metadata = sa.MetaData()
 
@@ -341,33 +347,51 @@ class StateStore:
         value = self.get_meta("watermark")
         return int(value) if value is not None else None
 
-    def initialise(self, watermark: int, now: datetime, history: Sequence[tuple[int, str]] = ()) -> bool:
+    def initialise(
+        self,
+        watermark: int,
+        now: datetime,
+        history: Sequence[tuple[int, str]] = (),
+        tracked: Sequence[Tracked] = (),
+    ) -> bool:
         """Set the first watermark unless another run already did. True if this call set it.
 
         ``history``: (pk, Study Instance UID) of study rows at or below it, remembered with the
-        watermark (see ``_remember``).
+        watermark (see ``_remember``); ``tracked``: the rows above it, as ``settle.first_seen`` has them.
         """
         with self._tx("setting the first watermark") as conn:
             exists = conn.execute(sa.select(meta_table.c.value).where(meta_table.c.key == "watermark")).first()
             if exists is not None:
                 return False
             self._remember(conn, history, now)
+            if tracked:
+                conn.execute(sa.insert(study_table), [_tracked_row(t) for t in tracked])
             conn.execute(sa.insert(meta_table).values(key="watermark", value=str(watermark)))
             _put_meta(conn, "initialised_at", iso(now))
             _put_meta(conn, "initial_watermark", str(watermark))
             return True
 
-    def reset(self, watermark: int, now: datetime, history: Sequence[tuple[int, str]] = ()) -> None:
+    def reset(
+        self,
+        watermark: int,
+        now: datetime,
+        history: Sequence[tuple[int, str]] = (),
+        tracked: Sequence[Tracked] = (),
+    ) -> None:
         """Start again at ``watermark``, forgetting which OpenREM pks were seen; keep what was notified.
 
         The ledger is keyed by Study Instance UID, never by pk, so a backfill afterwards notifies
-        only what was not notified before. ``history`` as for ``initialise``.
+        only what was not notified before. ``history`` and ``tracked`` as for ``initialise``. What a
+        run found of a restore is forgotten: the person who resets has dealt with it.
         """
         with self._tx("resetting the watermark") as conn:
             conn.execute(sa.delete(study_table))
             self._remember(conn, history, now)
+            if tracked:
+                conn.execute(sa.insert(study_table), [_tracked_row(t) for t in tracked])
             _put_meta(conn, "watermark", str(watermark))
             _put_meta(conn, "reset_at", iso(now))
+            conn.execute(sa.delete(meta_table).where(meta_table.c.key.in_([OPENREM_BEHIND, OPENREM_RESTORED])))
 
     def _remember(self, conn: Connection, history: Sequence[tuple[int, str]], now: datetime) -> None:
         """Which exam each of these rows below the watermark belongs to, without evaluating them.

@@ -99,6 +99,26 @@ def mail_domain(settings: Settings) -> str:
     return "ctpoller.invalid"
 
 
+def build_source(settings: Settings) -> OpenremSource:
+    return OpenremSource(
+        settings.source_url,
+        password=_secret(settings.source_password),
+        statement_timeout_seconds=settings.statement_timeout_seconds,
+    )
+
+
+def build_state(settings: Settings) -> StateStore:
+    return StateStore(settings.state_url, password=_secret(settings.state_password))
+
+
+def timing(settings: Settings) -> Timing:
+    return Timing(
+        settle=timedelta(seconds=settings.settle_seconds),
+        give_up=timedelta(seconds=settings.give_up_seconds),
+        batch_size=settings.batch_size,
+    )
+
+
 class Components:
     """Everything one command needs, built and checked in a sensible order, disposed at the end."""
 
@@ -114,21 +134,13 @@ class Components:
         # Not checked here: the emails never wait for the archive (a QA share may be away for a while).
         self.archive = XlsxArchive(settings.archive_path) if settings.archive_path else None
         self.mail_domain = mail_domain(settings)
-        self.timing = Timing(
-            settle=timedelta(seconds=settings.settle_seconds),
-            give_up=timedelta(seconds=settings.give_up_seconds),
-            batch_size=settings.batch_size,
-        )
-        self.state = StateStore(settings.state_url, password=_secret(settings.state_password))
+        self.timing = timing(settings)
+        self.state = build_state(settings)
         if dry_run and not self.state.exists():
             # A dry run before the first run: a throwaway store, so that nothing is created.
             self.state.dispose()
             self.state = StateStore("sqlite://")
-        self.source = OpenremSource(
-            settings.source_url,
-            password=_secret(settings.source_password),
-            statement_timeout_seconds=settings.statement_timeout_seconds,
-        )
+        self.source = build_source(settings)
 
     def __enter__(self) -> Components:
         if not self.dry_run or self.state.url.database is None:
