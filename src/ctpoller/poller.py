@@ -19,11 +19,21 @@ from typing import TYPE_CHECKING, Protocol
 
 from ctpoller import settle
 from ctpoller.errors import ConfigError, CtpollerError, NotifyError, SourceError
-from ctpoller.model import ArchiveRow, Exam, Exceedance, Notification, Screened, StudyHead, StudyRow
+from ctpoller.model import (
+    ArchiveRow,
+    Exam,
+    Exceedance,
+    Notification,
+    Screened,
+    Snapshot,
+    StudyHead,
+    StudyRow,
+    Tracked,
+)
 from ctpoller.notify.base import Notifier
 from ctpoller.rules import RuleSet, Screen, evaluate, screen
 from ctpoller.source import OpenremSource
-from ctpoller.state import OPENREM_BEHIND, OPENREM_RESTORED, CycleWrite, NewMessage, StateStore
+from ctpoller.state import LATE_WINDOW, OPENREM_BEHIND, OPENREM_RESTORED, CycleWrite, NewMessage, StateStore
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -217,12 +227,16 @@ def _cycle(
         _first_run(report, source, state, now=now, timing=timing, dry_run=dry_run)
         return
 
-    known = state.tracked_above(watermark)
+    window = _late_window(state)
+    known = state.tracked_above(watermark if window is None else window.floor)
     with source.session("reading new studies") as conn:
         check_not_behind(source, conn, state, watermark, dry_run=dry_run)
         snapshot = source.snapshot(conn)
         report.source_lag_seconds = source.replica_lag_seconds(conn)
-        heads = _all_heads(source, conn, watermark, timing.batch_size)
+        if window is None:
+            heads = _all_heads(source, conn, watermark, timing.batch_size)
+        else:  # and rows the first run could not see yet: committed since, below its watermark
+            heads, known = window.late(_all_heads(source, conn, window.floor, timing.batch_size), known, watermark)
         report.studies_seen = sum(1 for h in heads if h.pk not in known)
         plan = settle.plan(heads, known, now=now, settle=timing.settle, give_up=timing.give_up, snapshot=snapshot)
         for pk, why in plan.abandoned:
@@ -238,7 +252,11 @@ def _cycle(
         watermark, plan, now=now, settle=timing.settle, give_up=timing.give_up, snapshot=snapshot
     )
     # Rows the watermark passes need no tracking unless they belong to an exam (decided).
-    passed = [pk for pk, t in plan.tracked.items() if pk <= new_watermark and t.status not in settle.BELONGS_TO_AN_EXAM]
+    passed = [
+        pk
+        for pk, t in plan.tracked.items()
+        if pk <= new_watermark and t.status in settle.FINAL and t.status not in settle.BELONGS_TO_AN_EXAM
+    ]
     write = CycleWrite(
         upsert=[plan.tracked[pk] for pk in sorted(plan.changed) if pk not in passed],
         forget=sorted(set(plan.forget) | set(passed) | set(gone)),
@@ -251,6 +269,49 @@ def _cycle(
     report.watermark_after = new_watermark
     if not dry_run:
         state.commit_cycle(write, now)
+        below = any(pk <= watermark and t.status not in settle.FINAL for pk, t in plan.tracked.items())
+        if window is not None and not below and window.closed(snapshot, now, timing.give_up):
+            state.set_meta({LATE_WINDOW: None})
+
+
+@dataclass(frozen=True)
+class _LateWindow:
+    """The study pks just below a first run's watermark, watched until every transaction that was
+    running at the first run has ended: a study row such a transaction inserted was invisible then,
+    and is evaluated like any new row once it is committed."""
+
+    floor: int
+    xmax: int
+    started: datetime
+
+    def late(
+        self, heads: list[StudyHead], known: dict[int, Tracked], watermark: int
+    ) -> tuple[list[StudyHead], dict[int, Tracked]]:
+        """The heads and tracking to plan with: above the watermark, and below it what the first run
+        did not know or what is still pending (its remembered history stays as it is)."""
+
+        def wanted(pk: int) -> bool:
+            return pk > watermark or pk not in known or known[pk].status not in settle.FINAL
+
+        return [h for h in heads if wanted(h.pk)], {pk: t for pk, t in known.items() if wanted(pk)}
+
+    def closed(self, snapshot: Snapshot, now: datetime, give_up: timedelta) -> bool:
+        return snapshot.xmin is None or snapshot.xmin >= self.xmax or now - self.started >= give_up
+
+
+def _open_late_window(state: StateStore, start: int, snapshot: Snapshot, *, now: datetime, timing: Timing) -> None:
+    """After a first run or a reset that saw transactions running on OpenREM (see ``_LateWindow``)."""
+    if snapshot.xmin is not None and snapshot.xmax is not None and snapshot.xmin < snapshot.xmax:
+        floor = max(start - timing.batch_size, 0)
+        state.set_meta({LATE_WINDOW: f"{floor} {snapshot.xmax} {now.isoformat()}"})
+
+
+def _late_window(state: StateStore) -> _LateWindow | None:
+    value = state.get_meta(LATE_WINDOW)
+    if not value:
+        return None
+    floor, xmax, started = value.split()
+    return _LateWindow(int(floor), int(xmax), datetime.fromisoformat(started))
 
 
 def _first_run(
@@ -266,6 +327,7 @@ def _first_run(
     report.watermark_after = start
     report.waiting = [(t.pk, "still being written when ctpoller started") for t in tracked if t.status == "pending"]
     if not dry_run and state.initialise(start, now, history, tracked):
+        _open_late_window(state, start, snapshot, now=now, timing=timing)
         log.info(
             "first run: starting after OpenREM study pk %d; history is not notified (see backfill); "
             "%d earlier study rows remembered for reports that continue their exams; "
@@ -299,6 +361,7 @@ def start_over(
     if not dry_run:
         with state.lock():
             state.reset(start, now, history, settle.first_seen(above, now=now, snapshot=snapshot))
+            _open_late_window(state, start, snapshot, now=now, timing=timing)
     return before, start, newer
 
 

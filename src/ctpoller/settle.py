@@ -152,12 +152,18 @@ def advance(
     give_up: timedelta,
     snapshot: Snapshot,
 ) -> int:
-    """The highest pk the watermark may move to: every row up to it is decided and old enough."""
+    """The highest pk the watermark may move to: every row up to it is decided and old enough.
+
+    A row below the watermark (committed late, just after a first run) holds it where it is until
+    that row is decided; it never moves the watermark back.
+    """
     new = watermark
     for pk in sorted(result.tracked):
         t = result.tracked[pk]
         if t.status not in FINAL:
             break
+        if pk <= watermark:
+            continue
         age = now - t.first_seen_at
         if age < settle:
             break

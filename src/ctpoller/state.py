@@ -52,6 +52,7 @@ HISTORY = settle.HISTORY  # ctp_study status of a row remembered from before the
 #: and once a restore is proven (restored). Only ``reset`` clears them.
 OPENREM_BEHIND = "openrem_behind"
 OPENREM_RESTORED = "openrem_restored"
+LATE_WINDOW = "late_window"  # "floor xmax started-at" while the pks below a first run's start are watched
 
 metadata = sa.MetaData()
 
@@ -391,7 +392,8 @@ class StateStore:
                 conn.execute(sa.insert(study_table), [_tracked_row(t) for t in tracked])
             _put_meta(conn, "watermark", str(watermark))
             _put_meta(conn, "reset_at", iso(now))
-            conn.execute(sa.delete(meta_table).where(meta_table.c.key.in_([OPENREM_BEHIND, OPENREM_RESTORED])))
+            forgotten = [OPENREM_BEHIND, OPENREM_RESTORED, LATE_WINDOW]
+            conn.execute(sa.delete(meta_table).where(meta_table.c.key.in_(forgotten)))
 
     def _remember(self, conn: Connection, history: Sequence[tuple[int, str]], now: datetime) -> None:
         """Which exam each of these rows below the watermark belongs to, without evaluating them.

@@ -6,9 +6,11 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 
+import pg
 from ctpoller import poller
 from ctpoller.demo.exams import GE_OPTIMA, GE_PIXELMED, GE_VCT, SIEMENS_FLASH_QA
 from ctpoller.demo.openrem import OpenremImporter
@@ -122,6 +124,28 @@ def test_history_seen_by_the_first_run_is_evaluated_again_only_if_openrem_rewrit
     reports = [harness.cycle(after=SETTLED) for _ in range(3)]
     assert [m.study_uid for r in reports for m in r.messages] == [SIEMENS_FLASH_QA.uid]
     assert reports[-1].watermark_after == 3
+
+
+def test_a_study_row_committed_after_the_first_run_below_its_start_is_not_missed(harness, openrem, inbox, openrem_db):
+    openrem.import_study(GE_OPTIMA)
+    held = psycopg.connect(pg.libpq_url(openrem_db))  # an import whose first INSERT has not committed yet
+    try:
+        late = held.execute(
+            "INSERT INTO remapp_generalstudymoduleattr (accession_hashed) VALUES (false) RETURNING id"
+        ).fetchone()[0]
+        openrem.import_study(SIEMENS_FLASH_QA)  # a parallel import that finished meanwhile
+        first = harness.cycle()
+        assert first.initialised and first.watermark_after == late + 1  # the late row cannot be seen
+        held.commit()
+    finally:
+        held.close()
+    for _ in openrem.import_steps(GE_VCT, pk=late):
+        pass
+    report = settled(harness)
+    assert [m.study_uid for m in report.messages] == [GE_VCT.uid]  # evaluated, not skipped
+    assert len(inbox.messages) == 1
+    assert report.watermark_after == late + 1
+    assert harness.cycle(after=SETTLED).messages == []
 
 
 def test_reset_during_an_import_starts_below_it(harness, openrem, inbox, openrem_db, tmp_path):

@@ -413,9 +413,15 @@ class OpenremImporter:
             pass
         return self._pk()
 
-    def import_steps(self, study: SeedStudy, *, carried_sop_uids: tuple[str, ...] = ()) -> Iterator[str]:
-        """Import ``study`` one autocommitted write per ``next()``; the first inserts the empty study row."""
-        pk = self._insert(STUDY, accession_hashed=False, **_modality_first(study))
+    def import_steps(
+        self, study: SeedStudy, *, carried_sop_uids: tuple[str, ...] = (), pk: int | None = None
+    ) -> Iterator[str]:
+        """Import ``study`` one autocommitted write per ``next()``; the first inserts the empty study row.
+
+        ``pk``: the empty study row was inserted already (by a transaction that committed late).
+        """
+        if pk is None:
+            pk = self._insert(STUDY, accession_hashed=False, **_modality_first(study))
         self.last_study_pk = pk
         yield f"INSERT remapp_generalstudymoduleattr {pk} (empty)"
 
