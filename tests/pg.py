@@ -33,7 +33,8 @@ from sqlalchemy.pool import NullPool
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SUBSET_SQL = REPO_ROOT / "sql" / "openrem_subset.sql"
-SHARED_OPENREM = REPO_ROOT.parent / "shared" / "openrem"
+#: OpenREM's real CT schema and the rows its own importers wrote for its CT test files (tests/data/openrem).
+OPENREM_DATA = REPO_ROOT / "tests" / "data" / "openrem"
 
 URL_VARIABLE = "CTPOLLER_TEST_DATABASE_URL"
 REQUIRE_VARIABLE = "CTPOLLER_REQUIRE_POSTGRES"

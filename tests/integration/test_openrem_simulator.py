@@ -1,4 +1,4 @@
-"""The OpenREM schema subset and import simulator are faithful to OpenREM 1.0 (see ../shared/openrem)."""
+"""The OpenREM schema subset and import simulator are faithful to OpenREM 1.0 (see tests/data/openrem)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from ctpoller.demo.exams import (
 from ctpoller.demo.openrem import OpenremImporter
 
 SUBSET_TABLES = sorted(openrem.METADATA.tables)
-SHARED_SCHEMA = pg.SHARED_OPENREM / "schema_ct.sql"
+OPENREM_SCHEMA = pg.OPENREM_DATA / "schema_ct.sql"
 
 postgres = pytest.mark.postgres
 
@@ -95,13 +95,9 @@ def _count(conn: Any, table: str, where: str = "true", **params: Any) -> int:
 def test_subset_sql_has_the_same_columns_types_and_nullability_as_openrem(
     openrem_db: str, pg_server: pg.PgServer
 ) -> None:
-    if not SHARED_SCHEMA.is_file():
-        if pg.postgres_required():
-            pytest.fail(f"{SHARED_SCHEMA} is missing: CI must compare against OpenREM's real schema")
-        pytest.skip(f"{SHARED_SCHEMA} is not here to compare with")
     with pg.throwaway_database(pg_server, "ctp_ref_") as reference:
         with psycopg.connect(pg.libpq_url(reference), autocommit=True) as conn:
-            conn.execute(SHARED_SCHEMA.read_text(encoding="utf-8"))  # type: ignore[arg-type]
+            conn.execute(OPENREM_SCHEMA.read_text(encoding="utf-8"))  # type: ignore[arg-type]
         expected = _columns(reference)
         expected_indexes, expected_fks = _indexes_and_foreign_keys(reference)
     assert len({row[0] for row in expected}) == len(SUBSET_TABLES)

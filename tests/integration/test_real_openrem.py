@@ -1,4 +1,4 @@
-"""ctpoller against the rows OpenREM's own importers wrote for its CT test files (../shared/openrem)."""
+"""ctpoller against the rows OpenREM's own importers wrote for its CT test files (tests/data/openrem)."""
 
 from __future__ import annotations
 
@@ -29,11 +29,7 @@ CONTINUED = "1.3.6.1.4.1.5962.99.1.64928122.996247427.1524778350970.5.0"
 
 @pytest.fixture
 def real_openrem(pg_server):
-    schema, data = pg.SHARED_OPENREM / "schema_ct.sql", pg.SHARED_OPENREM / "data_ct_testfiles.sql"
-    if not data.exists():
-        if pg.postgres_required():
-            pytest.fail(f"{data} is missing: CI runs with ../shared beside the clone", pytrace=False)
-        pytest.skip(f"{data} is not here (it lives in ../shared/openrem beside the repository)")
+    schema, data = pg.OPENREM_DATA / "schema_ct.sql", pg.OPENREM_DATA / "data_ct_testfiles.sql"
     with pg.throwaway_database(pg_server, "ctp_real_") as url:
         pg.run_sql_file(url, schema)
         pg.run_sql_file(url, data)
