@@ -3,7 +3,8 @@
 Exit codes (also in the README and ``ctpoller --help``):
 
   0   success (finding exceedances is success)
-  1   permanent failure: a person must act (schema mismatch, a notification refused with 5xx, ...)
+  1   permanent failure: a person must act (schema mismatch, a notification refused with 5xx in this
+      run, an archive directory that is missing or not writable, ...)
   2   configuration error: settings, rules file or command line; nothing was done
   3   another ctpoller run holds the lock; this run did nothing
   75  temporary failure: database or mail server unreachable, timeout; retried by the next run
@@ -157,6 +158,13 @@ def build_parser() -> argparse.ArgumentParser:
     reset = command("reset", cmd_reset, cmd_reset.__doc__ or "")
     reset.add_argument("--yes", action="store_true", help="really do it (without it, only say what would happen)")
     command("status", cmd_status, cmd_status.__doc__ or "")
+    retry = command("retry", cmd_retry, cmd_retry.__doc__ or "")
+    retry.add_argument("ids", nargs="*", metavar="ID", help="a failed notification's id (see status) or Message-ID")
+    retry.add_argument("--all", action="store_true", help="every failed notification")
+    dismiss = command("dismiss", cmd_dismiss, cmd_dismiss.__doc__ or "")
+    dismiss.add_argument("ids", nargs="*", metavar="ID", help="a failed notification's id (see status) or Message-ID")
+    dismiss.add_argument("--all", action="store_true", help="every failed notification")
+    dismiss.add_argument("--reason", metavar="TEXT", help="why it is not sent (kept in the archive); required")
 
     demo = command("demo", cmd_demo, cmd_demo.__doc__ or "")
     demo.add_argument(
@@ -292,19 +300,23 @@ def cmd_backfill(args: argparse.Namespace) -> int:
             timing=c.timing,
             mail_domain=c.mail_domain,
         )
+        if args.no_email and not args.dry_run:  # a backfill that sends warns like one that does
+            poller.warn_failed(c.state, report)
     return finish(report, "backfill dry run" if args.dry_run else "backfill", dry_run=args.dry_run)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    """Check settings, rules, the OpenREM tables and columns, the state store and the mail server.
+    """Check settings, rules, the OpenREM tables, columns and grants, the state store, mail and archive.
 
-    Prints one line per check; exits non-zero if any failed. Sends nothing.
+    Prints one line per check saying what was proven, or PROBLEM and what to fix; exits with the
+    code a run would meet (2 settings, 1 a person must act, 75 temporary). Sends nothing and
+    creates nothing: no state store, lock, archive or outbox file.
     """
     from ctpoller.wiring import run_checks
 
     settings = _settings(args)
     worst = EXIT_OK
-    for ok, line, error in run_checks(settings):
+    for ok, line, error in run_checks(settings, args.env_file):
         print(f"{'ok     ' if ok else 'PROBLEM'} {line}")
         if error is not None:
             worst = max(worst, exit_code(error), key=_severity)
@@ -356,6 +368,45 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_retry(args: argparse.Namespace) -> int:
+    """Send failed notifications again: those named by ID (or Message-ID), or --all of them.
+
+    A notification the mail server refused permanently (5xx) stays failed, and every run warns
+    about it, until a person retries or dismisses it. retry queues it again with the same
+    Message-ID and delivers at once, holding the run lock, like a run's delivery step (so each is
+    sent once); it stays queued if the mail server is away. A dismissed one may be retried by ID.
+    Without ID and --all: lists the failed notifications and changes nothing.
+    """
+    from ctpoller.wiring import retry_failed
+
+    settings = _settings(args)
+    report = retry_failed(settings, args.ids, everything=args.all, now=_now(), out=print)
+    return EXIT_OK if report is None else _outbox_finish(report, "retry")
+
+
+def cmd_dismiss(args: argparse.Namespace) -> int:
+    """Stop warning about failed notifications a person has dealt with otherwise: --reason is required.
+
+    They are marked dismissed and stay in the archive with the reason; 'ctpoller retry ID' can
+    still send one. Without ID and --all: lists the failed notifications and changes nothing.
+    """
+    from ctpoller.wiring import dismiss_failed
+
+    settings = _settings(args)
+    report = dismiss_failed(settings, args.ids, everything=args.all, reason=args.reason, now=_now(), out=print)
+    return EXIT_OK if report is None else _outbox_finish(report, "dismiss")
+
+
+def _outbox_finish(report: object, what: str) -> int:
+    from ctpoller.poller import Report
+
+    assert isinstance(report, Report)
+    detail = f"{report.sent} emails sent, {len(report.failed)} refused again, {len(report.deferred)} deferred, "
+    log.info("%s: %s%d failed waiting", what, detail if what == "retry" else "", report.failed_waiting)
+    problem = report.problem()
+    return EXIT_OK if problem is None else exit_code(problem)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run ctpoller end to end on a built-in OpenREM-shaped SQLite database. No server needed.
 
@@ -387,11 +438,8 @@ def finish(report: object, what: str, *, dry_run: bool) -> int:
     if dry_run:
         print_dry_run(report)
     log.info("%s", report.summary(what))
-    if report.failed or report.settings_problem:
-        return EXIT_PERMANENT
-    if report.deferred or report.archive_error:
-        return EXIT_TEMPORARY
-    return EXIT_OK
+    problem = report.problem()
+    return EXIT_OK if problem is None else exit_code(problem)
 
 
 def print_dry_run(report: object) -> None:

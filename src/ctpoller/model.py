@@ -305,7 +305,7 @@ class Notification:
         return METRIC_LABELS.get(self.metric, self.metric)
 
 
-MessageStatus = Literal["pending", "sending", "sent", "failed", "not_sent"]
+MessageStatus = Literal["pending", "sending", "sent", "failed", "dismissed", "not_sent"]
 
 
 @dataclass(frozen=True)

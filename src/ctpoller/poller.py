@@ -23,6 +23,7 @@ from ctpoller.model import (
     ArchiveRow,
     Exam,
     Exceedance,
+    Message,
     Notification,
     Screened,
     Snapshot,
@@ -132,15 +133,28 @@ class Report:
     failed: list[str] = field(default_factory=list)
     archive_rows: int | None = None
     archive_error: str | None = None
+    archive_needs_a_person: bool = False  # the archive directory is missing or not writable
     source_lag_seconds: float | None = None
     settings_problem: bool = False  # delivery stopped on the mail settings: a person must act
+    failed_waiting: int = 0  # failed messages in the outbox, this run's and older, not retried nor dismissed
 
     def problem(self) -> CtpollerError | None:
-        """What went wrong in a run that otherwise completed, as an error (for the record)."""
+        """What went wrong in a run that otherwise completed, as an error (for the record and the
+        exit code): what needs a person (exit 1) before what the next run retries (exit 75).
+
+        Messages that failed in an earlier run are no problem of this run (it exits 0); every run
+        warns about them until a person retries or dismisses them.
+        """
         if self.failed:
-            return NotifyError(f"{len(self.failed)} notification(s) refused permanently", permanent=True)
+            return NotifyError(
+                f"{len(self.failed)} notification(s) refused permanently: see 'ctpoller status', then "
+                "'ctpoller retry' or 'ctpoller dismiss'",
+                permanent=True,
+            )
         if self.settings_problem:
             return NotifyError("delivery stopped: the mail settings need attention", permanent=False, scope="settings")
+        if self.archive_error and self.archive_needs_a_person:
+            return NotifyError(self.archive_error, permanent=False, scope="settings")
         if self.deferred:
             return NotifyError(f"{len(self.deferred)} notification(s) deferred to the next run", permanent=False)
         if self.archive_error:
@@ -168,7 +182,11 @@ class Report:
             parts.append(f"{len(self.deferred)} deferred")
         if self.failed:
             parts.append(f"{len(self.failed)} failed")
-        state = "ok" if not (self.deferred or self.failed or self.archive_error) else "with problems"
+        if self.failed_waiting:
+            parts.append(f"{self.failed_waiting} failed waiting for retry or dismiss")
+        if self.archive_error:
+            parts.append("archive not written")
+        state = "ok" if self.problem() is None else "with problems"
         return f"{what} {state}: " + ", ".join(parts) + f", {moved}"
 
 
@@ -533,8 +551,15 @@ def deliver(state: StateStore, notifier: Notifier | None, report: Report, *, now
 
     A failure that concerns one message (a refused recipient, a 4xx to DATA) is recorded and the
     next message is tried; a failure of the server or of the mail settings stops delivery for this
-    run, leaving the rest queued.
+    run, leaving the rest queued. Then, while failed messages wait for a person, a warning.
     """
+    try:
+        _deliver(state, notifier, report, now=now)
+    finally:
+        warn_failed(state, report)
+
+
+def _deliver(state: StateStore, notifier: Notifier | None, report: Report, *, now: datetime) -> None:
     released = state.release_stale_claims(now)
     if released:
         log.warning(
@@ -561,7 +586,9 @@ def deliver(state: StateStore, notifier: Notifier | None, report: Report, *, now
                 if e.permanent:
                     report.failed.append(message.message_id)
                     log.error(
-                        "notification %s (%d exceedances) failed and will not be retried: %s",
+                        "notification %d %s (%d exceedances) failed and is not retried until a person runs "
+                        "'ctpoller retry' (or 'ctpoller dismiss'): %s",
+                        message.id,
                         message.message_id,
                         len(message.notifications),
                         e,
@@ -581,6 +608,34 @@ def deliver(state: StateStore, notifier: Notifier | None, report: Report, *, now
         notifier.close()
 
 
+def warn_failed(state: StateStore, report: Report) -> None:
+    """One WARNING line while failed messages wait for a person: every run says so until they are
+    retried or dismissed. Never fails the run over it (the state store may be what failed)."""
+    try:
+        failed = state.messages_with_status("failed")
+    except CtpollerError:
+        return
+    report.failed_waiting = len(failed)
+    if not failed:
+        return
+    shown = "; ".join(f"{failed_line(m)}" for m in failed[:5])
+    more = f"; and {len(failed) - 5} more (see 'ctpoller status')" if len(failed) > 5 else ""
+    log.warning(
+        "%d notifications failed permanently and wait for 'ctpoller retry' or 'ctpoller dismiss': %s%s",
+        len(failed),
+        shown,
+        more,
+    )
+
+
+def failed_line(message: Message) -> str:
+    """A failed message in a few words: its id, study date and why (no patient data)."""
+    dates = sorted({n.study_date.isoformat() for n in message.notifications if n.study_date})
+    when = dates[0] if dates else "unknown"
+    error = (message.last_error or "no error recorded").splitlines()[0][:200]
+    return f"id {message.id} (study date {when}, {message.attempts} attempts): {error}"
+
+
 def write_archive(state: StateStore, archive: Archive | None, report: Report) -> None:
     """Rebuild the QA archive from the state store when anything in it changed."""
     if archive is None or (archive.exists() and not state.archive_due()):
@@ -590,7 +645,8 @@ def write_archive(state: StateStore, archive: Archive | None, report: Report) ->
         report.archive_rows = archive.write(state.archive_rows())
     except NotifyError as e:
         report.archive_error = str(e)
-        log.error("%s", e)
+        report.archive_needs_a_person = not e.temporary
+        log.error("%s (nothing is lost: the next run that can write the archive rebuilds it)", e)
         return
     state.archive_written(generation)
 

@@ -8,7 +8,6 @@ Every error names the variable to fix. Secrets are ``SecretStr`` and never print
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -29,11 +28,9 @@ def default_state_url() -> str:
     Never the working directory: runs started from different places must share one store.
     """
     directory = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
-    if not directory:
+    if not directory:  # created (0700) by the first command that writes the store, never by loading settings
         base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
         directory = str(Path(base) / "ctpoller")
-        with contextlib.suppress(OSError):
-            Path(directory).mkdir(parents=True, exist_ok=True, mode=0o700)
     return f"sqlite:///{Path(directory).resolve() / DEFAULT_STATE_FILE}"
 
 

@@ -825,6 +825,26 @@ class OpenremSource:
             )
         )
 
+    def missing_privileges(self) -> list[str]:
+        """For ``check``: every ``table.column`` a run reads that this role may not SELECT.
+
+        The catalogue lists tables whatever the grants, so ``connect`` cannot tell; this asks the
+        grants themselves (table or column privilege), in one query, for the required tables and
+        for the standard-name tables when they are there (a run reads them then). [] for SQLite.
+        """
+        if self.is_sqlite:
+            return []
+        self.connect()
+        wanted = {**REQUIRED, **(OPTIONAL if self.has_standard_names else {})}
+        pairs = [(table, column) for table, columns in wanted.items() for column in columns]
+        query = sa.text(
+            "SELECT w.t, w.c FROM unnest(CAST(:tables AS text[]), CAST(:columns AS text[])) "
+            "WITH ORDINALITY AS w(t, c, n) WHERE NOT has_column_privilege(w.t, w.c, 'SELECT') ORDER BY w.n"
+        )
+        with self.session("checking this role's privileges") as conn:
+            rows = conn.execute(query, {"tables": [t for t, _ in pairs], "columns": [c for _, c in pairs]})
+            return [f"{table}.{column}" for table, column in rows]
+
 
 def event_key(
     uid: str | None,

@@ -24,6 +24,7 @@ import fcntl
 import json
 import logging
 import os
+import sqlite3
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -174,17 +175,25 @@ def state_url(url: str, password: str | None) -> URL:
 class StateStore:
     """The state store. Create it, call ``ensure_schema``, hold ``lock()`` for a run."""
 
-    def __init__(self, url: str, *, password: str | None = None, durable: bool = True) -> None:
-        """``durable=False``: a throwaway SQLite store (no journal, no fsync), for a dry run's scratch."""
+    def __init__(
+        self, url: str, *, password: str | None = None, durable: bool = True, create_directory: bool = False
+    ) -> None:
+        """``durable=False``: a throwaway SQLite store (no journal, no fsync), for a dry run's scratch.
+
+        ``create_directory``: a SQLite file's directory may be missing; ``ensure_schema`` creates it
+        (owner-only). For the default location only: a directory named by the user must exist.
+        """
         self.url = state_url(url, password)
         self.where = describe(self.url)
         self.is_sqlite = self.url.drivername.startswith("sqlite")
         connect_args: dict[str, Any] = {}
+        self._directory: Path | None = None
         if self.is_sqlite:
             connect_args = {"timeout": 10}
             if self.url.database:
                 path = Path(self.url.database)
-                if not path.parent.is_dir():
+                self._directory = path.parent if create_directory and not path.parent.exists() else None
+                if not path.parent.is_dir() and self._directory is None:
                     raise ConfigError(f"CTPOLLER_STATE_URL: directory {path.parent} does not exist")
                 if path.is_dir():
                     raise ConfigError(f"CTPOLLER_STATE_URL: {path} is a directory, not a database file")
@@ -204,14 +213,64 @@ class StateStore:
         self.engine.dispose()
 
     def exists(self) -> bool:
-        """Whether this store was ever set up (without creating anything, not even a SQLite file)."""
-        if self.is_sqlite and (not self.url.database or not Path(self.url.database).exists()):
-            return False
+        """Whether this store was ever set up, without creating or changing anything.
+
+        A SQLite file is looked at with a plain connection (not the store's, which would switch the
+        file to WAL): a file that is not a ctpoller store is left exactly as it was.
+        """
+        if self.is_sqlite:
+            if not self.url.database or not Path(self.url.database).exists():
+                return False
+            try:
+                uri = f"file:{Path(self.url.database).resolve()}?mode=rw"
+                with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=10)) as plain:
+                    found = plain.execute(
+                        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (meta_table.name,)
+                    ).fetchone()
+                return found is not None
+            except sqlite3.Error as e:
+                raise StateError(f"state store {self.where}: opening the store failed: {e}", temporary=True) from e
         try:
             with self.engine.connect() as conn:
                 return bool(sa.inspect(conn).has_table(meta_table.name))
         except DBAPIError as e:
             raise self._failed("opening the store", e, temporary=True) from e
+
+    def access_problem(self) -> str | None:
+        """For ``check``: why this user could not run with this store, or None (reads only).
+
+        SQLite: the directory must take the lock file and the journal, and an existing file must be
+        writable. PostgreSQL: the role must be allowed to create the tables (a new store) or to
+        read and write them (an existing one).
+        """
+        if self.is_sqlite:
+            if not self.url.database:
+                return None
+            path = Path(self.url.database)
+            directory = path.parent
+            while self._directory is not None and not directory.exists() and directory != directory.parent:
+                directory = directory.parent  # the first run creates the rest
+            if not os.access(directory, os.W_OK | os.X_OK):
+                return f"directory {directory} is not writable by this user"
+            if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+                return f"{path} is not readable and writable by this user"
+            return None
+        tables = [t.name for t in metadata.sorted_tables]
+        try:
+            with self.engine.connect() as conn:
+                if not self.exists():
+                    may = conn.execute(sa.text("SELECT has_schema_privilege(current_schema(), 'CREATE')")).scalar()
+                    return None if may else "this role may not create tables in its schema"
+                missing = [
+                    name
+                    for name in tables
+                    if not conn.execute(
+                        sa.text("SELECT has_table_privilege(:t, 'SELECT, INSERT, UPDATE, DELETE')"), {"t": name}
+                    ).scalar()
+                ]
+        except DBAPIError as e:
+            raise self._failed("reading its privileges", e, temporary=True) from e
+        return f"this role may not read and write {', '.join(missing)}" if missing else None
 
     # -- plumbing ---------------------------------------------------------------------------------
 
@@ -257,6 +316,13 @@ class StateStore:
             self._ensure_schema()
 
     def _ensure_schema(self) -> None:
+        if self._directory is not None:
+            try:
+                self._directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            except OSError as e:
+                raise StateError(
+                    f"cannot create the state directory {self._directory}: {e.strerror}", temporary=False
+                ) from e
         with self._tx("creating the schema") as conn:
             metadata.create_all(conn)
             version = conn.execute(
@@ -632,6 +698,64 @@ class StateStore:
         with self._tx("counting the outbox") as conn:
             rows = conn.execute(sa.select(message_table.c.status, sa.func.count()).group_by(message_table.c.status))
             return {status: count for status, count in rows}
+
+    def messages_with_status(self, status: MessageStatus) -> list[Message]:
+        """Every message with this status, oldest first (``failed``: what waits for a person)."""
+        with self._tx("reading the outbox") as conn:
+            rows = conn.execute(
+                sa.select(message_table).where(message_table.c.status == status).order_by(message_table.c.id)
+            ).all()
+            return [self._message(conn, row) for row in rows]
+
+    def find_message(self, key: str) -> Message | None:
+        """A message by the id ``status`` shows, or by its Message-ID (with or without the <>)."""
+        key = key.strip()
+        if key.isdigit():
+            condition = message_table.c.id == int(key)
+        else:
+            condition = message_table.c.message_id == (key if key.startswith("<") else f"<{key}>")
+        with self._tx("reading the outbox") as conn:
+            row = conn.execute(sa.select(message_table).where(condition)).first()
+            return self._message(conn, row) if row is not None else None
+
+    def requeue(self, ids: Sequence[int], now: datetime) -> int:
+        """Failed (or dismissed) messages -> pending, compare-and-set; the next delivery sends them.
+
+        They keep their Message-ID, their attempts and their last error (history until one is sent).
+        """
+        if not ids:
+            return 0
+        with self._tx("queueing messages again") as conn:
+            done = conn.execute(
+                sa.update(message_table)
+                .where(message_table.c.id.in_(list(ids)), message_table.c.status.in_(("failed", "dismissed")))
+                .values(status="pending", claimed_by=None, claimed_at=None)
+            )
+            _bump(conn, "archive_generation")
+            return int(done.rowcount or 0)
+
+    def dismiss(self, ids: Sequence[int], reason: str, now: datetime) -> int:
+        """Failed messages -> dismissed: a person decided not to send them. The reason is kept,
+        with the refusal, in ``last_error`` (the archive's Error column)."""
+        count = 0
+        with self._tx("dismissing messages") as conn:
+            rows = conn.execute(
+                sa.select(message_table.c.id, message_table.c.last_error).where(
+                    message_table.c.id.in_(list(ids)), message_table.c.status == "failed"
+                )
+            ).all()
+            for row in rows:
+                note = f"dismissed {now.astimezone(UTC):%Y-%m-%d %H:%M} UTC: {reason}"
+                if row.last_error:
+                    note += f" (refused: {row.last_error})"
+                done = conn.execute(
+                    sa.update(message_table)
+                    .where(message_table.c.id == row.id, message_table.c.status == "failed")
+                    .values(status="dismissed", last_error=note[:2000])
+                )
+                count += int(done.rowcount or 0)
+            _bump(conn, "archive_generation")
+        return count
 
     def archive_rows(self) -> Iterator[ArchiveRow]:
         """Every notification ever recorded, oldest first, streamed."""

@@ -5,19 +5,19 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 
-from ctpoller.errors import ConfigError, CtpollerError
-from ctpoller.model import ArchiveRow, Tracked
+from ctpoller.errors import ConfigError, CtpollerError, NotifyError, SourceError, StateError
+from ctpoller.model import ArchiveRow, Message, Tracked
 from ctpoller.notify.base import Notifier
-from ctpoller.poller import Timing
+from ctpoller.poller import Report, Timing, deliver, failed_line, warn_failed, write_archive
 from ctpoller.rules import RuleSet, parse_rules
 from ctpoller.settings import Settings
 from ctpoller.source import OpenremSource
-from ctpoller.state import StateStore
+from ctpoller.state import LATE_WINDOW, OPENREM_BEHIND, OPENREM_RESTORED, StateStore
 
 
 def load_rules(settings: Settings) -> RuleSet:
@@ -83,14 +83,33 @@ class XlsxArchive:
         return self.path.exists()
 
 
-def check_archive_path(path: Path) -> None:
-    """For ``check``: ConfigError unless ``path`` can be the archive file (a file in a directory that exists)."""
+def check_archive_path(path: Path) -> str:
+    """For ``check``: what was proven about the archive path, or the error a run would meet.
+
+    A path that cannot be a file is a setting to fix (ConfigError, exit 2); a directory that is
+    missing or that this user may not write into needs a person (exit 1), as in a run. The file
+    itself is replaced by a rename, so only the directory must be writable.
+    """
     if path.is_dir():
         raise ConfigError(f"CTPOLLER_ARCHIVE_PATH: {path} is a directory; give the path of the .xlsx file")
     if path.exists() and not path.is_file():
         raise ConfigError(f"CTPOLLER_ARCHIVE_PATH: {path} is not a regular file")
-    if not path.parent.is_dir():
-        raise ConfigError(f"CTPOLLER_ARCHIVE_PATH: directory {path.parent} does not exist")
+    directory = path.parent
+    if not directory.is_dir():
+        raise NotifyError(
+            f"cannot write the archive {path}: directory {directory} does not exist: check CTPOLLER_ARCHIVE_PATH",
+            permanent=False,
+            scope="settings",
+        )
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise NotifyError(
+            f"cannot write the archive {path}: directory {directory} is not writable by this user: "
+            "check CTPOLLER_ARCHIVE_PATH",
+            permanent=False,
+            scope="settings",
+        )
+    state = "replaced by each run that changes it" if path.exists() else "not written yet"
+    return f"archive {path}: directory {directory} exists and this user may write there ({state})"
 
 
 def mail_domain(settings: Settings) -> str:
@@ -108,7 +127,8 @@ def build_source(settings: Settings) -> OpenremSource:
 
 
 def build_state(settings: Settings) -> StateStore:
-    return StateStore(settings.state_url, password=_secret(settings.state_password))
+    default = "state_url" not in settings.model_fields_set
+    return StateStore(settings.state_url, password=_secret(settings.state_password), create_directory=default)
 
 
 def timing(settings: Settings) -> Timing:
@@ -195,7 +215,7 @@ def record_run(state: StateStore, now: datetime, error: CtpollerError | None) ->
 def record_failure(settings: Settings, now: datetime, error: CtpollerError) -> dict[str, float | int | None]:
     """``record_run`` for a run that failed before its parts were built (or after they were closed)."""
     try:
-        state = StateStore(settings.state_url, password=_secret(settings.state_password))
+        state = build_state(settings)
     except CtpollerError:
         return {}
     try:
@@ -209,15 +229,85 @@ def _secret(value: object) -> str | None:
     return getter() if getter is not None else None
 
 
-def run_checks(settings: Settings) -> Iterator[tuple[bool, str, CtpollerError | None]]:
-    """Each check as (passed, one line, the error if it failed)."""
-    yield True, "settings: loaded", None
-    try:
-        rules = load_rules(settings)
-        yield True, f"rules file {settings.rules_file}: {len(rules.rules)} rules", None
-    except CtpollerError as e:
-        rules = None
-        yield False, str(e), e
+Check = tuple[bool, str, CtpollerError | None]
+
+
+def settings_file(env_file: str | None) -> Path | None:
+    """The settings file ``load_settings`` reads: ``--env-file``, ``CTPOLLER_ENV_FILE``, else ./.env if any."""
+    explicit = env_file or os.environ.get("CTPOLLER_ENV_FILE")
+    if explicit:
+        return Path(explicit)
+    return Path(".env") if Path(".env").is_file() else None
+
+
+def _settings_checks(settings: Settings, env_file: str | None) -> Iterator[Check]:
+    """Where the settings came from, and every required one that is missing (each its own line)."""
+    from dotenv import dotenv_values
+
+    def counted(values: dict[str, str | None]) -> int:
+        return sum(
+            1 for k, v in values.items() if k.upper().startswith("CTPOLLER_") and k.upper() != "CTPOLLER_ENV_FILE" and v
+        )
+
+    problems: list[ConfigError] = []
+    path = settings_file(env_file)
+    in_environment = counted(dict(os.environ))
+    where = f"{in_environment} CTPOLLER_ variables from the environment"
+    if path is not None:
+        in_file = counted(dotenv_values(path, encoding="utf-8"))
+        if in_file == 0:
+            problems.append(ConfigError(f"settings file {path} sets nothing (no CTPOLLER_ variable with a value)"))
+        where = f"{in_file} CTPOLLER_ variables from {path}, {where}"
+    if settings.source_url is None:
+        problems.append(
+            ConfigError(
+                "CTPOLLER_SOURCE_URL is not set: give the OpenREM database, e.g. postgresql://ctpoller@db/openrem"
+            )
+        )
+    if settings.rules_file is None:
+        problems.append(ConfigError("CTPOLLER_RULES_FILE is not set: give the rules file (see examples/rules.toml)"))
+    if settings.smtp_host is None and settings.outbox_dir is None:
+        problems.append(ConfigError("no delivery configured: set CTPOLLER_SMTP_HOST (or CTPOLLER_OUTBOX_DIR)"))
+    elif settings.outbox_dir is None and settings.mail_from is None:
+        problems.append(ConfigError("CTPOLLER_MAIL_FROM is not set: the sender address is required with SMTP"))
+    for problem in problems:
+        yield False, str(problem), problem
+    if not problems:
+        smtp = "CTPOLLER_SMTP_HOST, CTPOLLER_MAIL_FROM"
+        delivery = "CTPOLLER_OUTBOX_DIR" if settings.outbox_dir is not None else smtp
+        yield True, f"settings: {where}; CTPOLLER_SOURCE_URL, CTPOLLER_RULES_FILE and {delivery} are set", None
+
+
+def run_checks(settings: Settings, env_file: str | None = None) -> Iterator[Check]:
+    """Each check as (passed, one line saying what was proven, the error if it failed). Writes nothing:
+    no state store, lock, archive or outbox file is created, nothing is sent."""
+    yield from _settings_checks(settings, env_file)
+    rules: RuleSet | None = None
+    if settings.rules_file is not None:
+        try:
+            rules = load_rules(settings)
+            yield True, f"rules file {settings.rules_file}: {len(rules.rules)} rules, each with recipients", None
+        except CtpollerError as e:
+            yield False, str(e), e
+    if settings.source_url is not None:
+        yield from _source_checks(settings, rules)
+    yield from _state_checks(settings)
+    if settings.outbox_dir is not None or (settings.smtp_host is not None and settings.mail_from is not None):
+        try:
+            notifier = build_notifier(settings)
+            checker = getattr(notifier, "check", None)
+            detail = checker() if checker is not None else f"{getattr(notifier, 'name', 'delivery')} ready"
+            yield True, str(detail), None
+        except CtpollerError as e:
+            yield False, str(e), e
+    if settings.archive_path is not None:
+        try:
+            yield True, check_archive_path(settings.archive_path), None
+        except CtpollerError as e:
+            yield False, str(e), e
+
+
+def _source_checks(settings: Settings, rules: RuleSet | None) -> Iterator[Check]:
     source: OpenremSource | None = None
     try:
         source = OpenremSource(
@@ -226,8 +316,19 @@ def run_checks(settings: Settings) -> Iterator[tuple[bool, str, CtpollerError | 
             statement_timeout_seconds=settings.statement_timeout_seconds,
         )
         source.connect()
-        extra = "" if source.has_standard_names else " (no standard-name tables: standard_name never matches)"
-        yield True, f"OpenREM database {source.where}: every needed table and column is there{extra}", None
+        missing = source.missing_privileges()
+        if missing:
+            more = f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""
+            e1 = SourceError(
+                f"OpenREM database {source.where}: this role may not SELECT {', '.join(missing[:5])}{more}, "
+                "which every run reads: grant them (see sql/readonly_role.sql)",
+                temporary=False,
+            )
+            yield False, str(e1), e1
+        else:
+            extra = "" if source.has_standard_names else " (no standard-name tables: standard_name never matches)"
+            proven = "is there" if source.is_sqlite else "is there and this role may SELECT it"
+            yield True, f"OpenREM database {source.where}: every table and column a run reads {proven}{extra}", None
         if rules is not None and rules.uses_standard_names and not source.has_standard_names:
             e2 = ConfigError("the rules use standard_name but the OpenREM database has no standard-name tables")
             yield False, str(e2), e2
@@ -236,40 +337,34 @@ def run_checks(settings: Settings) -> Iterator[tuple[bool, str, CtpollerError | 
     finally:
         if source is not None:
             source.dispose()
+
+
+def _state_checks(settings: Settings) -> Iterator[Check]:
     state: StateStore | None = None
     try:
-        state = StateStore(settings.state_url, password=_secret(settings.state_password))
-        state.ensure_schema()
-        watermark = state.watermark()
-        where = "not started yet" if watermark is None else f"watermark at OpenREM study pk {watermark}"
-        yield True, f"state store {state.where}: {where}", None
+        state = build_state(settings)
+        problem = state.access_problem()
+        if problem is not None:
+            e1 = StateError(f"state store {state.where}: {problem} (CTPOLLER_STATE_URL)", temporary=False)
+            yield False, str(e1), e1
+        elif not state.exists():
+            yield True, f"state store {state.where}: not created yet (the first run creates it; this user may)", None
+        else:
+            watermark = state.watermark()
+            where = "not started yet" if watermark is None else f"watermark at OpenREM study pk {watermark}"
+            failed = state.outbox_counts().get("failed", 0)
+            waiting = f"; {failed} failed notifications wait for 'ctpoller retry' or 'dismiss'" if failed else ""
+            yield True, f"state store {state.where}: readable and writable by this user, {where}{waiting}", None
     except CtpollerError as e:
         yield False, str(e), e
     finally:
         if state is not None:
             state.dispose()
-    try:
-        notifier = build_notifier(settings)
-        if notifier is None:
-            e3 = ConfigError("no delivery configured: set CTPOLLER_SMTP_HOST (or CTPOLLER_OUTBOX_DIR)")
-            yield False, str(e3), e3
-        else:
-            checker = getattr(notifier, "check", None)
-            detail = checker() if checker is not None else f"{notifier.name} ready"
-            yield True, str(detail), None
-    except CtpollerError as e:
-        yield False, str(e), e
-    if settings.archive_path is not None:
-        try:
-            check_archive_path(settings.archive_path)
-            yield True, f"archive {settings.archive_path}: directory exists", None
-        except ConfigError as e4:
-            yield False, str(e4), e4
 
 
 def status_lines(settings: Settings, *, now: datetime) -> Iterator[str]:
     """What ``ctpoller status`` prints. Reads only; OpenREM is asked only if it is configured."""
-    state = StateStore(settings.state_url, password=_secret(settings.state_password))
+    state = build_state(settings)
     try:
         yield f"state store: {state.where}"
         if not state.exists():
@@ -280,13 +375,22 @@ def status_lines(settings: Settings, *, now: datetime) -> Iterator[str]:
             yield "watermark: not started (the first 'ctpoller run' starts at OpenREM's current end)"
             return
         yield f"watermark: OpenREM study pk {watermark}"
+        yield from _restore_lines(state, watermark)
         for key in ("last_run_at", "last_success_at", "last_error"):
             value = state.get_meta(key)
             if value:
                 yield f"{key.replace('_', ' ')}: {value}"
         counts = state.outbox_counts()
         outbox = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
-        yield f"outbox: {outbox or 'empty'} (pending = waiting to be sent; failed = refused, see the archive)"
+        yield f"outbox: {outbox or 'empty'} (pending = waiting to be sent; failed = refused, see below)"
+        failed = state.messages_with_status("failed")
+        if failed:
+            yield (
+                f"failed: {len(failed)} notifications refused permanently wait for a person: "
+                "'ctpoller retry ID' sends one again, 'ctpoller dismiss ID --reason TEXT' stops the warnings"
+            )
+            for message in failed:
+                yield f"  {failed_line(message)}"
         tracked = state.tracked_above(watermark)
         if settings.source_url is None:
             waiting = [t for t in tracked.values() if t.status == "pending"]
@@ -295,6 +399,24 @@ def status_lines(settings: Settings, *, now: datetime) -> Iterator[str]:
         yield from _source_status(settings, watermark, tracked, now)
     finally:
         state.dispose()
+
+
+def _restore_lines(state: StateStore, watermark: int) -> Iterator[str]:
+    restored, behind = state.get_meta(OPENREM_RESTORED), state.get_meta(OPENREM_BEHIND)
+    if restored is not None:
+        yield (
+            f"STOPPED: OpenREM was restored from a backup or replaced (its newest study pk went back to {restored}, "
+            f"below the watermark {watermark}); every run stops until 'ctpoller reset --yes' (see README)"
+        )
+    elif behind is not None:
+        yield (
+            f"warning: OpenREM's newest study pk went back to {behind}, below the watermark {watermark}: studies "
+            "were deleted or OpenREM was restored; runs go on and stop if a new study gets a pk at or below it"
+        )
+    window = state.get_meta(LATE_WINDOW)
+    if window:
+        floor = window.split()[0]
+        yield f"first run: study pks {floor}-{watermark} are watched for rows committed late (until the next run)"
 
 
 def _source_status(settings: Settings, watermark: int, tracked: dict[int, Tracked], now: datetime) -> Iterator[str]:
@@ -330,3 +452,115 @@ def _source_status(settings: Settings, watermark: int, tracked: dict[int, Tracke
         yield f"OpenREM database: {e}"
     finally:
         source.dispose()
+
+
+# -- retry and dismiss ------------------------------------------------------------------------------------
+
+
+def chosen_messages(
+    state: StateStore, keys: Sequence[str], *, everything: bool, allowed: tuple[str, ...]
+) -> list[Message]:
+    """The messages named by id or Message-ID (each in an ``allowed`` status), or every failed one.
+
+    Every key is checked before anything changes: one wrong key changes nothing (ConfigError).
+    """
+    if everything:
+        return state.messages_with_status("failed")
+    chosen: dict[int, Message] = {}
+    for key in keys:
+        message = state.find_message(key)
+        if message is None:
+            raise ConfigError(f"no notification with id or Message-ID {key!r}: see 'ctpoller status'")
+        if message.status not in allowed:
+            raise ConfigError(f"notification {message.id} is {message.status}, not {' or '.join(allowed)}")
+        chosen[message.id] = message
+    return list(chosen.values())
+
+
+def retry_failed(
+    settings: Settings, keys: Sequence[str], *, everything: bool, now: datetime, out: Callable[[str], None]
+) -> Report | None:
+    """``ctpoller retry``: queue the chosen failed messages again and deliver at once, holding the lock.
+
+    Without keys and without ``everything`` only lists the failed messages (None: nothing done).
+    """
+    state = build_state(settings)
+    try:
+        if not state.exists():
+            out("no failed notifications (the state store has not been created yet)")
+            return None
+        with state.lock():
+            if not keys and not everything:
+                _list_failed(state, out, "'ctpoller retry ID ...' or 'ctpoller retry --all' sends them again")
+                return None
+            chosen = chosen_messages(state, keys, everything=everything, allowed=("failed", "dismissed"))
+            if not chosen:
+                out("no failed notifications: nothing to retry")
+                return None
+            notifier = build_notifier(settings)
+            if notifier is None:
+                raise ConfigError("no delivery configured: set CTPOLLER_SMTP_HOST (or CTPOLLER_OUTBOX_DIR)")
+            for message in chosen:
+                if message.last_error and "delivered the message to the other recipients" in message.last_error:
+                    out(
+                        f"note: notification {message.id} reached some of its recipients before; it is sent "
+                        "again to all of them, with the same Message-ID"
+                    )
+            queued = state.requeue([m.id for m in chosen], now)
+            out(f"queued again: {queued} notifications (ids {', '.join(str(m.id) for m in chosen)})")
+            report = Report()
+            deliver(state, notifier, report, now=now)
+            write_archive(state, _archive(settings), report)
+            return report
+    finally:
+        state.dispose()
+
+
+def dismiss_failed(
+    settings: Settings,
+    keys: Sequence[str],
+    *,
+    everything: bool,
+    reason: str | None,
+    now: datetime,
+    out: Callable[[str], None],
+) -> Report | None:
+    """``ctpoller dismiss``: mark the chosen failed messages dismissed, with the reason; they stay
+    in the archive and stop the warnings. Without keys and ``everything``: only lists them."""
+    state = build_state(settings)
+    try:
+        if not state.exists():
+            out("no failed notifications (the state store has not been created yet)")
+            return None
+        with state.lock():
+            if not keys and not everything:
+                _list_failed(state, out, "'ctpoller dismiss ID ... --reason TEXT' stops their warnings")
+                return None
+            if not reason or not reason.strip():
+                raise ConfigError("dismiss needs --reason TEXT: it is kept in the archive with the notification")
+            chosen = chosen_messages(state, keys, everything=everything, allowed=("failed",))
+            if not chosen:
+                out("no failed notifications: nothing to dismiss")
+                return None
+            done = state.dismiss([m.id for m in chosen], " ".join(reason.split()), now)
+            out(f"dismissed: {done} notifications (ids {', '.join(str(m.id) for m in chosen)})")
+            report = Report()
+            write_archive(state, _archive(settings), report)
+            warn_failed(state, report)
+            return report
+    finally:
+        state.dispose()
+
+
+def _list_failed(state: StateStore, out: Callable[[str], None], hint: str) -> None:
+    failed = state.messages_with_status("failed")
+    if not failed:
+        out("no failed notifications")
+        return
+    out(f"{len(failed)} notifications failed permanently; nothing was changed: {hint}")
+    for message in failed:
+        out(f"  {failed_line(message)}")
+
+
+def _archive(settings: Settings) -> XlsxArchive | None:
+    return XlsxArchive(settings.archive_path) if settings.archive_path else None

@@ -100,18 +100,29 @@ class EmlDirectoryNotifier:
             raise NotifyError(f"cannot write {path} ({reason}): check CTPOLLER_OUTBOX_DIR", permanent=False) from error
 
     def check(self) -> str:
-        """Make sure the directory exists and takes a file; write nothing that stays."""
-        probe = self.directory / ".ctpoller-check.tmp"
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            atomic_write(probe, lambda file: file.write(b"ok"))
-            probe.unlink()
-        except OSError as error:
-            reason = error.strerror or error.__class__.__name__
+        """Prove that this user may write the directory, or create it; create nothing."""
+        directory = self.directory
+        if directory.exists() and not directory.is_dir():
+            raise NotifyError(f"CTPOLLER_OUTBOX_DIR: {directory} is not a directory", permanent=False, scope="settings")
+        if directory.is_dir():
+            if os.access(directory, os.W_OK | os.X_OK):
+                return f"outbox directory {directory} exists and is writable by this user"
             raise NotifyError(
-                f"cannot write into {self.directory} ({reason}): check CTPOLLER_OUTBOX_DIR", permanent=False
-            ) from error
-        return f"outbox directory {self.directory} is writable"
+                f"outbox directory {directory} is not writable by this user: check CTPOLLER_OUTBOX_DIR",
+                permanent=False,
+                scope="settings",
+            )
+        parent = directory.parent
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if parent.is_dir() and os.access(parent, os.W_OK | os.X_OK):
+            return f"outbox directory {directory} does not exist yet; the first email creates it ({parent} is writable)"
+        raise NotifyError(
+            f"outbox directory {directory} does not exist and {parent} is not writable by this user: "
+            "check CTPOLLER_OUTBOX_DIR",
+            permanent=False,
+            scope="settings",
+        )
 
     def close(self) -> None:
         """Nothing to close."""

@@ -291,8 +291,13 @@ class SmtpNotifier:
             text = f"TLS with {where} failed ({reason}): check CTPOLLER_SMTP_PORT and CTPOLLER_SMTP_SECURITY"
         elif isinstance(error, ConnectionRefusedError):
             text = f"cannot connect to SMTP server {where} (connection refused): check CTPOLLER_SMTP_HOST"
-        elif isinstance(error, TimeoutError):
-            text = f"SMTP server {where} did not answer within {self.timeout:g} s while {step}"
+        elif isinstance(error, TimeoutError) or isinstance(error.__context__, TimeoutError):
+            # smtplib turns a read that timed out into SMTPServerDisconnected ("Connection
+            # unexpectedly closed: timed out"): the server never answered, it did not hang up.
+            text = (
+                f"SMTP server {where} timed out: no answer within {self.timeout:g} s while {step} "
+                "(check CTPOLLER_SMTP_HOST and CTPOLLER_SMTP_PORT, or raise CTPOLLER_SMTP_TIMEOUT)"
+            )
         elif isinstance(error, smtplib.SMTPServerDisconnected):
             text = f"SMTP server {where} closed the connection while {step}"
         elif isinstance(error, socket.gaierror):

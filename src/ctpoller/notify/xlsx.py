@@ -12,6 +12,7 @@ characters per cell.
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import re
 import zipfile
@@ -40,6 +41,7 @@ STATUS_WORDS: dict[str, str] = {
     "sending": "being sent",
     "sent": "sent",
     "failed": "failed",
+    "dismissed": "dismissed",
     "not_sent": "recorded, not emailed",
 }
 
@@ -194,7 +196,7 @@ def build_workbook(rows: Iterable[ArchiveRow]) -> Workbook:
 def write_archive(rows: Iterable[ArchiveRow], path: Path) -> int:
     """Replace the archive at ``path`` with ``rows``; return how many rows were written.
 
-    Raises ``NotifyError(permanent=False)`` on any ``OSError``; the old archive is then left intact.
+    Raises ``NotifyError`` (see ``archive_error``) on any ``OSError``; the old archive is then left intact.
     """
     path = Path(path)
     workbook = Workbook(write_only=True)
@@ -216,8 +218,28 @@ def write_archive(rows: Iterable[ArchiveRow], path: Path) -> int:
     try:
         atomic_write(path, write)
     except OSError as error:
-        reason = error.strerror or error.__class__.__name__
-        raise NotifyError(
-            f"cannot write the archive {path} ({reason}): check CTPOLLER_ARCHIVE_PATH", permanent=False
-        ) from error
+        raise archive_error(path, error) from error
     return count
+
+
+#: OSErrors that no retry by the timer can cure: the directory is missing or this user may not write there.
+NEEDS_A_PERSON = {errno.ENOENT, errno.ENOTDIR, errno.EACCES, errno.EPERM, errno.EROFS}
+
+
+def archive_error(path: Path, error: OSError) -> NotifyError:
+    """The archive could not be written. A missing or unwritable directory needs a person (exit 1,
+    ``scope="settings"``): a timer that retries every minute would only hide it. Anything else
+    (a full disk, an I/O error) is temporary (exit 75). Either way the next run that can rewrites it."""
+    directory = path.parent
+    if error.errno in (errno.ENOENT, errno.ENOTDIR) and not directory.is_dir():
+        reason = f"directory {directory} does not exist"
+    elif error.errno in (errno.EACCES, errno.EPERM):
+        reason = f"directory {directory} is not writable by this user ({error.strerror})"
+    elif error.errno == errno.EROFS:
+        reason = f"directory {directory} is on a read-only file system"
+    else:
+        reason = error.strerror or error.__class__.__name__
+    text = f"cannot write the archive {path}: {reason}: check CTPOLLER_ARCHIVE_PATH"
+    if error.errno in NEEDS_A_PERSON:
+        return NotifyError(text, permanent=False, scope="settings")
+    return NotifyError(text, permanent=False)
