@@ -1,6 +1,10 @@
-"""What the two database adapters (``source.py``, ``state.py``) share: URLs and one-line messages."""
+"""What the two database adapters (``source.py``, ``state.py``) share: URLs, one-line messages,
+how text is read, and which connection failures need a person."""
 
 from __future__ import annotations
+
+import functools
+from typing import Any
 
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -38,3 +42,54 @@ def first_line(e: BaseException | None) -> str:
     """The first line of a driver's message, cut to 300 characters."""
     text = str(e) if e is not None else "unknown error"
     return (text.strip().splitlines() or ["unknown error"])[0][:300]
+
+
+#: libpq's own words (no SQLSTATE) for a login a person must fix: a password is missing or wrong.
+LOGIN_REFUSED = (
+    "no password supplied",
+    "authentication failed",
+    "no pg_hba.conf entry",
+)
+
+#: Every PostgreSQL connection speaks UTF-8 to ctpoller, whatever the database's encoding.
+CLIENT_ENCODING = "UTF8"
+
+#: The text types a SQL_ASCII database may hold any bytes in (and the oid of types psycopg does
+#: not know, which it reads as text).
+_TEXT_TYPES = (0, "text", "varchar", "bpchar", "name", '"char"')
+
+
+@functools.cache
+def _any_bytes_as_text() -> tuple[type, ...]:
+    """psycopg loaders for text from a SQL_ASCII database: UTF-8 where it is, U+FFFD for each byte
+    that is not (psycopg is imported only when such a database is met)."""
+    from psycopg.adapt import Buffer, Loader
+    from psycopg.pq import Format
+
+    class AnyBytesAsText(Loader):
+        def load(self, data: Buffer) -> str:
+            return bytes(data).decode("utf-8", "replace")
+
+    class AnyBytesAsTextBinary(AnyBytesAsText):
+        format = Format.BINARY
+
+    return AnyBytesAsText, AnyBytesAsTextBinary
+
+
+def read_any_text(dbapi_connection: Any, _record: Any = None) -> None:
+    """Make a new psycopg connection read text in any encoding without failing.
+
+    A database created with ``ENCODING 'SQL_ASCII'`` (OpenREM runs on one) stores whatever bytes it
+    was given. Asked for UTF-8, the server refuses to send a byte that is not ("invalid byte
+    sequence"); in SQL_ASCII psycopg returns text as ``bytes``. So such a connection stays in
+    SQL_ASCII and its text is decoded here, as UTF-8 where it is and U+FFFD for each byte that is
+    not (strings sent are UTF-8). Any other database converts to ``CLIENT_ENCODING`` itself.
+    A "connect" listener that must run first: SQLAlchemy reads the server's version as text.
+    """
+    if dbapi_connection.info.parameter_status("server_encoding") != "SQL_ASCII":
+        return
+    dbapi_connection.execute("SET client_encoding TO 'SQL_ASCII'")
+    dbapi_connection.commit()
+    for loader in _any_bytes_as_text():
+        for oid in _TEXT_TYPES:
+            dbapi_connection.adapters.register_loader(oid, loader)

@@ -1,11 +1,12 @@
 """The OpenREM adapter: every SELECT ctpoller runs against OpenREM, and nothing else.
 
-Read-only three times over: the connection defaults to read-only transactions, every transaction is
-``REPEATABLE READ, READ ONLY`` with a statement timeout, and this module only ever builds SELECTs
-(the recommended role in ``sql/readonly_role.sql`` can do nothing else either). The columns of the
-tables needed are reflected at connect time and checked one by one. Paging is keyset by primary
-key; no query on the per-cycle path touches ``study_instance_uid`` (OpenREM has no index on it).
-Returns model objects, never rows.
+Read-only three times over: the session defaults to read-only transactions, every transaction on
+every connection the engine hands out is ``REPEATABLE READ, READ ONLY`` with a statement timeout
+(so that a hot standby, which refuses anything else, serves every read, the probes included), and
+this module only ever builds SELECTs (the recommended role in ``sql/readonly_role.sql`` can do
+nothing else either). The columns of the tables needed are reflected at connect time and checked
+one by one. Paging is keyset by primary key; no query on the per-cycle path touches
+``study_instance_uid`` (OpenREM has no index on it). Returns model objects, never rows.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from ctpoller.database import describe, first_line, parse_url
+from ctpoller.database import CLIENT_ENCODING, LOGIN_REFUSED, describe, first_line, parse_url, read_any_text
 from ctpoller.errors import ConfigError, SourceError
 from ctpoller.model import (
     NO_UID_PREFIX,
@@ -44,6 +45,10 @@ from ctpoller.model import (
 from ctpoller.rules import Bound, Screen
 
 log = logging.getLogger(__name__)
+
+#: The SQLSTATEs that mean a probed function or sequence is not offered to this role here.
+UNDEFINED_FUNCTION = "42883"
+INSUFFICIENT_PRIVILEGE = "42501"
 
 #: ``backfill``'s one long statement may run this many times ``CTPOLLER_STATEMENT_TIMEOUT_SECONDS``.
 BACKFILL_TIMEOUT_FACTOR = 10
@@ -151,10 +156,20 @@ class OpenremSource:
             )
             self.engine = sa.create_engine(
                 self.url,
-                connect_args={"options": options, "connect_timeout": 10, "application_name": "ctpoller"},
+                connect_args={
+                    "options": options,
+                    "connect_timeout": 10,
+                    "application_name": "ctpoller",
+                    "client_encoding": CLIENT_ENCODING,
+                },
                 isolation_level="REPEATABLE READ",
                 pool_pre_ping=True,
             )
+            # READ ONLY on the DBAPI connection itself, once, for its whole life: SQLAlchemy's
+            # per-Connection postgresql_readonly is reset to READ WRITE when the connection goes back
+            # to the pool, and psycopg then begins every transaction READ WRITE, overriding the
+            # session default (a hot standby refuses that: "cannot set transaction read-write mode").
+            sa.event.listen(self.engine, "connect", _read_only_connection, insert=True)
         self.statement_timeout_seconds = statement_timeout_seconds
         self.tables: dict[str, sa.Table] = {}
         self.has_standard_names = False
@@ -169,11 +184,8 @@ class OpenremSource:
     def session(self, what: str = "reading") -> Iterator[Connection]:
         """One REPEATABLE READ, READ ONLY transaction. Driver errors become SourceError."""
         try:
-            with self.engine.connect() as conn:
-                if not self.is_sqlite:
-                    conn = conn.execution_options(postgresql_readonly=True)
-                with conn.begin():
-                    yield conn
+            with self.engine.connect() as conn, conn.begin():
+                yield conn
         except SourceError:
             raise
         except DBAPIError as e:
@@ -185,7 +197,7 @@ class OpenremSource:
         sqlstate = getattr(e.orig, "sqlstate", None) or ""
         text = first_line(e.orig)
         if sqlstate in ("3D000", "28000", "28P01") or any(
-            words in text for words in ("does not exist", "authentication failed", "no pg_hba.conf entry")
+            words in text for words in ("does not exist", *LOGIN_REFUSED)
         ):
             return SourceError(
                 f"OpenREM database {self.where}: {what} failed: {text} (check CTPOLLER_SOURCE_URL and "
@@ -214,22 +226,29 @@ class OpenremSource:
             # keys, indexes or constraints that a full reflection reads too (start-up time). A table
             # that is missing is simply not in the answer.
             found = sa.inspect(conn).get_multi_columns(filter_names=[*REQUIRED, *OPTIONAL])
-        md = sa.MetaData()
-        for (_, table), reflected in found.items():
-            sa.Table(table, md, *(sa.Column(c["name"], c["type"]) for c in reflected))
-        for table in REQUIRED:
-            if table not in md.tables:
-                raise SourceError(
-                    f"OpenREM database {self.where}: table {table} is missing "
-                    "(is CTPOLLER_SOURCE_URL an OpenREM database, and may this role read it?)",
-                    temporary=False,
+            md = sa.MetaData()
+            for (_, table), reflected in found.items():
+                sa.Table(table, md, *(sa.Column(c["name"], c["type"]) for c in reflected))
+            for table in REQUIRED:
+                if table not in md.tables:
+                    raise SourceError(
+                        f"OpenREM database {self.where}: table {table} is missing "
+                        "(is CTPOLLER_SOURCE_URL an OpenREM database, and may this role read it?)",
+                        temporary=False,
+                    )
+            self.has_standard_names = all(t in md.tables for t in OPTIONAL)
+            wanted = {**REQUIRED, **(OPTIONAL if self.has_standard_names else {})}
+            tables = {table: self._checked(md.tables[table], columns) for table, columns in wanted.items()}
+            if not self.is_sqlite:  # in the same read-only transaction, each probe in a savepoint
+                self.supports_snapshot = self._probe(
+                    conn,
+                    "SELECT pg_snapshot_xmin(pg_current_snapshot())",
+                    not_offered=(UNDEFINED_FUNCTION,),
+                    cost="pg_current_snapshot() is not offered (PostgreSQL 13 or later has it): "
+                    "the late-commit guard is off, so a study committed late under a lower pk than one "
+                    "already read can be missed",
                 )
-        self.has_standard_names = all(t in md.tables for t in OPTIONAL)
-        wanted = {**REQUIRED, **(OPTIONAL if self.has_standard_names else {})}
-        tables = {table: self._checked(md.tables[table], columns) for table, columns in wanted.items()}
-        if not self.is_sqlite:  # after the schema's transaction, so that the probes reuse its connection
-            self.supports_snapshot = self._probe("SELECT pg_snapshot_xmin(pg_current_snapshot())")
-            self.study_sequence = self._study_sequence()
+                self.study_sequence = self._study_sequence(conn)
         self.tables = tables
 
     def _checked(self, reflected: sa.Table, columns: Sequence[str]) -> sa.Table:
@@ -242,39 +261,45 @@ class OpenremSource:
                 )
         return reflected
 
-    def _probe(self, query: str, **params: Any) -> bool:
-        """Whether a query works here (in its own transaction, so a failure harms nothing).
+    def _probe(self, conn: Connection, query: str, *, not_offered: tuple[str, ...], cost: str, **params: Any) -> bool:
+        """Whether the server offers what ``query`` uses (in a savepoint, so a refusal harms nothing).
 
-        A server that went away meanwhile is not an answer: that is a temporary SourceError, never
-        "not available", which would turn a guard off for the whole run.
+        Only the SQLSTATEs in ``not_offered`` mean "not offered", which weakens a promise: a WARNING
+        says what it costs. Any other failure (a lost connection, a refused transaction) is no answer:
+        it raises, temporary or permanent as ``_error`` judges, and never turns a guard off for the run.
         """
         try:
-            with self.engine.connect() as conn, conn.begin():
+            with conn.begin_nested():
                 conn.execute(sa.text(query), params)
             return True
         except DBAPIError as e:
-            self._unless_unavailable(e)
-            log.debug("not available on the OpenREM server: %s", query)
+            if getattr(e.orig, "sqlstate", None) not in not_offered or e.connection_invalidated:
+                raise self._error("checking what the server offers", e) from e
+            log.warning("OpenREM database %s: %s (%s)", self.where, cost, first_line(e.orig))
             return False
 
-    def _unless_unavailable(self, e: DBAPIError) -> None:
-        error = self._error("reading the schema", e)
-        if error.temporary:
-            raise error from e
-
-    def _study_sequence(self) -> str | None:
+    def _study_sequence(self, conn: Connection) -> str | None:
         """The study pk sequence, if this role may read it (it tells a restored database)."""
-        try:
-            with self.engine.connect() as conn, conn.begin():
-                name = conn.execute(
-                    sa.text("SELECT pg_get_serial_sequence(:table, 'id')"), {"table": STUDY}
-                ).scalar_one_or_none()
-        except DBAPIError as e:
-            self._unless_unavailable(e)
+        name = conn.execute(
+            sa.text("SELECT pg_get_serial_sequence(:table, 'id')"), {"table": STUDY}
+        ).scalar_one_or_none()
+        if name is None:
+            log.warning(
+                "OpenREM database %s: %s.id has no sequence: a restored OpenREM cannot be told from its "
+                "newest studies deleted by hand",
+                self.where,
+                STUDY,
+            )
             return None
-        if name and self._probe("SELECT pg_sequence_last_value(CAST(:name AS regclass))", name=name):
-            return str(name)
-        return None
+        readable = self._probe(
+            conn,
+            "SELECT pg_sequence_last_value(CAST(:name AS regclass))",
+            not_offered=(INSUFFICIENT_PRIVILEGE, UNDEFINED_FUNCTION),
+            cost=f"this role may not read the sequence {name}: a restored OpenREM cannot be told from its "
+            "newest studies deleted by hand (grant SELECT on it, see sql/readonly_role.sql)",
+            name=name,
+        )
+        return str(name) if readable else None
 
     def _in(self, column: sa.ColumnElement[Any], values: Sequence[int]) -> sa.ColumnElement[bool]:
         """``column IN values``: on PostgreSQL one array parameter (``= ANY``), far cheaper than one each."""
@@ -959,3 +984,9 @@ def _time(value: Any) -> time | None:
 
 def _bool(value: Any) -> bool | None:
     return None if value is None else bool(value)
+
+
+def _read_only_connection(dbapi_connection: Any, _record: Any) -> None:
+    """Every new DBAPI connection to OpenREM: read-only transactions, and text read in any encoding."""
+    read_any_text(dbapi_connection)
+    dbapi_connection.read_only = True

@@ -39,7 +39,7 @@ from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from ctpoller import settle
-from ctpoller.database import describe, first_line, parse_url
+from ctpoller.database import CLIENT_ENCODING, LOGIN_REFUSED, describe, first_line, parse_url, read_any_text
 from ctpoller.errors import ConfigError, LockedError, StateError
 from ctpoller.model import ArchiveRow, Message, MessageStatus, Notification, Tracked
 
@@ -198,8 +198,14 @@ class StateStore:
                 if path.is_dir():
                     raise ConfigError(f"CTPOLLER_STATE_URL: {path} is a directory, not a database file")
         else:
-            connect_args = {"connect_timeout": 10, "application_name": "ctpoller-state"}
+            connect_args = {
+                "connect_timeout": 10,
+                "application_name": "ctpoller-state",
+                "client_encoding": CLIENT_ENCODING,
+            }
         self.engine: Engine = sa.create_engine(self.url, connect_args=connect_args, pool_pre_ping=True)
+        if not self.is_sqlite:  # a database created with SQL_ASCII too
+            sa.event.listen(self.engine, "connect", read_any_text, insert=True)
         self.run_id = uuid.uuid4().hex
         self._lock_conn: Connection | None = None
         # A claim older than this is taken to belong to a run that died. With SQLite the file lock
@@ -923,12 +929,12 @@ def _notification(row: Any) -> Notification:
 
 
 def _needs_a_person(e: DBAPIError) -> bool:
-    """PostgreSQL refused the login or the permission, or the database does not exist."""
+    """PostgreSQL refused the login (a password missing or wrong) or the permission, or the
+    database does not exist."""
     sqlstate = getattr(e.orig, "sqlstate", None) or ""
     text = str(e.orig)
     return sqlstate in ("28000", "28P01", "3D000", "42501") or any(
-        words in text
-        for words in ("authentication failed", "no pg_hba.conf entry", "permission denied", "does not exist")
+        words in text for words in (*LOGIN_REFUSED, "permission denied", "does not exist")
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import date
 from pathlib import Path
 
@@ -99,6 +100,27 @@ def test_the_role_may_read_the_study_sequence_so_a_restore_is_told_from_deletion
     try:
         source.connect()
         assert source.study_sequence is not None
+    finally:
+        source.dispose()
+
+
+def test_a_role_that_may_not_read_the_study_sequence_runs_with_a_warning_of_what_it_costs(
+    openrem_db, reader_url, caplog
+):
+    """Only a genuine "not offered" answer (here: permission denied on the sequence) turns a guard off."""
+    from ctpoller.source import OpenremSource
+
+    with psycopg.connect(pg.libpq_url(openrem_db), autocommit=True) as admin:
+        admin.execute(f"REVOKE SELECT ON SEQUENCE remapp_generalstudymoduleattr_id_seq FROM {ROLE}")
+    source = OpenremSource(reader_url)
+    try:
+        with caplog.at_level(logging.WARNING, logger="ctpoller.source"):
+            source.connect()
+        assert source.study_sequence is None
+        assert source.supports_snapshot  # the other guard stays on
+        warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert len(warnings) == 1, warnings
+        assert "may not read the sequence" in warnings[0] and "restored OpenREM" in warnings[0]
     finally:
         source.dispose()
 

@@ -1,87 +1,24 @@
-"""ctpoller reading a real hot-standby replica: a throwaway primary and standby from local binaries."""
+"""ctpoller reading a real hot-standby replica: a throwaway primary and standby (see conftest.py)."""
 
 from __future__ import annotations
 
 import contextlib
-import os
-import pwd
-import shutil
-import subprocess
-import tempfile
-import time
+import logging
 from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
-import psycopg
 import pytest
 import sqlalchemy as sa
 
-import pg
-from ctpoller.demo.exams import GE_OPTIMA, GE_VCT
+from ctpoller.demo.exams import GE_OPTIMA, GE_VCT, PHILIPS_BIGBORE, SIEMENS_FLASH_TAP
 from ctpoller.demo.openrem import OpenremImporter
+from ctpoller.errors import SourceError
+from ctpoller.source import OpenremSource
 
-from .poller_harness import SETTLE, Harness, Inbox, free_port, start_smtp
+from .conftest import replayed
+from .poller_harness import SETTLE, Harness, Inbox, start_smtp
 
 pytestmark = [pytest.mark.postgres, pytest.mark.smtp]
-
-
-@pytest.fixture(scope="module")
-def primary_and_standby() -> Iterator[tuple[str, str]]:
-    bindir, problem = pg._local_bindir()
-    if bindir is None:
-        if pg.postgres_required():
-            pytest.fail(f"cannot build a primary and a standby: {problem}", pytrace=False)
-        pytest.skip(f"cannot build a primary and a standby: {problem}")
-    tmp = Path(tempfile.mkdtemp(prefix="ctpoller-standby-"))
-    as_postgres: list[str] = []
-    if os.geteuid() == 0:
-        user = pwd.getpwnam("postgres")
-        os.chown(tmp, user.pw_uid, user.pw_gid)
-        as_postgres = ["runuser", "-u", "postgres", "--"]
-    primary, standby = tmp / "primary", tmp / "standby"
-    ports = free_port(), free_port()
-
-    def run(*args: str) -> None:
-        subprocess.run([*as_postgres, *args], cwd=tmp, check=True, capture_output=True, text=True, timeout=120)
-
-    def start(data: Path, port: int) -> None:
-        options = f"-c listen_addresses=127.0.0.1 -p {port} -k {tmp} -c fsync=off"
-        run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(data) + ".log", "-w", "-t", "60", "-o", options, "start")
-
-    try:
-        run(str(bindir / "initdb"), "-D", str(primary), "-A", "trust", "-U", "postgres", "--no-sync")
-        start(primary, ports[0])
-        run(
-            str(bindir / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(ports[0]), "-U", "postgres",
-            "-D", str(standby), "-R", "-X", "stream",
-        )  # fmt: skip
-        start(standby, ports[1])
-        admin = f"postgresql://postgres@127.0.0.1:{ports[0]}/postgres"
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute("CREATE DATABASE openrem")
-        url = "postgresql+psycopg://postgres@127.0.0.1:{}/openrem"
-        pg.run_sql_file(url.format(ports[0]), pg.SUBSET_SQL)
-        yield url.format(ports[0]), url.format(ports[1])
-    finally:
-        for data in (standby, primary):
-            with contextlib.suppress(Exception):
-                run(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def replayed(primary: str, standby: str) -> None:
-    """Wait until the standby has replayed everything the primary wrote so far."""
-    with psycopg.connect(pg.libpq_url(primary), autocommit=True) as conn:
-        target = conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
-    deadline = time.monotonic() + 30
-    with psycopg.connect(pg.libpq_url(standby), autocommit=True) as conn:
-        while time.monotonic() < deadline:
-            done = conn.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (str(target),)).fetchone()[0]
-            if done:
-                return
-            time.sleep(0.1)
-    raise AssertionError("the standby did not catch up within 30 s")
 
 
 def test_ctpoller_reads_a_hot_standby_and_reports_its_lag(primary_and_standby, tmp_path):
@@ -104,6 +41,116 @@ def test_ctpoller_reads_a_hot_standby_and_reports_its_lag(primary_and_standby, t
         assert [m.study_uid for m in done.messages] == [GE_VCT.uid]
         assert done.watermark_after == 2  # the snapshot check works on a standby too
         assert len(inbox.messages) == 1
+    finally:
+        controller.stop()
+        engine.dispose()
+
+
+class _HeldOpen:
+    """An engine look-alike for OpenremImporter whose writes all go into one transaction left open
+    (each write a savepoint in it), as a slow OpenREM import holds its study row uncommitted."""
+
+    def __init__(self, conn: sa.Connection) -> None:
+        self.conn = conn
+
+    @contextlib.contextmanager
+    def begin(self) -> Iterator[sa.Connection]:
+        with self.conn.begin_nested():
+            yield self.conn
+
+
+def test_the_probes_find_the_late_commit_guard_and_the_study_sequence_on_a_standby(primary_and_standby, caplog):
+    primary, standby = primary_and_standby
+    replayed(primary, standby)
+    source = OpenremSource(standby)
+    try:
+        with caplog.at_level(logging.DEBUG, logger="ctpoller.source"):
+            source.connect()
+            source.tables.clear()  # connect again, now on pooled connections
+            source.connect()
+        assert source.supports_snapshot
+        assert source.study_sequence == "public.remapp_generalstudymoduleattr_id_seq"
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # no guard turned off
+    finally:
+        source.dispose()
+
+
+def test_a_lower_pk_committed_late_on_the_primary_is_not_skipped_on_the_standby(primary_and_standby, tmp_path):
+    primary, standby = primary_and_standby
+    engine = sa.create_engine(primary)
+    openrem = OpenremImporter(engine)
+    inbox = Inbox()
+    controller, port = start_smtp(inbox)
+    try:
+        rules = '[defaults]\nrecipients = ["p@h.example"]\n[[rule]]\nname = "Any"\nctdivol = 1\n'
+        harness = Harness(standby, f"sqlite:///{tmp_path / 's.sqlite3'}", rules, port, tmp_path)
+        replayed(primary, standby)
+        assert harness.cycle().initialised
+        with engine.connect() as held, held.begin() as slow:
+            late_pk = OpenremImporter(_HeldOpen(held)).import_study(SIEMENS_FLASH_TAP)  # type: ignore[arg-type]
+            fast_pk = openrem.import_study(PHILIPS_BIGBORE)
+            assert fast_pk > late_pk
+            replayed(primary, standby)
+            harness.cycle(after=timedelta(seconds=1))
+            waiting = harness.cycle(after=SETTLE + timedelta(seconds=1))
+            assert [m.study_uid for m in waiting.messages] == [PHILIPS_BIGBORE.uid]
+            assert waiting.watermark_after < late_pk  # not past the study still being written
+            slow.commit()
+        replayed(primary, standby)
+        harness.cycle(after=timedelta(seconds=1))
+        done = harness.cycle(after=SETTLE + timedelta(seconds=1))
+        assert [m.study_uid for m in done.messages] == [SIEMENS_FLASH_TAP.uid]
+        assert done.watermark_after == fast_pk
+        assert len(inbox.messages) == 2
+    finally:
+        controller.stop()
+        engine.dispose()
+
+
+def test_on_a_standby_deleted_newest_studies_go_on_and_a_restore_stops_at_the_first_reused_pk(
+    primary_and_standby, tmp_path
+):
+    """A standby's study sequence runs ahead of the primary's and proves nothing: the pks decide."""
+    primary, standby = primary_and_standby
+    engine = sa.create_engine(primary)
+    openrem = OpenremImporter(engine)
+    inbox = Inbox()
+    controller, port = start_smtp(inbox)
+    settled = SETTLE + timedelta(seconds=1)
+    try:
+        rules = '[defaults]\nrecipients = ["p@h.example"]\n[[rule]]\nname = "Body"\nphantom = "body"\nctdivol = 50\n'
+        harness = Harness(standby, f"sqlite:///{tmp_path / 's.sqlite3'}", rules, port, tmp_path)
+        replayed(primary, standby)
+        harness.cycle()
+        first, _, newest = (openrem.import_study(s) for s in (GE_OPTIMA, GE_VCT, PHILIPS_BIGBORE))
+        replayed(primary, standby)
+        harness.cycle(after=timedelta(seconds=1))
+        assert harness.cycle(after=settled).watermark_after == newest
+
+        openrem.delete_study(newest)  # deleted by hand on the primary: not a restore
+        replayed(primary, standby)
+        assert harness.cycle(after=timedelta(seconds=1)).watermark_after == newest  # goes on
+        later = openrem.import_study(GE_VCT)  # the sequence went on: a pk above the watermark
+        replayed(primary, standby)
+        harness.cycle(after=timedelta(seconds=1))
+        assert harness.cycle(after=settled).watermark_after == later
+
+        for pk in range(later, first, -1):  # restored from a backup that held only the first study
+            with contextlib.suppress(Exception):
+                openrem.delete_study(pk)
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"ALTER SEQUENCE remapp_generalstudymoduleattr_id_seq RESTART WITH {first + 1}"))
+        replayed(primary, standby)
+        assert harness.cycle(after=timedelta(seconds=1)).watermark_after == later  # cannot tell yet
+        openrem.import_study(GE_VCT)  # pk first + 1: at or below the watermark
+        replayed(primary, standby)
+        with pytest.raises(SourceError, match="restored"):
+            harness.cycle(after=timedelta(seconds=1))
+        for study in (GE_OPTIMA, GE_VCT, PHILIPS_BIGBORE, GE_OPTIMA):  # past the old watermark
+            openrem.import_study(study)
+        replayed(primary, standby)
+        with pytest.raises(SourceError, match="reset"):
+            harness.cycle(after=settled)
     finally:
         controller.stop()
         engine.dispose()

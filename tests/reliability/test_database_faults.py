@@ -287,31 +287,33 @@ def test_a_failed_archive_write_prints_no_traceback(openrem_db, state_pg_url, op
     limited.assert_completed_with_problems(EXIT_TEMPORARY, "cannot write the archive")
 
 
-def test_openrem_lost_while_its_features_are_probed_is_temporary_not_a_missing_feature(openrem_db):
-    """The snapshot probe guards against late commits of lower pks: a connection lost during it
-    must stop the run (exit 75), never turn the guard off for the run."""
+@pytest.mark.parametrize("probe", ["pg_current_snapshot", "pg_sequence_last_value"])
+def test_openrem_lost_while_its_features_are_probed_is_temporary_not_a_missing_feature(openrem_db, probe, caplog):
+    """The snapshot probe guards against late commits of lower pks, the sequence probe against taking
+    deleted studies for a restore: a connection lost during either must stop the run (exit 75),
+    never turn the guard off for the run."""
 
     from ctpoller.errors import SourceError
     from ctpoller.source import OpenremSource
 
     source = OpenremSource(openrem_db)
-    checkouts: list[int] = []
+    terminated: list[int] = []
 
-    def terminate_the_second(dbapi_connection, _record, _proxy) -> None:
-        checkouts.append(dbapi_connection.info.backend_pid)
-        if len(checkouts) == 2:  # the first probe, right after the schema was read
+    def terminate_at_the_probe(conn, _cursor, statement, *_args) -> None:
+        if probe in statement and not terminated:
+            terminated.append(conn.connection.dbapi_connection.info.backend_pid)
             with psycopg.connect(libpq(openrem_db), autocommit=True) as admin:
-                admin.execute("SELECT pg_terminate_backend(%s)", (checkouts[-1],))
+                admin.execute("SELECT pg_terminate_backend(%s)", (terminated[-1],))
 
-    sa.event.listen(source.engine, "checkout", terminate_the_second)
+    sa.event.listen(source.engine, "before_cursor_execute", terminate_at_the_probe)
     try:
         with pytest.raises(SourceError) as lost:
             source.connect()
         assert lost.value.temporary, str(lost.value)
-        assert "OpenREM database" in str(lost.value)
-        assert len(checkouts) == 2
-        sa.event.remove(source.engine, "checkout", terminate_the_second)
-        source.connect()  # the next run: the server answers, and the guard is on
-        assert source.supports_snapshot
+        assert "OpenREM database" in str(lost.value) and "checking what the server offers" in str(lost.value)
+        assert terminated and not source.tables
+        assert not [r for r in caplog.records if r.levelname == "WARNING"]
+        source.connect()  # the next run: the server answers, and both guards are on
+        assert source.supports_snapshot and source.study_sequence is not None
     finally:
         source.dispose()
