@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
 from functools import cached_property
 from typing import Literal
 
@@ -31,12 +31,15 @@ UNIT_MGYCM = "mGy·cm"
 PLAUSIBLE_AGE_YEARS = (Decimal(0), Decimal(130))
 
 _DICOM_AGE = re.compile(r"^\s*(\d{1,3})\s*([DWMY])\s*$", re.IGNORECASE)
+#: Years per unit of a DICOM age string; the first is exact enough for ranges, the others are other
+#: ways OpenREM may have turned weeks into years.
 _AGE_UNIT_YEARS = {
-    "Y": Decimal(1),
-    "M": Decimal(1) / Decimal(12),
-    "W": Decimal(7) / Decimal("365.25"),
-    "D": Decimal(1) / Decimal("365.25"),
+    "Y": (Decimal(1),),
+    "M": (Decimal(1) / Decimal(12),),
+    "W": (Decimal(7) / Decimal("365.25"), Decimal(1) / Decimal(52)),
+    "D": (Decimal(1) / Decimal("365.25"),),
 }
+_AGE_PLACES = Decimal("0.000001")
 
 
 def finite(value: Decimal | None) -> Decimal | None:
@@ -46,23 +49,76 @@ def finite(value: Decimal | None) -> Decimal | None:
     return value
 
 
-def age_in_years(age_decimal: Decimal | None, age_string: str | None) -> Decimal | None:
-    """The patient's age in years, or ``None`` when it is unknown.
+#: How far OpenREM's ``patient_age_decimal`` (rounded to 0.1 year) may lie from the age it stands for.
+AGE_DECIMAL_HALF_WIDTH = Decimal("0.05")
 
-    OpenREM's ``patient_age_decimal`` is used when it is plausible (0-130 years); otherwise the DICOM
-    age string (``"060Y"``, ``"018M"``, ``"003W"``, ``"010D"``) is parsed; otherwise the age is unknown.
+
+@dataclass(frozen=True)
+class AgeRange:
+    """The ages (years) a patient may have had at the study: ``low <= age <= high`` (``< high``
+    when ``high_open``). OpenREM stores no exact age, so an age is a range, never a number."""
+
+    low: Decimal
+    high: Decimal
+    high_open: bool = False
+
+    def overlaps(self, age_min: Decimal | None, age_max: Decimal | None) -> bool:
+        """Whether some age in the range is in the band ``age_min <= age < age_max``."""
+        if age_min is not None and (self.high < age_min or (self.high_open and self.high == age_min)):
+            return False
+        return age_max is None or self.low < age_max
+
+    def intersection(self, other: AgeRange) -> AgeRange | None:
+        low = max(self.low, other.low)
+        if self.high != other.high:
+            high, high_open = min((self.high, self.high_open), (other.high, other.high_open))
+        else:
+            high, high_open = self.high, self.high_open or other.high_open
+        if low > high or (low == high and high_open):
+            return None
+        return AgeRange(low, high, high_open)
+
+
+def age_range(age_decimal: Decimal | None, age_string: str | None) -> AgeRange | None:
+    """The ages the patient may have had, from what OpenREM holds (never the birth date); ``None``
+    when unknown.
+
+    ``patient_age_decimal`` d (rounded to 0.1 year by OpenREM) stands for d-0.05 to d+0.05 when it
+    is plausible (0-130 years). The DICOM age string stands for its whole unit: ``"017Y"`` for 17 to
+    under 18 years, ``"011M"`` for 11/12 to under 12/12, ``"003W"`` and ``"010D"`` likewise. With
+    both, the ages both allow; if they allow none (they disagree), the decimal's. A decimal that is
+    just the age string's age rounded (what OpenREM stores without a birth date) adds nothing: then
+    the age string alone.
     """
     low, high = PLAUSIBLE_AGE_YEARS
+    from_decimal: AgeRange | None = None
     age_decimal = finite(age_decimal)
     if age_decimal is not None and low <= age_decimal <= high:
-        return age_decimal
-    if age_string:
-        match = _DICOM_AGE.match(age_string)
-        if match:
-            years = (Decimal(int(match.group(1))) * _AGE_UNIT_YEARS[match.group(2).upper()]).quantize(Decimal("0.001"))
-            if low <= years <= high:
-                return years
-    return None
+        from_decimal = AgeRange(max(age_decimal - AGE_DECIMAL_HALF_WIDTH, low), age_decimal + AGE_DECIMAL_HALF_WIDTH)
+    from_string, rounded = _string_range(age_string)
+    if from_string is None or from_string.low > high:
+        return from_decimal
+    if from_decimal is None or age_decimal in rounded:
+        return from_string
+    return from_decimal.intersection(from_string) or from_decimal
+
+
+def _string_range(age_string: str | None) -> tuple[AgeRange | None, frozenset[Decimal]]:
+    """The range a DICOM AS string stands for, and the decimals OpenREM may have made of it."""
+    match = _DICOM_AGE.match(age_string or "")
+    if not match:
+        return None, frozenset()
+    n = Decimal(int(match.group(1)))
+    unit = match.group(2).upper()
+    steps = _AGE_UNIT_YEARS[unit]
+    low = (n * steps[0]).quantize(_AGE_PLACES, rounding=ROUND_FLOOR)
+    high = ((n + 1) * steps[0]).quantize(_AGE_PLACES, rounding=ROUND_CEILING)
+    rounded = frozenset(
+        (n * step).quantize(Decimal("0.1"), rounding=rounding)
+        for step in steps
+        for rounding in (ROUND_HALF_EVEN, ROUND_HALF_UP)
+    )
+    return AgeRange(low, high, high_open=True), rounded
 
 
 @dataclass(frozen=True)
@@ -203,9 +259,10 @@ class Exam:
         return total if known else None
 
     @cached_property  # an Exam never changes; rules ask for these once per rule
-    def age_years(self) -> Decimal | None:
+    def age(self) -> AgeRange | None:
+        """The patient's possible ages (see ``age_range``) by the first row that tells any."""
         for row in self.rows:
-            age = age_in_years(row.patient_age_decimal, row.patient_age)
+            age = age_range(row.patient_age_decimal, row.patient_age)
             if age is not None:
                 return age
         return None
