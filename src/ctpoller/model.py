@@ -7,13 +7,15 @@ a value that OpenREM did not store.
 
 from __future__ import annotations
 
+import hashlib
 import re
-from collections.abc import Iterator
+import unicodedata
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
 from functools import cached_property
-from typing import Literal
+from typing import Any, Literal
 
 Phantom = Literal["head", "body"]
 
@@ -47,6 +49,16 @@ def finite(value: Decimal | None) -> Decimal | None:
     if value is None or not value.is_finite():
         return None
     return value
+
+
+def rule_identity(name: str) -> str:
+    """What makes two rule names the same rule: case, Unicode form and spacing do not count.
+
+    The rules file refuses two rules with one identity; the ledger, the Message-ID and everything
+    else keyed by rule use it, so "Paed head" written "PAED  Head" is the same rule.
+    """
+    folded = unicodedata.normalize("NFC", " ".join(name.split())).casefold()
+    return unicodedata.normalize("NFC", folded)
 
 
 #: How far OpenREM's ``patient_age_decimal`` (rounded to 0.1 year) may lie from the age it stands for.
@@ -311,8 +323,9 @@ METRIC_LABELS: dict[str, str] = {
 class Exceedance:
     """A dose strictly greater than a limit, found by the rules in one exam.
 
-    Its identity, stable across OpenREM re-imports, is ``(exam uid, rule, metric, event_key)``;
-    ``event_key`` is ``""`` for exam-level metrics such as ``dlp_total``.
+    Its identity, stable across OpenREM re-imports, is ``(exam uid, rule, metric, event_key)``, the
+    rule by ``rule_identity``; ``event_key`` is ``""`` for exam-level metrics such as ``dlp_total``.
+    An ``event_key`` that is an irradiation event UID is the same event in any exam (see ``Ledger``).
     """
 
     rule: str
@@ -327,6 +340,62 @@ class Exceedance:
     @property
     def ratio(self) -> Decimal:
         return self.value / self.limit if self.limit else Decimal("Infinity")
+
+
+#: How the ledger key of an exam known by its irradiation events begins (see ``events_key``).
+EVENTS_KEY_PREFIX = "events:"
+
+
+def events_key(event_keys: Iterable[str]) -> str | None:
+    """The key of an exam by the set of its irradiation event UIDs, the same under whichever Study
+    Instance UID OpenREM stored the report; ``None`` when some event has no UID, or none has any."""
+    keys = sorted(set(event_keys))
+    if not keys or any(key.startswith(NO_UID_PREFIX) for key in keys):
+        return None
+    digest = hashlib.sha256("\n".join(keys).encode("utf-8", "surrogatepass")).hexdigest()
+    return EVENTS_KEY_PREFIX + digest
+
+
+@dataclass
+class Ledger:
+    """The highest value notified so far, as the de-duplication looks it up.
+
+    ``exams``: per (exam key, rule identity, metric, event key); the exam key is the Study Instance
+    UID, or for an exam-level metric also the exam's ``events_key``. ``events``: per (rule identity,
+    metric, irradiation event UID) under any Study Instance UID, since such a UID names one
+    irradiation wherever OpenREM stored its report.
+    """
+
+    exams: dict[tuple[str, str, str, str], Decimal] = field(default_factory=dict)
+    events: dict[tuple[str, str, str], Decimal] = field(default_factory=dict)
+
+    def add(self, exam_key: str, rule: str, metric: str, event_key: str, value: Decimal) -> None:
+        rule = rule_identity(rule)
+        _keep_highest(self.exams, (exam_key, rule, metric, event_key), value)
+        if event_key and not event_key.startswith(NO_UID_PREFIX):
+            _keep_highest(self.events, (rule, metric, event_key), value)
+
+    def update(self, other: Ledger) -> None:
+        for key, value in other.exams.items():
+            _keep_highest(self.exams, key, value)
+        for event, value in other.events.items():
+            _keep_highest(self.events, event, value)
+
+    def previous(self, study_uid: str, exam_events: str | None, found: Exceedance) -> Decimal | None:
+        """The highest value notified before for what ``found`` exceeds in exam ``study_uid`` (whose
+        ``events_key`` is ``exam_events``), or ``None`` if it never was."""
+        rule = rule_identity(found.rule)
+        if found.event_key and not found.event_key.startswith(NO_UID_PREFIX):
+            return self.events.get((rule, found.metric, found.event_key))
+        values = [self.exams.get((study_uid, rule, found.metric, found.event_key))]
+        if not found.event_key and exam_events is not None:
+            values.append(self.exams.get((exam_events, rule, found.metric, "")))
+        return max((v for v in values if v is not None), default=None)
+
+
+def _keep_highest(values: dict[Any, Decimal], key: Any, value: Decimal) -> None:
+    if key not in values or value > values[key]:
+        values[key] = value
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@ that could exceed something. See ``examples/rules.toml`` for a commented file.
 
 The file
     ``[defaults] recipients`` are told about every exceedance. Each ``[[rule]]`` has a unique
-    ``name`` (compared case-insensitively; "Scanner Dose Check" is reserved), criteria, at least one
+    ``name`` (its identity is ``model.rule_identity``: case and spacing do not count; "Scanner Dose
+    Check" is reserved), criteria, at least one
     limit and optional ``recipients`` (added to the defaults). ``[dose_check] notify = true`` also
     reports the scanner's own NEMA XR-25 Dose Check values (optional ``recipients``, added to the
     defaults). Any other key, anywhere, is an error. Addresses need one "@" with text on both sides
@@ -73,6 +74,7 @@ from ctpoller.model import (
     Phantom,
     Screened,
     finite,
+    rule_identity,
 )
 
 #: The rule name of exceedances found by the scanner's own Dose Check (reserved in the rules file).
@@ -206,12 +208,12 @@ def parse_rules(text: str, *, source: str) -> RuleSet:
     if not isinstance(tables, list):
         _fail(where, "rule", f"must be an array of tables, written [[rule]], not {_show(tables)}")
     rules: list[Rule] = []
-    seen: dict[str, str] = {_fold(DOSE_CHECK_RULE): "the Scanner Dose Check (reserved name)"}
+    seen: dict[str, str] = {rule_identity(DOSE_CHECK_RULE): "the Scanner Dose Check (reserved name)"}
     for number, table in enumerate(tables, start=1):
         rule = _parse_rule(table, number, where)
-        if _fold(rule.name) in seen:
-            _fail(f"{where}: rule '{rule.name}'", "name", f"is already used by {seen[_fold(rule.name)]}")
-        seen[_fold(rule.name)] = f"rule #{number}"
+        if rule_identity(rule.name) in seen:
+            _fail(f"{where}: rule '{rule.name}'", "name", f"is already used by {seen[rule_identity(rule.name)]}")
+        seen[rule_identity(rule.name)] = f"rule #{number}"
         rules.append(rule)
     if not rules and not dose_check.notify:
         raise ConfigError(f"{where}: has no [[rule]] and [dose_check] notify is not true: nothing to check")
