@@ -7,13 +7,15 @@ a value that OpenREM did not store.
 
 from __future__ import annotations
 
+import hashlib
 import re
-from collections.abc import Iterator
+import unicodedata
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
 from functools import cached_property
-from typing import Literal
+from typing import Any, Literal
 
 Phantom = Literal["head", "body"]
 
@@ -31,12 +33,15 @@ UNIT_MGYCM = "mGy·cm"
 PLAUSIBLE_AGE_YEARS = (Decimal(0), Decimal(130))
 
 _DICOM_AGE = re.compile(r"^\s*(\d{1,3})\s*([DWMY])\s*$", re.IGNORECASE)
+#: Years per unit of a DICOM age string; the first is exact enough for ranges, the others are other
+#: ways OpenREM may have turned weeks into years.
 _AGE_UNIT_YEARS = {
-    "Y": Decimal(1),
-    "M": Decimal(1) / Decimal(12),
-    "W": Decimal(7) / Decimal("365.25"),
-    "D": Decimal(1) / Decimal("365.25"),
+    "Y": (Decimal(1),),
+    "M": (Decimal(1) / Decimal(12),),
+    "W": (Decimal(7) / Decimal("365.25"), Decimal(1) / Decimal(52)),
+    "D": (Decimal(1) / Decimal("365.25"),),
 }
+_AGE_PLACES = Decimal("0.000001")
 
 
 def finite(value: Decimal | None) -> Decimal | None:
@@ -46,23 +51,86 @@ def finite(value: Decimal | None) -> Decimal | None:
     return value
 
 
-def age_in_years(age_decimal: Decimal | None, age_string: str | None) -> Decimal | None:
-    """The patient's age in years, or ``None`` when it is unknown.
+def rule_identity(name: str) -> str:
+    """What makes two rule names the same rule: case, Unicode form and spacing do not count.
 
-    OpenREM's ``patient_age_decimal`` is used when it is plausible (0-130 years); otherwise the DICOM
-    age string (``"060Y"``, ``"018M"``, ``"003W"``, ``"010D"``) is parsed; otherwise the age is unknown.
+    The rules file refuses two rules with one identity; the ledger, the Message-ID and everything
+    else keyed by rule use it, so "Paed head" written "PAED  Head" is the same rule.
+    """
+    folded = unicodedata.normalize("NFC", " ".join(name.split())).casefold()
+    return unicodedata.normalize("NFC", folded)
+
+
+#: How far OpenREM's ``patient_age_decimal`` (rounded to 0.1 year) may lie from the age it stands for.
+AGE_DECIMAL_HALF_WIDTH = Decimal("0.05")
+
+
+@dataclass(frozen=True)
+class AgeRange:
+    """The ages (years) a patient may have had at the study: ``low <= age <= high`` (``< high``
+    when ``high_open``). OpenREM stores no exact age, so an age is a range, never a number."""
+
+    low: Decimal
+    high: Decimal
+    high_open: bool = False
+
+    def overlaps(self, age_min: Decimal | None, age_max: Decimal | None) -> bool:
+        """Whether some age in the range is in the band ``age_min <= age < age_max``."""
+        if age_min is not None and (self.high < age_min or (self.high_open and self.high == age_min)):
+            return False
+        return age_max is None or self.low < age_max
+
+    def intersection(self, other: AgeRange) -> AgeRange | None:
+        low = max(self.low, other.low)
+        if self.high != other.high:
+            high, high_open = min((self.high, self.high_open), (other.high, other.high_open))
+        else:
+            high, high_open = self.high, self.high_open or other.high_open
+        if low > high or (low == high and high_open):
+            return None
+        return AgeRange(low, high, high_open)
+
+
+def age_range(age_decimal: Decimal | None, age_string: str | None) -> AgeRange | None:
+    """The ages the patient may have had, from what OpenREM holds (never the birth date); ``None``
+    when unknown.
+
+    ``patient_age_decimal`` d (rounded to 0.1 year by OpenREM) stands for d-0.05 to d+0.05 when it
+    is plausible (0-130 years). The DICOM age string stands for its whole unit: ``"017Y"`` for 17 to
+    under 18 years, ``"011M"`` for 11/12 to under 12/12, ``"003W"`` and ``"010D"`` likewise. With
+    both, the ages both allow; if they allow none (they disagree), the decimal's. A decimal that is
+    just the age string's age rounded (what OpenREM stores without a birth date) adds nothing: then
+    the age string alone.
     """
     low, high = PLAUSIBLE_AGE_YEARS
+    from_decimal: AgeRange | None = None
     age_decimal = finite(age_decimal)
     if age_decimal is not None and low <= age_decimal <= high:
-        return age_decimal
-    if age_string:
-        match = _DICOM_AGE.match(age_string)
-        if match:
-            years = (Decimal(int(match.group(1))) * _AGE_UNIT_YEARS[match.group(2).upper()]).quantize(Decimal("0.001"))
-            if low <= years <= high:
-                return years
-    return None
+        from_decimal = AgeRange(max(age_decimal - AGE_DECIMAL_HALF_WIDTH, low), age_decimal + AGE_DECIMAL_HALF_WIDTH)
+    from_string, rounded = _string_range(age_string)
+    if from_string is None or from_string.low > high:
+        return from_decimal
+    if from_decimal is None or age_decimal in rounded:
+        return from_string
+    return from_decimal.intersection(from_string) or from_decimal
+
+
+def _string_range(age_string: str | None) -> tuple[AgeRange | None, frozenset[Decimal]]:
+    """The range a DICOM AS string stands for, and the decimals OpenREM may have made of it."""
+    match = _DICOM_AGE.match(age_string or "")
+    if not match:
+        return None, frozenset()
+    n = Decimal(int(match.group(1)))
+    unit = match.group(2).upper()
+    steps = _AGE_UNIT_YEARS[unit]
+    low = (n * steps[0]).quantize(_AGE_PLACES, rounding=ROUND_FLOOR)
+    high = ((n + 1) * steps[0]).quantize(_AGE_PLACES, rounding=ROUND_CEILING)
+    rounded = frozenset(
+        (n * step).quantize(Decimal("0.1"), rounding=rounding)
+        for step in steps
+        for rounding in (ROUND_HALF_EVEN, ROUND_HALF_UP)
+    )
+    return AgeRange(low, high, high_open=True), rounded
 
 
 @dataclass(frozen=True)
@@ -203,9 +271,10 @@ class Exam:
         return total if known else None
 
     @cached_property  # an Exam never changes; rules ask for these once per rule
-    def age_years(self) -> Decimal | None:
+    def age(self) -> AgeRange | None:
+        """The patient's possible ages (see ``age_range``) by the first row that tells any."""
         for row in self.rows:
-            age = age_in_years(row.patient_age_decimal, row.patient_age)
+            age = age_range(row.patient_age_decimal, row.patient_age)
             if age is not None:
                 return age
         return None
@@ -254,8 +323,9 @@ METRIC_LABELS: dict[str, str] = {
 class Exceedance:
     """A dose strictly greater than a limit, found by the rules in one exam.
 
-    Its identity, stable across OpenREM re-imports, is ``(exam uid, rule, metric, event_key)``;
-    ``event_key`` is ``""`` for exam-level metrics such as ``dlp_total``.
+    Its identity, stable across OpenREM re-imports, is ``(exam uid, rule, metric, event_key)``, the
+    rule by ``rule_identity``; ``event_key`` is ``""`` for exam-level metrics such as ``dlp_total``.
+    An ``event_key`` that is an irradiation event UID is the same event in any exam (see ``Ledger``).
     """
 
     rule: str
@@ -270,6 +340,62 @@ class Exceedance:
     @property
     def ratio(self) -> Decimal:
         return self.value / self.limit if self.limit else Decimal("Infinity")
+
+
+#: How the ledger key of an exam known by its irradiation events begins (see ``events_key``).
+EVENTS_KEY_PREFIX = "events:"
+
+
+def events_key(event_keys: Iterable[str]) -> str | None:
+    """The key of an exam by the set of its irradiation event UIDs, the same under whichever Study
+    Instance UID OpenREM stored the report; ``None`` when some event has no UID, or none has any."""
+    keys = sorted(set(event_keys))
+    if not keys or any(key.startswith(NO_UID_PREFIX) for key in keys):
+        return None
+    digest = hashlib.sha256("\n".join(keys).encode("utf-8", "surrogatepass")).hexdigest()
+    return EVENTS_KEY_PREFIX + digest
+
+
+@dataclass
+class Ledger:
+    """The highest value notified so far, as the de-duplication looks it up.
+
+    ``exams``: per (exam key, rule identity, metric, event key); the exam key is the Study Instance
+    UID, or for an exam-level metric also the exam's ``events_key``. ``events``: per (rule identity,
+    metric, irradiation event UID) under any Study Instance UID, since such a UID names one
+    irradiation wherever OpenREM stored its report.
+    """
+
+    exams: dict[tuple[str, str, str, str], Decimal] = field(default_factory=dict)
+    events: dict[tuple[str, str, str], Decimal] = field(default_factory=dict)
+
+    def add(self, exam_key: str, rule: str, metric: str, event_key: str, value: Decimal) -> None:
+        rule = rule_identity(rule)
+        _keep_highest(self.exams, (exam_key, rule, metric, event_key), value)
+        if event_key and not event_key.startswith(NO_UID_PREFIX):
+            _keep_highest(self.events, (rule, metric, event_key), value)
+
+    def update(self, other: Ledger) -> None:
+        for key, value in other.exams.items():
+            _keep_highest(self.exams, key, value)
+        for event, value in other.events.items():
+            _keep_highest(self.events, event, value)
+
+    def previous(self, study_uid: str, exam_events: str | None, found: Exceedance) -> Decimal | None:
+        """The highest value notified before for what ``found`` exceeds in exam ``study_uid`` (whose
+        ``events_key`` is ``exam_events``), or ``None`` if it never was."""
+        rule = rule_identity(found.rule)
+        if found.event_key and not found.event_key.startswith(NO_UID_PREFIX):
+            return self.events.get((rule, found.metric, found.event_key))
+        values = [self.exams.get((study_uid, rule, found.metric, found.event_key))]
+        if not found.event_key and exam_events is not None:
+            values.append(self.exams.get((exam_events, rule, found.metric, "")))
+        return max((v for v in values if v is not None), default=None)
+
+
+def _keep_highest(values: dict[Any, Decimal], key: Any, value: Decimal) -> None:
+    if key not in values or value > values[key]:
+        values[key] = value
 
 
 @dataclass(frozen=True)

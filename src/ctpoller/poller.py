@@ -13,7 +13,6 @@ import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -23,6 +22,7 @@ from ctpoller.model import (
     ArchiveRow,
     Exam,
     Exceedance,
+    Ledger,
     Message,
     Notification,
     Screened,
@@ -30,6 +30,8 @@ from ctpoller.model import (
     StudyHead,
     StudyRow,
     Tracked,
+    events_key,
+    rule_identity,
 )
 from ctpoller.notify.base import Notifier
 from ctpoller.rules import RuleSet, Screen, evaluate, screen
@@ -56,7 +58,7 @@ class _Store(Protocol):
 
     def decided_pks(self, uids: Iterable[str]) -> dict[str, list[int]]: ...
 
-    def ledger(self, uids: Iterable[str]) -> dict[tuple[str, str, str, str], Decimal]: ...
+    def ledger(self, exam_keys: Iterable[str], event_keys: Iterable[str] = ()) -> Ledger: ...
 
     def initialise(self, watermark: int, now: datetime, history: Sequence[tuple[int, str]] = ()) -> bool: ...
 
@@ -100,9 +102,11 @@ class _Unwritten:
             result[uid] = sorted({*result.get(uid, ()), *pks})
         return result
 
-    def ledger(self, uids: Iterable[str]) -> dict[tuple[str, str, str, str], Decimal]:
-        wanted = set(uids)
-        return self.state.ledger(wanted) | self.scratch.ledger(wanted)
+    def ledger(self, exam_keys: Iterable[str], event_keys: Iterable[str] = ()) -> Ledger:
+        exams, events = set(exam_keys), set(event_keys)
+        found = self.state.ledger(exams, events)
+        found.update(self.scratch.ledger(exams, events))
+        return found
 
 
 @dataclass(frozen=True)
@@ -682,9 +686,10 @@ def _evaluate(
     """
     messages: list[NewMessage] = []
     gone: list[int] = []
+    told = Ledger()  # what this call decided to notify: a later chunk must not tell it again
     for batch in _exam_chunks(heads, chunk):
         found, vanished = _evaluate_chunk(
-            source, conn, state, rules, batch, report, now=now, domain=domain, status=status
+            source, conn, state, rules, batch, report, now=now, domain=domain, status=status, told=told
         )
         messages.extend(found)
         gone.extend(vanished)
@@ -717,9 +722,12 @@ def _evaluate_chunk(
     now: datetime,
     domain: str,
     status: str = "pending",
+    told: Ledger | None = None,
 ) -> tuple[list[NewMessage], list[int]]:
+    """Evaluate the exams of these rows; ``told`` holds (and gets) what this run already notified."""
     if not heads:
         return [], []
+    told = Ledger() if told is None else told
     uids = {h.uid for h in heads if h.uid}
     others = state.decided_pks(uids)
     wanted = {h.pk for h in heads} | {pk for pks in others.values() for pk in pks}
@@ -733,36 +741,57 @@ def _evaluate_chunk(
         uid = next((h.uid for h in heads if h.pk == pk), None) if rows[pk].uid is None else rows[pk].uid
         if uid in by_uid:
             by_uid[uid].append(rows[pk])
-    ledger = state.ledger(by_uid)
-    messages: list[NewMessage] = []
+    evaluated: list[tuple[Exam, str | None, list[Exceedance]]] = []
     for uid, exam_rows in by_uid.items():
         exam = Exam(uid=uid, rows=tuple(exam_rows))
         report.exams_evaluated += 1
         report.events_evaluated += len(exam.events)
         found = evaluate(exam, rules)
         report.exceedances += len(found)
-        notifications, recipients = _news(exam, found, ledger)
+        evaluated.append((exam, events_key(e.key for e in exam.events) if found else None, found))
+    # Only what exceeded is looked up: the exams, each also by its events, and the irradiation
+    # event UIDs under any exam (the same report stored again under another Study Instance UID).
+    ledger = state.ledger(
+        [key for exam, by_events, _ in evaluated for key in (exam.uid, by_events) if key is not None],
+        {x.event_key for _, _, found in evaluated for x in found if x.event_key},
+    )
+    ledger.update(told)
+    messages: list[NewMessage] = []
+    for exam, by_events, found in evaluated:
+        notifications, recipients = _news(exam, by_events, found, ledger)
+        for n in notifications:  # an exam later in this run finds them
+            for ledger_of in (ledger, told):
+                ledger_of.add(exam.uid, n.rule, n.metric, n.event_key, n.value)
+                if by_events is not None and not n.event_key:
+                    ledger_of.add(by_events, n.rule, n.metric, "", n.value)
         if notifications:
             messages.append(
                 NewMessage(
-                    message_id=message_id(uid, notifications, domain),
-                    study_uid=uid,
+                    message_id=message_id(exam.uid, notifications, domain),
+                    study_uid=exam.uid,
                     recipients=recipients,
                     notifications=tuple(notifications),
                     status="pending" if status == "pending" else "not_sent",
+                    events_key=by_events,
                 )
             )
     return messages, gone
 
 
 def _news(
-    exam: Exam, found: Sequence[Exceedance], ledger: dict[tuple[str, str, str, str], Decimal]
+    exam: Exam, by_events: str | None, found: Sequence[Exceedance], ledger: Ledger
 ) -> tuple[list[Notification], tuple[str, ...]]:
-    """Exceedances never notified, or whose value rose since: the ones to tell people about."""
+    """Exceedances never notified, or whose value rose since: the ones to tell people about.
+
+    Never notified means: not in this exam for the same rule (by ``model.rule_identity``) and
+    metric; for an event with an irradiation event UID, not for that event under any Study
+    Instance UID; for an exam-level metric, not in an exam with exactly the same irradiation
+    events (``by_events``, the exam's ``model.events_key``) either.
+    """
     news: list[Notification] = []
     recipients: list[str] = []
     for x in found:
-        previous = ledger.get((exam.uid, x.rule, x.metric, x.event_key))
+        previous = ledger.previous(exam.uid, by_events, x)
         if previous is not None and x.value <= previous:
             continue
         row = _row_of(exam, x.event_key)
@@ -803,7 +832,10 @@ def _row_of(exam: Exam, event_key: str) -> StudyRow:
 def message_id(uid: str, notifications: Sequence[Notification], domain: str) -> str:
     """A Message-ID fixed by what the message says, so the same news always has the same id."""
     content = "\n".join(
-        [uid, *sorted(f"{n.rule}|{n.metric}|{n.event_key}|{n.value.normalize()}" for n in notifications)]
+        [
+            uid,
+            *sorted(f"{rule_identity(n.rule)}|{n.metric}|{n.event_key}|{n.value.normalize()}" for n in notifications),
+        ]
     )
     digest = hashlib.sha256(content.encode("utf-8", "surrogatepass")).hexdigest()[:32]
     return f"<{digest}@{domain}>"

@@ -8,7 +8,8 @@ that could exceed something. See ``examples/rules.toml`` for a commented file.
 
 The file
     ``[defaults] recipients`` are told about every exceedance. Each ``[[rule]]`` has a unique
-    ``name`` (compared case-insensitively; "Scanner Dose Check" is reserved), criteria, at least one
+    ``name`` (its identity is ``model.rule_identity``: case and spacing do not count; "Scanner Dose
+    Check" is reserved), criteria, at least one
     limit and optional ``recipients`` (added to the defaults). ``[dose_check] notify = true`` also
     reports the scanner's own NEMA XR-25 Dose Check values (optional ``recipients``, added to the
     defaults). Any other key, anywhere, is an error. Addresses need one "@" with text on both sides
@@ -20,7 +21,8 @@ Criteria (all optional; different keys must all pass, entries of one key are alt
     passes when ANY value matches, its ``not_`` twin excludes when ANY value matches.
     ``protocol`` (acquisition protocol) and ``standard_name`` (the event's OpenREM standard names and
     those of its study row) look at each event. ``phantom`` ("head" = 16 cm, "body" = 32 cm CTDIw
-    phantom) too. ``age_min <= age < age_max`` in years; an unknown age never matches an age band.
+    phantom) too. ``age_min <= age < age_max`` in years: the patient's possible ages
+    (``model.age_range``) must overlap the band; an unknown age never matches an age band.
 
     A criterion is a string or a list of entries. An entry is a string or a list of words. A string
     matches when all its whitespace-separated words occur in the value, case-insensitively, in any
@@ -61,7 +63,19 @@ from decimal import Decimal
 from typing import Any, Literal, NoReturn
 
 from ctpoller.errors import ConfigError
-from ctpoller.model import UNIT_MGY, UNIT_MGYCM, Event, Exam, Exceedance, Metric, Phantom, Screened, finite
+from ctpoller.model import (
+    UNIT_MGY,
+    UNIT_MGYCM,
+    AgeRange,
+    Event,
+    Exam,
+    Exceedance,
+    Metric,
+    Phantom,
+    Screened,
+    finite,
+    rule_identity,
+)
 
 #: The rule name of exceedances found by the scanner's own Dose Check (reserved in the rules file).
 DOSE_CHECK_RULE = "Scanner Dose Check"
@@ -194,12 +208,12 @@ def parse_rules(text: str, *, source: str) -> RuleSet:
     if not isinstance(tables, list):
         _fail(where, "rule", f"must be an array of tables, written [[rule]], not {_show(tables)}")
     rules: list[Rule] = []
-    seen: dict[str, str] = {_fold(DOSE_CHECK_RULE): "the Scanner Dose Check (reserved name)"}
+    seen: dict[str, str] = {rule_identity(DOSE_CHECK_RULE): "the Scanner Dose Check (reserved name)"}
     for number, table in enumerate(tables, start=1):
         rule = _parse_rule(table, number, where)
-        if _fold(rule.name) in seen:
-            _fail(f"{where}: rule '{rule.name}'", "name", f"is already used by {seen[_fold(rule.name)]}")
-        seen[_fold(rule.name)] = f"rule #{number}"
+        if rule_identity(rule.name) in seen:
+            _fail(f"{where}: rule '{rule.name}'", "name", f"is already used by {seen[rule_identity(rule.name)]}")
+        seen[rule_identity(rule.name)] = f"rule #{number}"
         rules.append(rule)
     if not rules and not dose_check.notify:
         raise ConfigError(f"{where}: has no [[rule]] and [dose_check] notify is not true: nothing to check")
@@ -430,13 +444,14 @@ def _apply(
 
 
 def _exam_matches(rule: Rule, exam: Exam) -> bool:
-    return _age_passes(rule, exam.age_years) and _texts_pass(rule, exam)
+    return _age_passes(rule, exam.age) and _texts_pass(rule, exam)
 
 
-def _age_passes(rule: Rule, age: Decimal | None) -> bool:
-    if rule.age_min is not None and (age is None or age < rule.age_min):
-        return False
-    return rule.age_max is None or (age is not None and age < rule.age_max)
+def _age_passes(rule: Rule, age: AgeRange | None) -> bool:
+    """A patient who may be in the band (``model.age_range``) matches it; an unknown age never does."""
+    if rule.age_min is None and rule.age_max is None:
+        return True
+    return age is not None and age.overlaps(rule.age_min, rule.age_max)
 
 
 def _texts_pass(rule: Rule, exam: Exam) -> bool:
@@ -531,8 +546,9 @@ class Bound:
     raw values that the rule's ``not_protocol`` matches)? ``dlp_total``: is
     the row's own total DLP, or the sum of its events' positive DLPs, above ``threshold``? A value
     that is not a number (NaN, infinite, text) counts as above. With ``age_min`` or ``age_max``,
-    also: is the patient's age in the band, where a plausible ``patient_age_decimal`` decides and
-    any other row with an age string counts as in it. ``rule`` indexes ``RuleSet.rules``.
+    also: may the patient's age be in the band, where a plausible ``patient_age_decimal`` may be
+    if its range (``model.age_range``) overlaps the band, and any row with an age string may be.
+    ``rule`` indexes ``RuleSet.rules``.
     """
 
     rule: int
@@ -575,7 +591,7 @@ class Screen:
             if answer != "1":
                 continue
             rule = self.rules.rules[bound.rule]
-            if _age_passes(rule, exam.age_years) and self._texts_pass(bound.rule, rule, exam):
+            if _age_passes(rule, exam.age) and self._texts_pass(bound.rule, rule, exam):
                 return True
         return False
 

@@ -32,6 +32,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from ctpoller.database import CLIENT_ENCODING, LOGIN_REFUSED, describe, first_line, parse_url, read_any_text
 from ctpoller.errors import ConfigError, SourceError
 from ctpoller.model import (
+    AGE_DECIMAL_HALF_WIDTH,
     NO_UID_PREFIX,
     PHANTOM_CODES,
     PLAUSIBLE_AGE_YEARS,
@@ -551,16 +552,18 @@ class OpenremSource:
 
     @staticmethod
     def _age_may_pass(ps: sa.Table, bound: Bound) -> sa.ColumnElement[bool]:
-        """Whether the row's age may be in the bound's band (``model.age_in_years`` decides exactly)."""
+        """Whether the row's age may be in the bound's band, looser than ``model.age_range`` (which
+        decides exactly, in ``Screen.may_exceed``): a plausible decimal whose range overlaps the band
+        (with a little slack for SQLite's floats), or any age string at all."""
         low, high = PLAUSIBLE_AGE_YEARS
         decimal = ps.c.patient_age_decimal
-        band = []
+        reach = AGE_DECIMAL_HALF_WIDTH + _AGE_SLACK
+        band = [decimal >= low, decimal <= high]
         if bound.age_min is not None:
-            band.append(decimal >= bound.age_min)
+            band.append(decimal >= bound.age_min - reach)
         if bound.age_max is not None:
-            band.append(decimal < bound.age_max)
-        plausible = sa.and_(decimal >= low, decimal <= high)
-        return sa.case((plausible, sa.and_(*band)), else_=ps.c.patient_age.is_not(None))
+            band.append(decimal < bound.age_max + reach)
+        return sa.or_(sa.and_(*band), ps.c.patient_age.is_not(None))
 
     def _screen_events(self, screen: Screen) -> sa.Select[Any]:
         """Per study: its number of events and the aggregates the screen's answers compare."""
@@ -869,6 +872,10 @@ class OpenremSource:
         with self.session("checking this role's privileges") as conn:
             rows = conn.execute(query, {"tables": [t for t, _ in pairs], "columns": [c for _, c in pairs]})
             return [f"{table}.{column}" for table, column in rows]
+
+
+#: Added to an age decimal's half-width in backfill's screen: SQLite compares numerics as floats.
+_AGE_SLACK = Decimal("0.001")
 
 
 def event_key(

@@ -12,7 +12,9 @@ Tables::
                       pk, uid, status pending|decided|skipped|given_up, fingerprint and when first seen / changed;
                       and, status history, the last rows before the first watermark with the exam (uid)
                       each belongs to, so that a report continuing one of those exams is evaluated with them
-    ctp_exceedance    the ledger: highest value notified per (study uid, rule, metric, event key)
+    ctp_exceedance    the ledger: highest value notified per (study uid, rule, metric, event key), indexed
+                      by event key too; an exam-level value also under "events:" + a digest of the exam's
+                      irradiation event UIDs (model.events_key) in place of the study uid
     ctp_message       the outbox: one email per exam per run, with its fixed Message-ID and status
     ctp_notification  the exceedances each message tells about (what the email and the archive show)
 """
@@ -41,12 +43,13 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from ctpoller import settle
 from ctpoller.database import CLIENT_ENCODING, LOGIN_REFUSED, describe, first_line, parse_url, read_any_text
 from ctpoller.errors import ConfigError, LockedError, StateError
-from ctpoller.model import ArchiveRow, Message, MessageStatus, Notification, Tracked
+from ctpoller.model import ArchiveRow, Ledger, Message, MessageStatus, Notification, Tracked
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 ADVISORY_LOCK_KEY = 0x63_74_70_6F_6C_6C  # "ctpoll"
+EVENT_KEY_INDEX = "ctp_exceedance_event_key"
 HISTORY = settle.HISTORY  # ctp_study status of a row remembered from before the first run (never evaluated)
 #: ctp_meta keys of what a run found when OpenREM's newest study pk was below the watermark: the
 #: newest pk then, while it is unknown whether studies were deleted or OpenREM was restored (behind),
@@ -145,6 +148,7 @@ class NewMessage:
     recipients: tuple[str, ...]
     notifications: tuple[Notification, ...]
     status: MessageStatus = "pending"
+    events_key: str | None = None  # model.events_key of the exam: exam-level news is recorded under it too
 
 
 @dataclass
@@ -331,6 +335,11 @@ class StateStore:
                 ) from e
         with self._tx("creating the schema") as conn:
             metadata.create_all(conn)
+            if not any(i["name"] == EVENT_KEY_INDEX for i in sa.inspect(conn).get_indexes(exceedance_table.name)):
+                # stores made before it too: the ledger looks irradiation event UIDs up under any exam
+                conn.execute(
+                    sa.text(f"CREATE INDEX IF NOT EXISTS {EVENT_KEY_INDEX} ON {exceedance_table.name} (event_key)")
+                )
             version = conn.execute(
                 sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")
             ).scalar_one_or_none()
@@ -511,12 +520,20 @@ class StateStore:
                     result.setdefault(uid, []).append(pk)
         return result
 
-    def ledger(self, uids: Iterable[str]) -> dict[tuple[str, str, str, str], Decimal]:
-        result: dict[tuple[str, str, str, str], Decimal] = {}
+    def ledger(self, exam_keys: Iterable[str], event_keys: Iterable[str] = ()) -> Ledger:
+        """What was notified before: the ledger rows of these exams (Study Instance UIDs or
+        ``model.events_key``s) and of these irradiation event UIDs under any exam.
+
+        Rule names are compared by ``model.rule_identity``, whatever case a row was written in, so
+        a rule whose name only changed case finds what it notified before.
+        """
+        result = Ledger()
+        t = exceedance_table
         with self._tx("reading the ledger") as conn:
-            for chunk in _chunks(sorted(set(uids)), 500):
-                for row in conn.execute(sa.select(exceedance_table).where(exceedance_table.c.study_uid.in_(chunk))):
-                    result[(row.study_uid, row.rule, row.metric, row.event_key)] = Decimal(row.value)
+            for column, keys in ((t.c.study_uid, exam_keys), (t.c.event_key, event_keys)):
+                for chunk in _chunks(sorted(set(keys)), 500):
+                    for row in conn.execute(sa.select(t).where(column.in_(chunk))):
+                        result.add(row.study_uid, row.rule, row.metric, row.event_key, Decimal(row.value))
         return result
 
     def commit_cycle(self, write: CycleWrite, now: datetime) -> None:
@@ -603,9 +620,12 @@ class StateStore:
         conn.execute(
             sa.insert(notification_table), [dict(message=pk, **_notification_row(n)) for pk, n in notifications]
         )
-        ledger = {
-            (n.study_uid, n.rule, n.metric, n.event_key): str(n.value) for _, n in notifications
-        }  # the last value of a key wins, as if written one by one
+        ledger: dict[tuple[str, str, str, str], str] = {}  # the last value of a key wins, as if written one by one
+        for m in fresh.values():
+            for n in m.notifications:
+                ledger[(n.study_uid, n.rule, n.metric, n.event_key)] = str(n.value)
+                if m.events_key is not None and not n.event_key:  # the exam by its events, too
+                    ledger[(m.events_key, n.rule, n.metric, "")] = str(n.value)
         insert = (sqlite.insert if self.is_sqlite else postgresql.insert)(exceedance_table)
         conn.execute(
             insert.on_conflict_do_update(

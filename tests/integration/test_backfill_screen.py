@@ -129,6 +129,19 @@ SPOIL = [
     "UPDATE remapp_patientstudymoduleattr SET patient_age_decimal = 200, patient_age = '012M' WHERE id % 37 = 0",
     "UPDATE remapp_patientstudymoduleattr SET patient_age_decimal = 'NaN', patient_age = NULL WHERE id % 41 = 0",
     "UPDATE remapp_patientstudymoduleattr SET patient_age = '  ' WHERE id % 43 = 0",
+    # ages on the band edges of the rule sets (16, 70, and 2, 6, 10 in the example), as OpenREM
+    # rounds them to 0.1 year, with and without an age string that agrees or not
+    "UPDATE remapp_patientstudymoduleattr SET patient_age_decimal = 16.0, patient_age = NULL WHERE id % 71 = 0",
+    "UPDATE remapp_patientstudymoduleattr SET patient_age_decimal = 16.0, patient_age = '015Y' WHERE id % 73 = 0",
+    "UPDATE remapp_patientstudymoduleattr SET patient_age_decimal = 16.0, patient_age = '016Y' WHERE id % 74 = 0",
+    "UPDATE remapp_patientstudymoduleattr SET patient_age_decimal = 70.0, patient_age = '069Y' WHERE id % 79 = 0",
+    "UPDATE remapp_patientstudymoduleattr SET patient_age_decimal = 69.9, patient_age = NULL WHERE id % 81 = 0",
+    "UPDATE remapp_patientstudymoduleattr SET patient_age_decimal = 69.0, patient_age = '069Y' WHERE id % 82 = 0",
+    "UPDATE remapp_patientstudymoduleattr SET patient_age_decimal = 2.0, patient_age = '023M' WHERE id % 86 = 0",
+    "UPDATE remapp_patientstudymoduleattr SET patient_age_decimal = 6.0, patient_age = NULL WHERE id % 87 = 0",
+    "UPDATE remapp_patientstudymoduleattr SET patient_age_decimal = 10.0, patient_age = '009Y' WHERE id % 88 = 0",
+    "UPDATE remapp_patientstudymoduleattr SET patient_age_decimal = NULL, patient_age = '119M' WHERE id % 91 = 0",
+    "UPDATE remapp_patientstudymoduleattr SET patient_age_decimal = 1.0, patient_age = '011M' WHERE id % 92 = 0",
     # a second patient-study row for some studies (OpenREM writes one): the first one counts
     "INSERT INTO remapp_patientstudymoduleattr (general_study_module_attributes_id, patient_age_decimal, patient_age) "
     "SELECT general_study_module_attributes_id, 3, '003Y' FROM remapp_patientstudymoduleattr WHERE id % 47 = 0",

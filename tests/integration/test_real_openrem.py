@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 import pg
 from ctpoller import poller
-from ctpoller.model import Exam
+from ctpoller.model import AgeRange, Exam
 from ctpoller.source import OpenremSource
 from ctpoller.state import StateStore
 
@@ -65,8 +65,10 @@ def test_real_rows_are_read_as_openrem_wrote_them(real_openrem):
     assert max(e.ctdivol_mgy for e in rows[8].events) == Decimal("222.59")
     assert {e.phantom for e in rows[8].events} == {"head"}
     assert rows[16].events[1].phantom is None  # Philips SC: CTDIvol without a phantom
-    assert Exam(uid=rows[17].uid, rows=(rows[17],)).age_years == Decimal(63)  # -7976.7 is ignored
-    assert Exam(uid=rows[9].uid, rows=(rows[9],)).age_years is None
+    assert Exam(uid=rows[17].uid, rows=(rows[17],)).age == AgeRange(
+        Decimal(63), Decimal(64), high_open=True
+    )  # -7976.7 is ignored
+    assert Exam(uid=rows[9].uid, rows=(rows[9],)).age is None
     continued = Exam(uid=rows[1].uid, rows=(rows[1], rows[2]))
     assert rows[1].uid == rows[2].uid and len(continued.events) == 4
     assert continued.total_dlp_mgycm == Decimal("116.61")

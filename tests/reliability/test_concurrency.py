@@ -4,13 +4,11 @@ or 0 (it came second and found nothing left to do)."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import psycopg
 import pytest
 import sqlalchemy as sa
 
-from ctpoller.demo.exams import SIEMENS_FLASH_QA
+from ctpoller.demo.exams import SIEMENS_FLASH_QA, as_another_exam
 from ctpoller.state import StateStore
 
 from .harness import (
@@ -60,7 +58,7 @@ def test_two_runs_started_together_send_each_notification_exactly_once(
     for number in range(rounds):
         uid = f"1.2.826.0.1.3680043.10.777.{number}"
         uids.append(uid)
-        openrem.import_study(dataclasses.replace(SIEMENS_FLASH_QA, uid=uid))
+        openrem.import_study(as_another_exam(SIEMENS_FLASH_QA, uid))
         assert_one_winner(race(processes, env, tmp_path))
 
     ids = message_ids(mail.handler.delivered)

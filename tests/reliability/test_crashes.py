@@ -4,7 +4,6 @@ the state store intact, the archive always a complete workbook."""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import random
 import sqlite3
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from ctpoller.demo.exams import GE_VCT, SIEMENS_FLASH_QA
+from ctpoller.demo.exams import GE_VCT, SIEMENS_FLASH_QA, as_another_exam
 from ctpoller.model import Notification
 from ctpoller.state import CycleWrite, NewMessage, StateStore
 
@@ -247,7 +246,7 @@ def test_runs_killed_at_random_moments_lose_nothing_and_repeat_at_most_the_messa
     for attempt in range(8):
         uid = f"1.2.826.0.1.3680043.10.555.{attempt}"
         uids.append(uid)
-        openrem.import_study(dataclasses.replace(GE_VCT, uid=uid))
+        openrem.import_study(as_another_exam(GE_VCT, uid))
         running = processes.start("run", env=env, cwd=tmp_path)
         time.sleep(chooser.uniform(0.3, 1.5))
         if running.poll() is None:

@@ -6,7 +6,7 @@ from decimal import Decimal as D
 
 import pytest
 
-from ctpoller.model import Event, Exam, StudyRow, age_in_years
+from ctpoller.model import AgeRange, Event, Exam, StudyRow, age_range
 
 
 def event(key: str, pk: int, study: int, dlp: str | None = "10", ctdivol: str | None = "1") -> Event:
@@ -61,18 +61,21 @@ def test_a_nan_total_counts_as_no_total():
 
 
 @pytest.mark.parametrize(
-    ("decimal", "text", "years"),
+    ("decimal", "text", "ages"),
     [
-        (D("60.0"), "060Y", D("60.0")),
-        (D("-7976.7"), "063Y", D("63")),
-        (None, "018M", D("1.500")),
-        (None, "003W", D("0.057")),
-        (None, "010D", D("0.027")),
+        (D("60.0"), "060Y", AgeRange(D("60"), D("61"), high_open=True)),  # maybe just the string, rounded
+        (D("60.3"), "060Y", AgeRange(D("60.25"), D("60.35"))),  # both: the ages both allow
+        (D("-7976.7"), "063Y", AgeRange(D("63"), D("64"), high_open=True)),
+        (None, "018M", AgeRange(D("1.5"), D("1.583334"), high_open=True)),
+        (None, "003W", AgeRange(D("0.057494"), D("0.076660"), high_open=True)),
+        (None, "010D", AgeRange(D("0.027378"), D("0.030117"), high_open=True)),
         (D("131"), None, None),
         (None, "abc", None),
+        (None, "999Y", None),
         (None, None, None),
-        (D("NaN"), "040Y", D("40")),
+        (D("NaN"), "040Y", AgeRange(D("40"), D("41"), high_open=True)),
+        (D("0.0"), None, AgeRange(D("0"), D("0.05"))),
     ],
 )
-def test_age_prefers_a_plausible_decimal_then_the_dicom_string(decimal, text, years):
-    assert age_in_years(decimal, text) == years
+def test_an_age_is_the_range_of_ages_a_plausible_decimal_and_the_dicom_string_allow(decimal, text, ages):
+    assert age_range(decimal, text) == ages

@@ -313,25 +313,85 @@ def test_rules_without_standard_name_criteria_do_not_use_standard_names():
 
 
 @pytest.mark.parametrize(
-    ("band", "age", "matches"),
+    ("band", "age", "age_string", "matches"),
     [
-        ("age_max = 2", "1.9", True),
-        ("age_max = 2", "2", False),
-        ("age_min = 2\nage_max = 6", "2", True),
-        ("age_min = 2\nage_max = 6", "5.999", True),
-        ("age_min = 2\nage_max = 6", "6", False),
-        ("age_min = 2\nage_max = 6", "1.5", False),
-        ("age_min = 18", "18", True),
-        ("age_min = 18", "17.9", False),
-        ("age_min = 0", "0", True),
-        ("age_max = 10", None, False),
-        ("age_min = 0", None, False),
-        ("age_min = 0", "-7976.7", False),
+        ("age_max = 2", "1.9", None, True),
+        ("age_max = 2", "2.1", None, False),
+        ("age_max = 2", "2", "002Y", False),
+        ("age_max = 2", None, "023M", True),
+        ("age_max = 2", None, "024M", False),
+        ("age_min = 2\nage_max = 6", "2", "002Y", True),
+        ("age_min = 2\nage_max = 6", "5.999", None, True),
+        ("age_min = 2\nage_max = 6", "6", "006Y", False),
+        ("age_min = 2\nage_max = 6", "6.1", None, False),
+        ("age_min = 2\nage_max = 6", "1.5", None, False),
+        ("age_min = 2\nage_max = 6", "1.9", None, False),
+        ("age_min = 18", "18", None, True),
+        ("age_min = 18", "17.9", None, False),
+        ("age_min = 18", "17.95", None, True),  # a decimal of 17.95 may stand for 18.0
+        ("age_min = 0", "0", None, True),
+        ("age_max = 10", None, None, False),
+        ("age_min = 0", None, None, False),
+        ("age_min = 0", "-7976.7", None, False),
+        ("age_min = 0", None, "abc", False),
     ],
 )
-def test_age_band_includes_age_min_and_excludes_age_max(band: str, age: str | None, matches: bool):
+def test_age_band_includes_age_min_and_excludes_age_max(band: str, age: str | None, age_string, matches: bool):
     rules = one_rule(f"{band}\nctdivol = 1")
-    assert bool(evaluate(exam_of(event(ctdivol=2), age=age), rules)) is matches
+    assert bool(evaluate(exam_of(event(ctdivol=2), age=age, age_string=age_string), rules)) is matches
+
+
+@pytest.mark.parametrize(
+    ("age", "age_string", "bands"),
+    [
+        # 17.96 years, stored rounded as 18.0: may be 17.95 to 18.05, so a child too
+        ("18.0", None, {"child", "late teen", "adult"}),
+        ("18.0", "017Y", {"child", "late teen"}),  # the string says under 18
+        ("18.0", "018Y", {"adult"}),  # the string says 18 or more
+        ("18.0", "  017Y ", {"child", "late teen"}),  # as sent, padded
+        # 11 months old, stored rounded as 1.0 (0.96 years from the birth date)
+        ("1.0", None, {"infant", "child"}),
+        ("1.0", "011M", {"infant", "child"}),
+        ("1.0", "012M", {"child"}),
+        ("0.9", "011M", {"infant", "child"}),  # 11/12 rounded: the string alone, 11 to under 12 months
+        (None, "011M", {"infant", "child"}),
+        (None, "051W", {"infant", "child"}),
+        (None, "364D", {"infant", "child"}),
+        (None, "366D", {"child"}),
+        (None, "017Y", {"child", "late teen"}),
+        (None, "018Y", {"adult"}),
+        ("-7976.7", "017Y", {"child", "late teen"}),  # nonsense decimal: the string alone
+        ("-7976.7", None, set()),  # nonsense and nothing else: unknown
+        ("200", "999Y", set()),
+        ("17.0", "017Y", {"child", "late teen"}),  # 17.0 may be the string's 17 rounded: 17 to under 18
+        ("17.1", "017Y", {"child"}),  # from a birth date: 17.05 to 17.15
+        ("40.0", "017Y", {"adult"}),  # they disagree: the decimal's range
+    ],
+)
+def test_a_patient_who_may_be_under_a_band_edge_matches_the_band_below_it(age, age_string, bands):
+    rules = parse(
+        """
+        [[rule]]
+        name = "infant"
+        age_max = 1
+        ctdivol = 1
+        [[rule]]
+        name = "child"
+        age_max = 18
+        ctdivol = 1
+        [[rule]]
+        name = "adult"
+        age_min = 18
+        ctdivol = 1
+        [[rule]]
+        name = "late teen"
+        age_min = 17.5
+        age_max = 18
+        ctdivol = 1
+        """
+    )
+    exam = exam_of(event(ctdivol=2), age=age, age_string=age_string)
+    assert {x.rule for x in evaluate(exam, rules)} == bands
 
 
 def test_nonsense_decimal_age_falls_back_to_the_dicom_age_string():

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ctpoller.model import PLAUSIBLE_AGE_YEARS, DoseCheck, Event, Exam, Screened, StudyRow
+from ctpoller.model import AGE_DECIMAL_HALF_WIDTH, PLAUSIBLE_AGE_YEARS, DoseCheck, Event, Exam, Screened, StudyRow
 from ctpoller.rules import SCREEN_MARGIN, Bound, Screen, evaluate, parse_rules, screen
 
 NAN, INF = Decimal("NaN"), Decimal("Infinity")
@@ -41,11 +41,13 @@ def pg_max(values: list[Decimal | None]) -> Decimal | None:
 
 
 def age_may_pass(row: StudyRow, bound: Bound) -> bool:
+    """``source._age_may_pass``: a plausible decimal within reach of the band, or any age string."""
     low, high = PLAUSIBLE_AGE_YEARS
-    d = row.patient_age_decimal
-    if d is not None and d.is_finite() and low <= d <= high:
-        return (bound.age_min is None or d >= bound.age_min) and (bound.age_max is None or d < bound.age_max)
-    return row.patient_age is not None
+    d, reach = row.patient_age_decimal, AGE_DECIMAL_HALF_WIDTH + Decimal("0.001")
+    plausible = d is not None and d.is_finite() and low <= d <= high
+    near = plausible and (bound.age_min is None or d >= bound.age_min - reach)  # type: ignore[operator]
+    near = near and (bound.age_max is None or d < bound.age_max + reach)  # type: ignore[operator]
+    return near or row.patient_age is not None
 
 
 def reference_answers(row: StudyRow, questions: Screen) -> tuple[str, bool | None]:
@@ -104,6 +106,12 @@ def cleared(row: StudyRow, questions: Screen) -> bool:
 
 # --------------------------------------------------------------------------------------------- strategies
 
+#: Ages on and around the band edges of RULE_PARTS (2, 6, 18), as OpenREM rounds them, and hostile ones.
+AGES = [None, Decimal("4"), Decimal("40"), Decimal("200"), NAN, Decimal("-1"), Decimal("0.0"), Decimal("1.5")]
+AGES += [Decimal(edge) + Decimal(step) for edge in (2, 6, 18) for step in ("-0.1", "-0.05", "0", "0.05", "0.1")]
+AGE_STRINGS = [None, "001Y", "004Y", "040Y", "018M", "abc", "  ", "999Y", "002Y", "023M", "024M", "104W"]
+AGE_STRINGS += ["005Y", "071M", "006Y", "017Y", "018Y", "6574D", "017Y ", "730D"]
+
 PROTOCOLS = ["Head Routine", "Cardiac Prosp Seq", "Chest Abdomen", "Perfusion Brain", "Calcium Score", None]
 doses = st.one_of(
     st.none(),
@@ -142,10 +150,8 @@ def rows(draw: st.DrawFn) -> StudyRow:
         requested_procedure=draw(st.sampled_from(["CT CAP", "CT HEAD", None])),
         station_name=draw(st.sampled_from(["CT1", "CT2", None])),
         total_dlp_mgycm=draw(doses),
-        patient_age_decimal=draw(
-            st.sampled_from([None, Decimal("1.5"), Decimal("4"), Decimal("40"), Decimal("200"), NAN, Decimal("-1")])
-        ),
-        patient_age=draw(st.sampled_from([None, "001Y", "004Y", "040Y", "018M", "abc"])),
+        patient_age_decimal=draw(st.sampled_from(AGES)),
+        patient_age=draw(st.sampled_from(AGE_STRINGS)),
         events=events,
     )
 

@@ -12,6 +12,7 @@ and ``[2]``. Units: CTDIvol mGy, DLP mGy.cm, age years, weight kg, size m.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date, time
 from decimal import Decimal as D
 from types import MappingProxyType
@@ -19,7 +20,7 @@ from typing import TypeAlias
 
 from ctpoller.demo.openrem import SeedEvent, SeedStudy
 
-__all__ = ["MULTI_SERIES", "SEED_STUDIES"]
+__all__ = ["MULTI_SERIES", "SEED_STUDIES", "as_another_exam", "stored_again"]
 
 _ROOT = "1.2.826.0.1.3680043.10.1234"  # made-up UIDs: <root>.<study>, .<study>.1.<n> SOP, .<study>.2.<n> event
 
@@ -685,3 +686,16 @@ SEED_STUDIES: tuple[SeedStudy, ...] = (
     PHILIPS_SC,
     NM_CT_SIEMENS,
 )
+
+
+def as_another_exam(study: SeedStudy, uid: str) -> SeedStudy:
+    """``study`` as a different exam under Study Instance UID ``uid``: its SOP instance UID and its
+    irradiation event UIDs are new too (the same event UIDs would be the same irradiations)."""
+    events = tuple(replace(e, uid=f"{uid}.2.{n}" if e.uid else None) for n, e in enumerate(study.events, 1))
+    return replace(study, uid=uid, sop_instance_uid=f"{uid}.1.1", events=events)
+
+
+def stored_again(study: SeedStudy, uid: str) -> SeedStudy:
+    """The same dose report (the same irradiation events) stored under another Study Instance UID,
+    as when a PACS changed the UID and query-retrieve brought the report in again."""
+    return replace(study, uid=uid, sop_instance_uid=f"{uid}.1.1")

@@ -1,0 +1,125 @@
+"""One rule identity and the ledger: what counts as notified before."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal as D
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from ctpoller.errors import ConfigError
+from ctpoller.model import NO_UID_PREFIX, Exceedance, Ledger, Notification, events_key, rule_identity
+from ctpoller.poller import message_id
+from ctpoller.rules import parse_rules
+from ctpoller.state import EVENT_KEY_INDEX, CycleWrite, NewMessage, StateStore, exceedance_table
+
+NOW = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+EXAM_A, EXAM_B = "1.2.826.0.1.1", "1.2.826.0.1.2"
+
+
+def exceedance(rule: str, metric: str = "ctdivol", event: str = "1.2.3.9", value: str = "70") -> Exceedance:
+    return Exceedance(rule, metric, event, D(value), D(60), "mGy")  # type: ignore[arg-type]
+
+
+def notification(rule: str, metric: str = "ctdivol", event: str = "1.2.3.9", value: str = "70", uid=EXAM_A):
+    return Notification(uid, rule, metric, event, D(value), D(60), "mGy")
+
+
+@pytest.mark.parametrize("other", ["paed head", "PAED HEAD", "  Paed head ", "Paed   head", "Paed\thead", "PAED HEAD"])
+def test_a_change_of_case_or_spacing_is_the_same_rule(other: str) -> None:
+    assert rule_identity(other) == rule_identity("Paed head")
+
+
+def test_other_words_are_another_rule() -> None:
+    assert rule_identity("Paed head") != rule_identity("Paed head (AAPM)")
+    assert rule_identity("Straße") == rule_identity("STRASSE")  # case folding, as the rules file compares
+
+
+def test_the_rules_file_refuses_two_names_of_one_identity() -> None:
+    text = '[[rule]]\nname = "Paed head"\nctdivol = 1\n[[rule]]\nname = "PAED  HEAD"\nctdivol = 2\n'
+    with pytest.raises(ConfigError, match="rule 'PAED  HEAD': key 'name': is already used by rule #1"):
+        parse_rules(text, source="rules.toml")
+
+
+def test_the_message_id_does_not_change_with_the_case_of_a_rule_name() -> None:
+    assert message_id(EXAM_A, [notification("Paed head")], "x.example") == message_id(
+        EXAM_A, [notification("PAED HEAD")], "x.example"
+    )
+    assert message_id(EXAM_A, [notification("Paed head")], "x.example") != message_id(
+        EXAM_A, [notification("Paed head", value="71")], "x.example"
+    )
+
+
+def test_an_irradiation_event_is_known_under_any_study_uid_and_any_case_of_its_rule() -> None:
+    ledger = Ledger()
+    ledger.add(EXAM_A, "Paed Head", "ctdivol", "1.2.3.9", D(70))
+    assert ledger.previous(EXAM_B, None, exceedance("paed head")) == D(70)
+    assert ledger.previous(EXAM_B, None, exceedance("paed head", metric="dlp")) is None
+    assert ledger.previous(EXAM_B, None, exceedance("other rule")) is None
+
+
+def test_an_event_without_a_uid_is_known_only_in_its_own_exam() -> None:
+    key = NO_UID_PREFIX + "abc"
+    ledger = Ledger()
+    ledger.add(EXAM_A, "R", "ctdivol", key, D(70))
+    assert ledger.previous(EXAM_A, None, exceedance("r", event=key)) == D(70)
+    assert ledger.previous(EXAM_B, None, exceedance("r", event=key)) is None
+
+
+def test_an_exam_level_value_is_known_by_its_exam_or_by_exactly_its_events() -> None:
+    same = events_key(["1.2.3.2", "1.2.3.1"])
+    assert same == events_key(["1.2.3.1", "1.2.3.2"])
+    assert events_key(["1.2.3.1", "1.2.3.2", "1.2.3.3"]) != same
+    assert events_key(["1.2.3.1", NO_UID_PREFIX + "abc"]) is None and events_key([]) is None
+    ledger = Ledger()
+    ledger.add(EXAM_A, "Exam DLP", "dlp_total", "", D(2000))
+    ledger.add(str(same), "Exam DLP", "dlp_total", "", D(2000))
+    total = exceedance("EXAM DLP", "dlp_total", "", "2000")
+    assert ledger.previous(EXAM_B, same, total) == D(2000)
+    assert ledger.previous(EXAM_B, events_key(["1.2.3.1", "1.2.3.2", "1.2.3.3"]), total) is None
+    assert ledger.previous(EXAM_B, None, total) is None
+
+
+def test_the_highest_value_notified_counts() -> None:
+    ledger, other = Ledger(), Ledger()
+    ledger.add(EXAM_A, "R", "ctdivol", "1.2.3.9", D(80))
+    ledger.add(EXAM_B, "r", "ctdivol", "1.2.3.9", D(70))
+    other.add(EXAM_B, "R", "ctdivol", "1.2.3.9", D(75))
+    ledger.update(other)
+    assert ledger.previous(EXAM_B, None, exceedance("R")) == D(80)
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    state = StateStore(f"sqlite:///{tmp_path / 'state.sqlite3'}")
+    state.ensure_schema()
+    yield state
+    state.dispose()
+
+
+def test_the_store_finds_rows_written_in_another_case_and_under_other_study_uids(store: StateStore) -> None:
+    exam_events = events_key(["1.2.3.9"])
+    message = NewMessage(
+        "<a@x>",
+        EXAM_A,
+        ("p@x.example",),
+        (notification("Paed Head"), notification("Exam DLP", "dlp_total", "", "2000")),
+        events_key=exam_events,
+    )
+    store.commit_cycle(CycleWrite(messages=[message]), NOW)
+    ledger = store.ledger([EXAM_B, str(exam_events)], ["1.2.3.9"])
+    assert ledger.previous(EXAM_B, None, exceedance("PAED HEAD")) == D(70)
+    assert ledger.previous(EXAM_B, exam_events, exceedance("exam dlp", "dlp_total", "", "2000")) == D(2000)
+    assert store.ledger([EXAM_B], []).exams == {}
+
+
+def test_a_store_made_before_gets_the_event_key_index(store: StateStore) -> None:
+    with store.engine.begin() as conn:
+        conn.execute(sa.text(f"DROP INDEX {EVENT_KEY_INDEX}"))
+    store.ensure_schema()
+    store.ensure_schema()
+    with store.engine.connect() as conn:
+        indexes = sa.inspect(conn).get_indexes(exceedance_table.name)
+    assert [i["column_names"] for i in indexes if i["name"] == EVENT_KEY_INDEX] == [["event_key"]]
