@@ -11,7 +11,7 @@ drops it after measuring. Every run merges its figures into bench/results.json, 
 combine S, M and L measured at different times (the L/S ratio needs both). What is measured:
 
 1. steady state on S and L, with 0, 100 and 1,000 new exams: the in-process cycle
-   (``ctpoller.poller.run_once`` with a real OpenremSource on the bench database, a fresh SQLite
+   (``ctpoller.run_once`` with a real OpenremSource on the bench database, a fresh SQLite
    StateStore, the .eml outbox notifier and the .xlsx archive in a temporary directory, a virtual
    clock): initialise at the end, add N exams, a first cycle at t ("seen": they wait to settle),
    then the measured cycle at t+121 s (evaluates them); and the whole process
@@ -54,13 +54,14 @@ if __package__ in (None, ""):  # run as a script: make ``bench`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import generate
-from ctpoller import poller
-from ctpoller.notify.outbox import EmlDirectoryNotifier
-from ctpoller.poller import Report, Timing
-from ctpoller.rules import RuleSet, parse_rules
-from ctpoller.source import OpenremSource
-from ctpoller.state import StateStore
-from ctpoller.wiring import XlsxArchive
+from ctpoller.archive.base import XlsxArchive
+from ctpoller.core.rules import RuleSet, parse_rules
+from ctpoller.core.settle import Timing
+from ctpoller.jobs.cycle import run_once
+from ctpoller.jobs.report import Report
+from ctpoller.mail.eml import EmlDirectoryNotifier
+from ctpoller.openrem.source import OpenremSource
+from ctpoller.store.store import StateStore
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -353,7 +354,7 @@ def in_process_cycle(
 
         def cycle(now: datetime) -> Report:
             notifier = EmlDirectoryNotifier(tmp / "outbox", mail_from=MAIL_FROM)
-            return poller.run_once(source, state, rules, notifier, archive, now=now, timing=TIMING)
+            return run_once(source, state, rules, notifier, archive, now=now, timing=TIMING)
 
         try:
             state.ensure_schema()

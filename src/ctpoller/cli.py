@@ -1,14 +1,5 @@
-"""The ``ctpoller`` command: the composition root. The only module that prints or exits.
-
-Exit codes (also in the README and ``ctpoller --help``):
-
-  0   success (finding exceedances is success)
-  1   permanent failure: a person must act (schema mismatch, a notification refused with 5xx in this
-      run, an archive directory that is missing or not writable, ...)
-  2   configuration error: settings, rules file or command line; nothing was done
-  3   another ctpoller run holds the lock; this run did nothing
-  75  temporary failure: database or mail server unreachable, timeout; retried by the next run
-"""
+"""The ``ctpoller`` command: parse, call a job, print its lines, map errors to exit codes (``EXIT_CODES_HELP``,
+also in the README). The only module that prints or exits; the parts come from ``wiring``."""
 
 from __future__ import annotations
 
@@ -27,7 +18,9 @@ from typing import TYPE_CHECKING
 from ctpoller.errors import ConfigError, CtpollerError, LockedError
 
 if TYPE_CHECKING:
+    from ctpoller.jobs.report import Report
     from ctpoller.settings import Settings
+    from ctpoller.wiring import Components
 
 
 class _Version(argparse.Action):
@@ -72,7 +65,8 @@ def console() -> int:
     try:
         import psycopg  # noqa: F401  (SQLAlchemy would import it at the first connection)
 
-        import ctpoller.wiring  # noqa: F401  (settings, rules, OpenREM source, state store, poller)
+        import ctpoller.jobs.cycle
+        import ctpoller.wiring  # noqa: F401  (settings, rules, OpenREM source, state store)
     except Exception:  # a broken install: main says so in one line, where a command needs it
         pass
     finally:
@@ -201,76 +195,51 @@ def cmd_run(args: argparse.Namespace) -> int:
     CTPOLLER_SETTLE_SECONDS, evaluates the rules, records and sends the notifications and rewrites
     the archive. The first run only records where OpenREM ends: history is not notified.
     """
-    from ctpoller import poller
-    from ctpoller.wiring import Components
+    from ctpoller.jobs.cycle import run_once
 
     settings = _settings(args)
+
+    def cycle(c: Components, now: datetime) -> Report:
+        parts = (c.source, c.state, c.rules, c.notifier, c.archive)
+        return run_once(*parts, now=now, timing=c.timing, dry_run=args.dry_run, mail_domain=c.mail_domain)
+
+    what = "dry run" if args.dry_run else "run"
+    return _journaled(settings, cycle, what, need_delivery=not args.dry_run, dry_run=args.dry_run)
+
+
+def _journaled(
+    settings: Settings, job: Callable[[Components, datetime], Report], what: str, *, need_delivery: bool, dry_run: bool
+) -> int:
+    """Run ``job`` with the parts, holding the lock, and record how it ended (for ``status`` and the
+    metrics), also when it failed; a dry run records nothing."""
+    from ctpoller.journal import record_failure, record_run, write_run_metrics
+    from ctpoller.wiring import Components, build_state
+
     now, started = _now(), time.monotonic()
-    report: poller.Report | None = None
+    report: Report | None = None
     facts: dict[str, float | int | None] = {}
     recorded = False
     try:
-        with Components(settings, need_delivery=not args.dry_run, dry_run=args.dry_run) as c, c.locked(args.dry_run):
+        with Components(settings, need_delivery=need_delivery, dry_run=dry_run) as c, c.locked(dry_run):
             try:
-                report = poller.run_once(
-                    c.source,
-                    c.state,
-                    c.rules,
-                    c.notifier,
-                    c.archive,
-                    now=now,
-                    timing=c.timing,
-                    dry_run=args.dry_run,
-                    mail_domain=c.mail_domain,
-                )
+                report = job(c, now)
             except CtpollerError as e:
-                recorded, facts = True, c.record(now, e)
+                recorded, facts = not dry_run, {} if dry_run else record_run(c.state, now, e)
                 raise
-            facts = c.record(now, report.problem())
-        code = finish(report, "dry run" if args.dry_run else "run", dry_run=args.dry_run)
+            facts = {} if dry_run else record_run(c.state, now, report.problem())
+        code = finish(report, what, dry_run=dry_run)
     except LockedError:
         raise  # the run holding the lock writes the metrics
     except CtpollerError as e:
-        if not args.dry_run:
+        if not dry_run:
             if not recorded:
-                from ctpoller.wiring import record_failure
-
-                facts = record_failure(settings, now, e)
+                facts = record_failure(lambda: build_state(settings), now, e)
             if settings.metrics_file is not None:
-                _metrics(settings.metrics_file, report, facts, exit_code(e), started)
+                write_run_metrics(settings.metrics_file, report, facts, exit_code(e), started)
         raise
-    if settings.metrics_file is not None and not args.dry_run:
-        _metrics(settings.metrics_file, report, facts, code, started)
+    if settings.metrics_file is not None and not dry_run:
+        write_run_metrics(settings.metrics_file, report, facts, code, started)
     return code
-
-
-def _metrics(path: Path, report: object, facts: dict[str, float | int | None], code: int, started: float) -> None:
-    from ctpoller.metrics import RunMetrics, write_metrics
-    from ctpoller.poller import Report
-
-    finished = time.time()
-    values: dict[str, object] = dict(
-        finished_at=round(finished, 3),
-        success=code == EXIT_OK,
-        exit_code=code,
-        duration_seconds=round(time.monotonic() - started, 3),
-        **{k: v for k, v in facts.items()},
-    )
-    if isinstance(report, Report):
-        values.update(
-            exams_evaluated=report.exams_evaluated,
-            events_evaluated=report.events_evaluated,
-            exceedances=report.exceedances,
-            notifications_created=report.created,
-            notifications_sent=report.sent,
-            notifications_deferred=len(report.deferred),
-            notifications_failed=len(report.failed),
-            source_lag_seconds=report.source_lag_seconds,
-        )
-    try:
-        write_metrics(RunMetrics(**values), path)  # type: ignore[arg-type]
-    except CtpollerError as e:
-        log.warning("%s", e)
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
@@ -281,13 +250,14 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     read in one statement (one line per study, screened against the rules; only exams that could
     exceed a limit are read in full), allowed ten times CTPOLLER_STATEMENT_TIMEOUT_SECONDS.
     """
-    from ctpoller import poller
+    from ctpoller.jobs.backfill import backfill
+    from ctpoller.jobs.deliver import warn_failed
     from ctpoller.wiring import Components
 
     settings = _settings(args)
     need = not (args.dry_run or args.no_email)
     with Components(settings, need_delivery=need, dry_run=args.dry_run) as c, c.locked(args.dry_run):
-        report = poller.backfill(
+        report = backfill(
             c.source,
             c.state,
             c.rules,
@@ -301,7 +271,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
             mail_domain=c.mail_domain,
         )
         if args.no_email and not args.dry_run:  # a backfill that sends warns like one that does
-            poller.warn_failed(c.state, report)
+            warn_failed(c.state, report)
     return finish(report, "backfill dry run" if args.dry_run else "backfill", dry_run=args.dry_run)
 
 
@@ -312,11 +282,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     code a run would meet (2 settings, 1 a person must act, 75 temporary). Sends nothing and
     creates nothing: no state store, lock, archive or outbox file.
     """
-    from ctpoller.wiring import run_checks
+    from ctpoller.jobs.check import run_checks
+    from ctpoller.wiring import Parts
 
-    settings = _settings(args)
     worst = EXIT_OK
-    for ok, line, error in run_checks(settings, args.env_file):
+    for ok, line, error in run_checks(Parts(_settings(args)), args.env_file):
         print(f"{'ok     ' if ok else 'PROBLEM'} {line}")
         if error is not None:
             worst = max(worst, exit_code(error), key=_severity)
@@ -332,16 +302,14 @@ def cmd_reset(args: argparse.Namespace) -> int:
     studies the restore lost, 'ctpoller backfill --since DATE' covers the gap. Exceedances notified
     before are not notified again (they are keyed by Study Instance UID).
     """
-    from ctpoller import poller
+    from ctpoller.jobs.start import start_over
     from ctpoller.wiring import build_source, build_state, timing
 
     settings = _settings(args)
     source, state = build_source(settings), build_state(settings)
     try:
         source.connect()
-        before, after, newer = poller.start_over(
-            source, state, now=_now(), timing=timing(settings), dry_run=not args.yes
-        )
+        before, after, newer = start_over(source, state, now=_now(), timing=timing(settings), dry_run=not args.yes)
         if not args.yes:
             print(
                 f"would move the watermark from {before} to OpenREM study pk {after} and forget which pks were "
@@ -360,10 +328,10 @@ def cmd_reset(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Show the watermark, studies waiting to settle, the outbox and the last runs."""
-    from ctpoller.wiring import status_lines
+    from ctpoller.jobs.status import status_lines
+    from ctpoller.wiring import Parts
 
-    settings = _settings(args)
-    for line in status_lines(settings, now=_now()):
+    for line in status_lines(Parts(_settings(args)), now=_now()):
         print(line)
     return EXIT_OK
 
@@ -377,10 +345,10 @@ def cmd_retry(args: argparse.Namespace) -> int:
     sent once); it stays queued if the mail server is away. A dismissed one may be retried by ID.
     Without ID and --all: lists the failed notifications and changes nothing.
     """
-    from ctpoller.wiring import retry_failed
+    from ctpoller.jobs.retry import retry_failed
+    from ctpoller.wiring import Parts
 
-    settings = _settings(args)
-    report = retry_failed(settings, args.ids, everything=args.all, now=_now(), out=print)
+    report = retry_failed(Parts(_settings(args)), args.ids, everything=args.all, now=_now(), out=print)
     return EXIT_OK if report is None else _outbox_finish(report, "retry")
 
 
@@ -390,17 +358,16 @@ def cmd_dismiss(args: argparse.Namespace) -> int:
     They are marked dismissed and stay in the archive with the reason; 'ctpoller retry ID' can
     still send one. Without ID and --all: lists the failed notifications and changes nothing.
     """
-    from ctpoller.wiring import dismiss_failed
+    from ctpoller.jobs.retry import dismiss_failed
+    from ctpoller.wiring import Parts
 
-    settings = _settings(args)
-    report = dismiss_failed(settings, args.ids, everything=args.all, reason=args.reason, now=_now(), out=print)
+    report = dismiss_failed(
+        Parts(_settings(args)), args.ids, everything=args.all, reason=args.reason, now=_now(), out=print
+    )
     return EXIT_OK if report is None else _outbox_finish(report, "dismiss")
 
 
-def _outbox_finish(report: object, what: str) -> int:
-    from ctpoller.poller import Report
-
-    assert isinstance(report, Report)
+def _outbox_finish(report: Report, what: str) -> int:
     detail = f"{report.sent} emails sent, {len(report.failed)} refused again, {len(report.deferred)} deferred, "
     log.info("%s: %s%d failed waiting", what, detail if what == "retry" else "", report.failed_waiting)
     problem = report.problem()
@@ -424,44 +391,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # -- helpers -------------------------------------------------------------------------------------------
 
 
-def finish(report: object, what: str, *, dry_run: bool) -> int:
-    from ctpoller.poller import Report
+def finish(report: Report, what: str, *, dry_run: bool) -> int:
+    """Print what a person must see, log the summary line, and the exit code of the run's problem."""
+    from ctpoller.jobs.report import report_lines
 
-    assert isinstance(report, Report)
+    if report.initialised or dry_run:
+        for line in report_lines(report, would=dry_run):
+            print(f"ctpoller: {line}" if report.initialised else line)
     if report.initialised:
-        verb = "would start" if dry_run else "started"
-        print(
-            f"ctpoller: first run: {verb} after OpenREM study pk {report.watermark_after}; "
-            "earlier studies are not notified (use 'ctpoller backfill' for history)"
-        )
         return EXIT_OK
-    if dry_run:
-        print_dry_run(report)
     log.info("%s", report.summary(what))
     problem = report.problem()
     return EXIT_OK if problem is None else exit_code(problem)
-
-
-def print_dry_run(report: object) -> None:
-    from ctpoller.notify.render import format_decimal
-    from ctpoller.poller import Report
-
-    assert isinstance(report, Report)
-    for message in report.messages:
-        print(f"would notify {', '.join(message.recipients) or '(no recipients)'}: study {message.study_uid}")
-        for n in message.notifications:
-            rose = f" (rose from {format_decimal(n.previous_value)})" if n.previous_value is not None else ""
-            print(
-                f"  {n.rule}: {n.metric_label} {format_decimal(n.value)} {n.unit} > {format_decimal(n.limit)}"
-                f"{rose}; protocol {n.protocol or '-'}; {n.display_name or n.station_name or '-'}; "
-                f"{n.study_date or '-'}; {n.description or '-'}"
-            )
-    if report.created > len(report.messages):
-        print(f"... and {report.created - len(report.messages)} more exams")
-    for pk, why in report.waiting:
-        print(f"waiting: OpenREM study pk {pk}: {why}")
-    if not report.messages:
-        print("nothing to notify")
 
 
 def _severity(code: int) -> int:

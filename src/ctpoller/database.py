@@ -4,10 +4,10 @@ how text is read, and which connection failures need a person."""
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 
 from ctpoller.errors import ConfigError
 
@@ -50,6 +50,31 @@ LOGIN_REFUSED = (
     "authentication failed",
     "no pg_hba.conf entry",
 )
+
+#: What a driver error means for whoever must act: ``setup`` (the URL, the password or the database
+#: named is wrong: a person), ``permission`` (the role may not: a person), ``temporary`` (the server is
+#: away, busy, timed out or cancelled the statement: the next run retries), ``other`` (a person).
+Fault = Literal["setup", "permission", "temporary", "other"]
+
+#: SQLite has no SQLSTATEs: its words for a failure that passes.
+_SQLITE_TEMPORARY = ("locked", "busy", "timeout", "could not", "disk i/o")
+
+
+def classify(e: DBAPIError) -> Fault:
+    """The one judgement of a driver error, for the OpenREM source and the state store alike."""
+    sqlstate = getattr(e.orig, "sqlstate", None) or ""
+    text = str(e.orig)
+    if sqlstate in ("28000", "28P01", "3D000") or any(words in text for words in (*LOGIN_REFUSED, "does not exist")):
+        return "setup"
+    if sqlstate == "42501" or "permission denied" in text.lower():
+        return "permission"
+    if e.connection_invalidated or sqlstate[:2] in ("08", "57", "40", "53", "55"):
+        return "temporary"
+    sqlite = type(e.orig).__module__.startswith("sqlite3")
+    if not sqlstate and (not sqlite or any(w in text.lower() for w in _SQLITE_TEMPORARY)):
+        return "temporary"  # psycopg's own (the connection, the network); SQLite's by their words
+    return "other"
+
 
 #: Every PostgreSQL connection speaks UTF-8 to ctpoller, whatever the database's encoding.
 CLIENT_ENCODING = "UTF8"

@@ -14,13 +14,15 @@ from pathlib import Path
 
 from aiosmtpd.controller import Controller
 
-from ctpoller import poller
-from ctpoller.notify.smtp import SmtpNotifier
-from ctpoller.poller import Report, Timing
-from ctpoller.rules import RuleSet, parse_rules
-from ctpoller.source import OpenremSource
-from ctpoller.state import StateStore
-from ctpoller.wiring import XlsxArchive
+from ctpoller.archive.base import XlsxArchive
+from ctpoller.core.rules import RuleSet, parse_rules
+from ctpoller.core.settle import Timing
+from ctpoller.jobs.backfill import backfill
+from ctpoller.jobs.cycle import run_once
+from ctpoller.jobs.report import Report
+from ctpoller.mail.smtp import SmtpNotifier
+from ctpoller.openrem.source import OpenremSource
+from ctpoller.store.store import StateStore
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 SETTLE = timedelta(seconds=120)
@@ -85,7 +87,7 @@ class Harness:
         """One real poll cycle at the virtual time (advanced by ``after`` first)."""
         self.clock += after
         with self.parts(port) as (source, state, notifier):
-            return poller.run_once(
+            return run_once(
                 source,
                 state,
                 self.rules,
@@ -99,7 +101,7 @@ class Harness:
 
     def backfill(self, *, since=None, email: bool = True, dry_run: bool = False) -> Report:
         with self.parts() as (source, state, notifier):
-            return poller.backfill(
+            return backfill(
                 source,
                 state,
                 self.rules,

@@ -18,12 +18,14 @@ import pytest
 import sqlalchemy as sa
 
 import pg
-from ctpoller import poller
+from ctpoller.core.rules import DOSE_CHECK_RULE, parse_rules
 from ctpoller.demo import exams
 from ctpoller.demo.openrem import OpenremImporter, SeedStudy, create_schema
-from ctpoller.rules import DOSE_CHECK_RULE, parse_rules
-from ctpoller.source import OpenremSource
-from ctpoller.state import StateStore, exceedance_table, notification_table, study_table
+from ctpoller.jobs import backfill as backfill_job
+from ctpoller.jobs.report import Report
+from ctpoller.openrem.source import OpenremSource
+from ctpoller.store.store import StateStore
+from ctpoller.store.tables import exceedance_table, notification_table, study_table
 
 REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
@@ -165,12 +167,12 @@ SPOIL = [
 
 def backfill(
     source_url: str, rules_text: str, state_file: Path | str, *, screened: bool, dry_run: bool = False
-) -> poller.Report:
+) -> Report:
     source = OpenremSource(source_url)
     state = StateStore(state_file if isinstance(state_file, str) else f"sqlite:///{state_file}")
     try:
         state.ensure_schema()
-        return poller.backfill(
+        return backfill_job.backfill(
             source,
             state,
             parse_rules(rules_text, source="rules.toml"),
@@ -207,7 +209,7 @@ def recorded(state_file: Path | str) -> dict[str, Any]:
         engine.dispose()
 
 
-def assert_same(source_url: str, rules_text: str, tmp_path: Path, name: str) -> poller.Report:
+def assert_same(source_url: str, rules_text: str, tmp_path: Path, name: str) -> Report:
     fast = backfill(source_url, rules_text, tmp_path / f"{name}-screened.sqlite3", screened=True)
     full = backfill(source_url, rules_text, tmp_path / f"{name}-full.sqlite3", screened=False)
     got, want = recorded(tmp_path / f"{name}-screened.sqlite3"), recorded(tmp_path / f"{name}-full.sqlite3")
@@ -250,7 +252,7 @@ def test_screened_backfill_finds_exactly_what_reading_everything_finds(
 def test_a_continued_report_in_a_later_chunk_is_evaluated_with_its_first_row(
     spoiled_openrem: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(poller, "BACKFILL_CHUNK", 7)  # rows of one UID land in different chunks
+    monkeypatch.setattr(backfill_job, "BACKFILL_CHUNK", 7)  # rows of one UID land in different chunks
     assert_same(spoiled_openrem, RULE_SETS["exam criteria"], tmp_path, "chunks")
 
 
@@ -261,7 +263,7 @@ def test_a_dry_run_finds_what_a_backfill_records_when_an_exam_spans_chunks(
 ) -> None:
     """A dry run writes nothing, yet a continued report in a later chunk is screened and evaluated
     with its first row, and what that row exceeded is not found again as new."""
-    monkeypatch.setattr(poller, "BACKFILL_CHUNK", 7)  # rows of one UID land in different chunks
+    monkeypatch.setattr(backfill_job, "BACKFILL_CHUNK", 7)  # rows of one UID land in different chunks
     dry = backfill(spoiled_openrem, RULE_SETS[rules], tmp_path / "dry.sqlite3", screened=True, dry_run=True)
     real = backfill(spoiled_openrem, RULE_SETS[rules], tmp_path / "real.sqlite3", screened=True)
     assert real.created > 0 and any(n.metric == "dlp_total" for m in real.messages for n in m.notifications)

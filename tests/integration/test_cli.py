@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from ctpoller import __version__
 from ctpoller.demo.exams import CONTINUED_1, CONTINUED_2, GE_OPTIMA, GE_VCT, SIEMENS_FLASH_QA
 from ctpoller.demo.openrem import OpenremImporter
-from ctpoller.state import StateStore
+from ctpoller.store.store import StateStore
 
 from .poller_harness import Inbox, free_port, start_smtp
 

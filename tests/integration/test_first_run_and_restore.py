@@ -11,12 +11,12 @@ import pytest
 import sqlalchemy as sa
 
 import pg
-from ctpoller import poller
 from ctpoller.demo.exams import GE_OPTIMA, GE_PIXELMED, GE_VCT, SIEMENS_FLASH_QA
 from ctpoller.demo.openrem import OpenremImporter
 from ctpoller.errors import SourceError
-from ctpoller.source import OpenremSource
-from ctpoller.state import StateStore
+from ctpoller.jobs.start import start_over
+from ctpoller.openrem.source import OpenremSource
+from ctpoller.store.store import StateStore
 
 from .poller_harness import SETTLE, Harness, Inbox, start_smtp
 
@@ -157,7 +157,7 @@ def test_reset_during_an_import_starts_below_it(harness, openrem, inbox, openrem
     source, state = OpenremSource(openrem_db), StateStore(harness.state_url)
     try:
         source.connect()
-        before, after, _ = poller.start_over(source, state, now=harness.clock, timing=harness.timing, dry_run=False)
+        before, after, _ = start_over(source, state, now=harness.clock, timing=harness.timing, dry_run=False)
     finally:
         source.dispose()
         state.dispose()
@@ -217,7 +217,7 @@ def test_a_restore_stops_every_run_until_reset_also_once_new_pks_pass_the_waterm
     source, state = OpenremSource(openrem_db), StateStore(harness.state_url)
     try:
         source.connect()
-        before, after, _ = poller.start_over(source, state, now=harness.clock, timing=harness.timing, dry_run=False)
+        before, after, _ = start_over(source, state, now=harness.clock, timing=harness.timing, dry_run=False)
     finally:
         source.dispose()
         state.dispose()

@@ -12,7 +12,8 @@ import sqlalchemy as sa
 
 from ctpoller.demo.exams import GE_VCT, stored_again
 from ctpoller.demo.openrem import OpenremImporter, SeedEvent, SeedStudy
-from ctpoller.state import EVENT_KEY_INDEX, StateStore, exceedance_table
+from ctpoller.store.store import StateStore
+from ctpoller.store.tables import EVENT_KEY_INDEX, exceedance_table
 
 from .poller_harness import SETTLE, Harness, Inbox, start_smtp
 

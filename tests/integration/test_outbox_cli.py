@@ -22,7 +22,7 @@ from sqlalchemy.engine import make_url
 import pg
 from ctpoller.demo.exams import GE_VCT
 from ctpoller.demo.openrem import OpenremImporter
-from ctpoller.state import StateStore
+from ctpoller.store.store import StateStore
 
 from .smtp_server import Recorder, start_server
 from .test_cli import RULES, ctpoller, one_line

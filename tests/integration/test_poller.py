@@ -23,8 +23,8 @@ from ctpoller.demo.exams import (
 )
 from ctpoller.demo.openrem import OpenremImporter
 from ctpoller.errors import SourceError
-from ctpoller.source import OpenremSource
-from ctpoller.state import StateStore
+from ctpoller.openrem.source import OpenremSource
+from ctpoller.store.store import StateStore
 
 from .poller_harness import SETTLE, Harness, Inbox, free_port, start_smtp
 
@@ -209,7 +209,7 @@ def test_a_report_continuing_an_exam_begun_before_the_first_run_counts_the_whole
 
 
 def test_a_first_run_remembers_only_the_exams_of_recent_ct_rows(harness, openrem, monkeypatch):
-    monkeypatch.setattr("ctpoller.source.HISTORY_ROWS", 1)
+    monkeypatch.setattr("ctpoller.openrem.reads.HISTORY_ROWS", 1)
     first = openrem.import_study(GE_OPTIMA)
     second = openrem.import_study(CONTINUED_1)
     steps = openrem.import_steps(GE_VCT)

@@ -15,8 +15,8 @@ import pg
 from ctpoller.demo.exams import GE_VCT, TOSHIBA_DOSECHECK
 from ctpoller.demo.openrem import OpenremImporter
 from ctpoller.errors import SourceError
-from ctpoller.source import OPTIONAL, REQUIRED
-from ctpoller.state import StateStore
+from ctpoller.openrem.tables import OPTIONAL, REQUIRED
+from ctpoller.store.store import StateStore
 
 from .poller_harness import Harness, Inbox, start_smtp
 
@@ -94,7 +94,7 @@ def test_the_role_can_neither_write_nor_read_anything_else(reader_url, statement
 
 
 def test_the_role_may_read_the_study_sequence_so_a_restore_is_told_from_deletions(reader_url):
-    from ctpoller.source import OpenremSource
+    from ctpoller.openrem.source import OpenremSource
 
     source = OpenremSource(reader_url)
     try:
@@ -108,13 +108,13 @@ def test_a_role_that_may_not_read_the_study_sequence_runs_with_a_warning_of_what
     openrem_db, reader_url, caplog
 ):
     """Only a genuine "not offered" answer (here: permission denied on the sequence) turns a guard off."""
-    from ctpoller.source import OpenremSource
+    from ctpoller.openrem.source import OpenremSource
 
     with psycopg.connect(pg.libpq_url(openrem_db), autocommit=True) as admin:
         admin.execute(f"REVOKE SELECT ON SEQUENCE remapp_generalstudymoduleattr_id_seq FROM {ROLE}")
     source = OpenremSource(reader_url)
     try:
-        with caplog.at_level(logging.WARNING, logger="ctpoller.source"):
+        with caplog.at_level(logging.WARNING, logger="ctpoller.openrem.source"):
             source.connect()
         assert source.study_sequence is None
         assert source.supports_snapshot  # the other guard stays on

@@ -10,10 +10,10 @@ import pytest
 import sqlalchemy as sa
 
 import pg
-from ctpoller import poller
-from ctpoller.model import AgeRange, Exam
-from ctpoller.source import OpenremSource
-from ctpoller.state import StateStore
+from ctpoller.core.exam import AgeRange, Exam
+from ctpoller.jobs import backfill as backfill_job
+from ctpoller.openrem.source import OpenremSource
+from ctpoller.store.store import StateStore
 
 from .poller_harness import SETTLE, T0, Harness, Inbox, start_smtp
 
@@ -129,7 +129,7 @@ def test_total_dlp_of_the_real_continued_exam_counts_both_reports(real_openrem, 
 def test_a_dry_run_backfill_counts_both_reports_of_a_continued_exam_read_in_different_chunks(
     real_openrem, tmp_path, inbox, monkeypatch
 ):
-    monkeypatch.setattr(poller, "BACKFILL_CHUNK", 1)  # the continued exam's two rows in two chunks
+    monkeypatch.setattr(backfill_job, "BACKFILL_CHUNK", 1)  # the continued exam's two rows in two chunks
     rules = '[[rule]]\nname = "Thorax total"\nstudy = ["thorax"]\ndlp_total = 100\nrecipients = ["p@h.example"]\n'
     harness = Harness(real_openrem, f"sqlite:///{tmp_path / 's.sqlite3'}", rules, inbox.port, tmp_path)
     dry = harness.backfill(since=None, email=False, dry_run=True)

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
+from ctpoller.core.model import Message, Notification
 from ctpoller.errors import NotifyError
-from ctpoller.model import Message, Notification
-from ctpoller.notify.smtp import SmtpNotifier
+from ctpoller.mail.smtp import SmtpNotifier
 
 from .smtp_server import Certificates, Recorder, Server, free_port, make_certificates, start_server
 

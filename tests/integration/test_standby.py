@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from ctpoller.demo.exams import GE_OPTIMA, GE_VCT, PHILIPS_BIGBORE, SIEMENS_FLASH_TAP
 from ctpoller.demo.openrem import OpenremImporter
 from ctpoller.errors import SourceError
-from ctpoller.source import OpenremSource
+from ctpoller.openrem.source import OpenremSource
 
 from .conftest import replayed
 from .poller_harness import SETTLE, Harness, Inbox, start_smtp
@@ -64,7 +64,7 @@ def test_the_probes_find_the_late_commit_guard_and_the_study_sequence_on_a_stand
     replayed(primary, standby)
     source = OpenremSource(standby)
     try:
-        with caplog.at_level(logging.DEBUG, logger="ctpoller.source"):
+        with caplog.at_level(logging.DEBUG, logger="ctpoller.openrem.source"):
             source.connect()
             source.tables.clear()  # connect again, now on pooled connections
             source.connect()

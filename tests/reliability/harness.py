@@ -27,7 +27,7 @@ import openpyxl
 import psycopg
 import sqlalchemy as sa
 
-from ctpoller.state import StateStore
+from ctpoller.store.store import StateStore
 
 MAIL_FROM = "ctpoller@hospital.example"
 PHYSICS = "physics@hospital.example"

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ctpoller.core.rules import parse_rules
 from ctpoller.errors import ConfigError
-from ctpoller.rules import parse_rules
 from integration.smtp_server import free_port
 
 from .harness import EXIT_CONFIG, EXIT_TEMPORARY, RULES, run

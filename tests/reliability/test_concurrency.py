@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from ctpoller.demo.exams import SIEMENS_FLASH_QA, as_another_exam
-from ctpoller.state import StateStore
+from ctpoller.store.store import StateStore
 
 from .harness import (
     EXIT_LOCKED,

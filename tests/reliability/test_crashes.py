@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from ctpoller.core.model import Notification
 from ctpoller.demo.exams import GE_VCT, SIEMENS_FLASH_QA, as_another_exam
-from ctpoller.model import Notification
-from ctpoller.state import CycleWrite, NewMessage, StateStore
+from ctpoller.store.notifications import NewMessage
+from ctpoller.store.store import CycleWrite, StateStore
 
 from .harness import (
     COLUMN,

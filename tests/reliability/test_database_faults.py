@@ -294,7 +294,7 @@ def test_openrem_lost_while_its_features_are_probed_is_temporary_not_a_missing_f
     never turn the guard off for the run."""
 
     from ctpoller.errors import SourceError
-    from ctpoller.source import OpenremSource
+    from ctpoller.openrem.source import OpenremSource
 
     source = OpenremSource(openrem_db)
     terminated: list[int] = []

@@ -18,11 +18,12 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from ctpoller.model import ArchiveRow, Event, Exam, Message, Notification, StudyRow
-from ctpoller.notify.outbox import EmlDirectoryNotifier
-from ctpoller.notify.render import MISSING, one_line, subject
-from ctpoller.notify.xlsx import COLUMNS, cell_text, write_archive
-from ctpoller.rules import evaluate, parse_rules
+from ctpoller.archive.xlsx import COLUMNS, cell_text, write_archive
+from ctpoller.core.exam import Event, Exam, StudyRow
+from ctpoller.core.model import ArchiveRow, Message, Notification
+from ctpoller.core.rules import evaluate, parse_rules
+from ctpoller.mail.eml import EmlDirectoryNotifier
+from ctpoller.mail.render import MISSING, one_line, subject
 
 pytestmark = pytest.mark.reliability
 

@@ -9,11 +9,14 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from ctpoller.core.exam import NO_UID_PREFIX
+from ctpoller.core.model import Exceedance, Ledger, Notification, events_key, rule_identity
+from ctpoller.core.rules import parse_rules
 from ctpoller.errors import ConfigError
-from ctpoller.model import NO_UID_PREFIX, Exceedance, Ledger, Notification, events_key, rule_identity
-from ctpoller.poller import message_id
-from ctpoller.rules import parse_rules
-from ctpoller.state import EVENT_KEY_INDEX, CycleWrite, NewMessage, StateStore, exceedance_table
+from ctpoller.jobs.news import message_id
+from ctpoller.store.notifications import NewMessage
+from ctpoller.store.store import CycleWrite, StateStore
+from ctpoller.store.tables import EVENT_KEY_INDEX, exceedance_table
 
 NOW = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 EXAM_A, EXAM_B = "1.2.826.0.1.1", "1.2.826.0.1.2"

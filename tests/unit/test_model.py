@@ -6,7 +6,7 @@ from decimal import Decimal as D
 
 import pytest
 
-from ctpoller.model import AgeRange, Event, Exam, StudyRow, age_range
+from ctpoller.core.exam import AgeRange, Event, Exam, StudyRow, age_range
 
 
 def event(key: str, pk: int, study: int, dlp: str | None = "10", ctdivol: str | None = "1") -> Event:

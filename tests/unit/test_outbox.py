@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from ctpoller.core.model import Message, Notification
 from ctpoller.errors import NotifyError
-from ctpoller.model import Message, Notification
-from ctpoller.notify.outbox import EmlDirectoryNotifier, eml_name
+from ctpoller.mail.eml import EmlDirectoryNotifier, eml_name
 
 MAIL_FROM = "ctpoller@hospital.example"
 
@@ -114,7 +114,7 @@ def test_no_temporary_file_is_left_behind_after_a_failed_write(tmp_path: Path, m
     def refuse(source: object, target: object) -> None:
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr("ctpoller.notify.outbox.os.replace", refuse)
+    monkeypatch.setattr("ctpoller.files.os.replace", refuse)
     with pytest.raises(NotifyError, match="Permission denied"):
         EmlDirectoryNotifier(tmp_path, mail_from=MAIL_FROM).send(message())
 

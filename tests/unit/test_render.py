@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ctpoller.model import Message, Notification
-from ctpoller.notify.render import SUBJECT_MAX, format_decimal, one_line, render_email
+from ctpoller.core.model import Message, Notification
+from ctpoller.mail.render import SUBJECT_MAX, format_decimal, one_line, render_email
 
 MAIL_FROM = "ctpoller@hospital.example"
 

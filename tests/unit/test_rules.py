@@ -13,9 +13,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ctpoller.core.exam import UNIT_MGY, UNIT_MGYCM, DoseCheck, Event, Exam, Phantom, StudyRow
+from ctpoller.core.model import Exceedance
+from ctpoller.core.rules import DOSE_CHECK_RULE, DoseCheckConfig, Rule, RuleSet, evaluate, parse_rules
 from ctpoller.errors import ConfigError
-from ctpoller.model import UNIT_MGY, UNIT_MGYCM, DoseCheck, Event, Exam, Exceedance, Phantom, StudyRow
-from ctpoller.rules import DOSE_CHECK_RULE, DoseCheckConfig, Rule, RuleSet, evaluate, parse_rules
 
 SOURCE = "/etc/ctpoller/rules.toml"
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "rules.toml"

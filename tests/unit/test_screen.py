@@ -14,8 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ctpoller.model import AGE_DECIMAL_HALF_WIDTH, PLAUSIBLE_AGE_YEARS, DoseCheck, Event, Exam, Screened, StudyRow
-from ctpoller.rules import SCREEN_MARGIN, Bound, Screen, evaluate, parse_rules, screen
+from ctpoller.core.exam import AGE_DECIMAL_HALF_WIDTH, PLAUSIBLE_AGE_YEARS, DoseCheck, Event, Exam, StudyRow
+from ctpoller.core.model import Screened
+from ctpoller.core.rules import SCREEN_MARGIN, Bound, Screen, evaluate, parse_rules, screen
 
 NAN, INF = Decimal("NaN"), Decimal("Infinity")
 

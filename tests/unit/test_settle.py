@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from ctpoller import settle
-from ctpoller.model import Snapshot, StudyHead
+from ctpoller.core import settle
+from ctpoller.core.model import Snapshot, StudyHead
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 SETTLE = timedelta(seconds=120)

@@ -16,9 +16,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ctpoller.archive.xlsx import CELL_TEXT_MAX, COLUMNS, build_workbook, cell_text, write_archive
+from ctpoller.core.model import ArchiveRow, MessageStatus, Notification
 from ctpoller.errors import NotifyError
-from ctpoller.model import ArchiveRow, MessageStatus, Notification
-from ctpoller.notify.xlsx import CELL_TEXT_MAX, COLUMNS, build_workbook, cell_text, write_archive
 
 HEADERS = [
     "Notified at (UTC)",

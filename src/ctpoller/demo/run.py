@@ -2,7 +2,7 @@
 
 The imports are replayed the way OpenREM writes them (one autocommit at a time, a re-sent cumulative
 report deleting and re-inserting the study, a continued report adding a second row with the same
-Study Instance UID), and real poll cycles run through ``poller.run_once``, the code path of
+Study Instance UID), and real poll cycles run through ``run_once``, the code path of
 ``ctpoller run``. Time is simulated so the settle time passes at once; nothing else is.
 """
 
@@ -14,16 +14,16 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from ctpoller import poller
+from ctpoller.archive.base import XlsxArchive
+from ctpoller.core.rules import parse_rules
+from ctpoller.core.settle import Timing
 from ctpoller.demo import exams
 from ctpoller.demo.openrem import OpenremImporter, SeedStudy, create_schema
-from ctpoller.notify.outbox import EmlDirectoryNotifier
-from ctpoller.notify.render import format_decimal
-from ctpoller.poller import Report, Timing
-from ctpoller.rules import parse_rules
-from ctpoller.source import OpenremSource
-from ctpoller.state import StateStore
-from ctpoller.wiring import XlsxArchive
+from ctpoller.jobs.cycle import run_once
+from ctpoller.jobs.report import Report, report_lines
+from ctpoller.mail.eml import EmlDirectoryNotifier
+from ctpoller.openrem.source import OpenremSource
+from ctpoller.store.store import StateStore
 
 DEMO_RULES = """\
 # The rules of the demo. The real thing reads CTPOLLER_RULES_FILE; see examples/rules.toml.
@@ -89,7 +89,7 @@ def run_demo(directory: Path, *, out: Callable[[str], None] = print) -> int:
             state.ensure_schema()
             source.connect()
             with state.lock():
-                report = poller.run_once(
+                report = run_once(
                     source,
                     state,
                     rules,
@@ -173,25 +173,10 @@ def _start(openrem: OpenremImporter, study: SeedStudy, *, stop_before: str) -> I
 
 def _tell(out: Callable[[str], None], title: str, report: Report) -> None:
     out(title)
-    if report.initialised:
-        out(f"   first run: ctpoller starts after study pk {report.watermark_after}; history is not notified")
-        return
-    for message in report.messages:
-        first = message.notifications[0]
-        where = first.display_name or first.station_name or "unknown station"
-        verb = "update" if any(n.previous_value is not None for n in message.notifications) else "email"
-        out(f"   {verb} to {', '.join(message.recipients)}: {first.description or 'no description'} at {where}")
-        for n in message.notifications:
-            rose = f" (rose from {format_decimal(n.previous_value)})" if n.previous_value is not None else ""
-            out(
-                f"     {n.rule}: {n.metric_label} {format_decimal(n.value)} {n.unit} > limit "
-                f"{format_decimal(n.limit)}{rose}"
-            )
-    for pk, why in report.waiting:
-        out(f"   waiting: study pk {pk}: {why}")
-    if not report.messages and not report.waiting:
-        out("   nothing to notify")
-    out(f"   ({report.summary('cycle')})")
+    for line in report_lines(report, would=False):
+        out(f"   {line}")
+    if not report.initialised:
+        out(f"   ({report.summary('cycle')})")
 
 
 def _clean(directory: Path) -> None:

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from ctpoller.model import Snapshot, StudyHead, Tracked
+from ctpoller.core.model import Snapshot, StudyHead, Tracked
 
 DECIDED = "decided"
 PENDING = "pending"
@@ -192,3 +192,13 @@ def _span(delta: timedelta) -> str:
     if seconds < 7200:
         return f"{seconds // 60} min"
     return f"{seconds // 3600} h"
+
+
+@dataclass(frozen=True)
+class Timing:
+    settle: timedelta = timedelta(seconds=120)
+    give_up: timedelta = timedelta(hours=6)
+    batch_size: int = 500
+
+
+DEFAULT_TIMING = Timing()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from ctpoller.model import Message
+from ctpoller.core.model import Message
 
 
 class Notifier(Protocol):

@@ -28,9 +28,9 @@ from openpyxl.styles import Alignment, Font
 from openpyxl.utils import get_column_letter
 from openpyxl.writer.excel import ExcelWriter
 
+from ctpoller.core.model import ArchiveRow
 from ctpoller.errors import NotifyError
-from ctpoller.model import ArchiveRow
-from ctpoller.notify.outbox import atomic_write
+from ctpoller.files import atomic_write
 
 SHEET_TITLE = "Notifications"
 CELL_TEXT_MAX = 32_767

@@ -18,7 +18,7 @@ from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from email.message import EmailMessage
 from email.utils import format_datetime
 
-from ctpoller.model import Message, Notification
+from ctpoller.core.model import Message, Notification
 
 #: How messages go on the wire and into .eml files: SMTP line endings, and headers folded only past
 #: RFC 5322's 998 characters. Folding at 78 puts the space between two encoded words, where mail

@@ -20,9 +20,9 @@ import socket
 import ssl
 from typing import Any, Literal
 
+from ctpoller.core.model import Message
 from ctpoller.errors import NotifyError
-from ctpoller.model import Message
-from ctpoller.notify.render import one_line, render_email
+from ctpoller.mail.render import one_line, render_email
 
 Security = Literal["starttls", "ssl", "none"]
 SECURITY_MODES: tuple[Security, ...] = ("starttls", "ssl", "none")

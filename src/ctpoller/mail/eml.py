@@ -7,19 +7,15 @@ alone, so sending the same message again replaces its file instead of adding a s
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import re
-import stat
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
 
+from ctpoller.core.model import Message
 from ctpoller.errors import NotifyError
-from ctpoller.model import Message
-from ctpoller.notify.render import render_email
+from ctpoller.files import atomic_write
+from ctpoller.mail.render import render_email
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._@+-]+")
 _READABLE_MAX = 80
@@ -33,42 +29,6 @@ def eml_name(message_id: str) -> str:
     digest = hashlib.sha256(message_id.encode("utf-8", "surrogatepass")).hexdigest()[:16]
     readable = _UNSAFE.sub("_", message_id.strip().strip("<>"))[:_READABLE_MAX].strip("._-")
     return f"{readable}-{digest}.eml" if readable else f"{digest}.eml"
-
-
-def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """Replace ``path`` with what ``write`` writes, all or nothing, durably.
-
-    ``write`` gets a binary file opened on a temporary file next to ``path``. On any failure the
-    temporary file is removed, ``path`` is left as it was and the exception propagates. An existing
-    file's permission bits are kept; a new file is readable by its owner only.
-    """
-    directory = path.parent
-    fd, temporary_name = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
-    temporary = Path(temporary_name)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        with contextlib.suppress(FileNotFoundError):
-            old = path.stat()
-            if stat.S_ISREG(old.st_mode):
-                os.chmod(temporary, stat.S_IMODE(old.st_mode))
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            temporary.unlink()
-        raise
-    fsync_directory(directory)
-
-
-def fsync_directory(directory: Path) -> None:
-    """Make a rename in ``directory`` durable."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class EmlDirectoryNotifier:

@@ -1,4 +1,5 @@
-"""Prometheus textfile-collector metrics, written atomically after every run (``CTPOLLER_METRICS_FILE``).
+"""How each run ended: recorded in the state store (for ``status``) and as Prometheus textfile-collector
+metrics, written atomically after every run (``CTPOLLER_METRICS_FILE``).
 
 ``render_metrics`` is pure; ``write_metrics`` replaces the file atomically (temp file, fsync, rename)
 so node_exporter never reads half a file. Every value is a gauge about the last run or the state
@@ -7,12 +8,20 @@ store, so nothing has to be carried from run to run.
 
 from __future__ import annotations
 
-import os
-import tempfile
+import contextlib
+import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
-from ctpoller.errors import NotifyError
+from ctpoller.errors import CtpollerError, NotifyError
+from ctpoller.files import atomic_write
+from ctpoller.jobs.report import Report
+from ctpoller.store.store import StateStore
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -73,19 +82,80 @@ def render_metrics(m: RunMetrics) -> str:
 def write_metrics(m: RunMetrics, path: Path) -> None:
     """Replace ``path`` atomically; OSError becomes a temporary NotifyError naming the file."""
     path = Path(path)
+    text = render_metrics(m).encode("utf-8")
     try:
-        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(render_metrics(m))
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(temp, 0o644)
-            os.replace(temp, path)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
+        atomic_write(path, lambda file: file.write(text), mode=0o644)
     except OSError as e:
         raise NotifyError(
             f"cannot write the metrics file {path}: {e.strerror or e} (CTPOLLER_METRICS_FILE)", permanent=False
         ) from e
+
+
+def record_run(state: StateStore, now: datetime, error: CtpollerError | None) -> dict[str, float | int | None]:
+    """Write how a run ended into the state store and return the facts the metrics show.
+
+    Never fails the run over it: a state store that cannot be reached yields fewer facts.
+    """
+    facts: dict[str, float | int | None] = {}
+    values: dict[str, str | None] = {"last_run_at": now.isoformat(timespec="seconds")}
+    if error is None:
+        values["last_success_at"] = values["last_run_at"]
+    else:
+        values["last_error"] = f"{now.isoformat(timespec='seconds')} {error}"
+    with contextlib.suppress(CtpollerError):
+        if not state.exists():
+            return facts
+        state.set_meta(values)
+        last_success = state.get_meta("last_success_at")
+        facts["last_success_at"] = datetime.fromisoformat(last_success).timestamp() if last_success else None
+        counts = state.outbox_counts()
+        facts["outbox_pending"] = counts.get("pending", 0)
+        facts["outbox_failed"] = counts.get("failed", 0)
+        watermark = state.watermark()
+        facts["watermark"] = watermark
+        if watermark is not None:
+            tracked = state.tracked_above(watermark)
+            facts["studies_waiting"] = sum(1 for t in tracked.values() if t.status == "pending")
+    return facts
+
+
+def record_failure(
+    build_state: Callable[[], StateStore], now: datetime, error: CtpollerError
+) -> dict[str, float | int | None]:
+    """``record_run`` for a run that failed before its parts were built (or after they were closed)."""
+    try:
+        state = build_state()
+    except CtpollerError:
+        return {}
+    try:
+        return record_run(state, now, error)
+    finally:
+        state.dispose()
+
+
+def write_run_metrics(
+    path: Path, report: Report | None, facts: dict[str, float | int | None], code: int, started: float
+) -> None:
+    """The metrics of a run that ended with ``code`` (``started``: its ``time.monotonic()``)."""
+    values: dict[str, object] = dict(
+        finished_at=round(time.time(), 3),
+        success=code == 0,
+        exit_code=code,
+        duration_seconds=round(time.monotonic() - started, 3),
+        **facts,
+    )
+    if report is not None:
+        values.update(
+            exams_evaluated=report.exams_evaluated,
+            events_evaluated=report.events_evaluated,
+            exceedances=report.exceedances,
+            notifications_created=report.created,
+            notifications_sent=report.sent,
+            notifications_deferred=len(report.deferred),
+            notifications_failed=len(report.failed),
+            source_lag_seconds=report.source_lag_seconds,
+        )
+    try:
+        write_metrics(RunMetrics(**values), path)  # type: ignore[arg-type]
+    except CtpollerError as e:
+        log.warning("%s", e)

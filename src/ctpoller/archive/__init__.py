@@ -1,0 +1,1 @@
+"""The QA record for people: the .xlsx archive of every notification."""

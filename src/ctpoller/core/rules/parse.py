@@ -1,0 +1,230 @@
+"""The rules file (TOML) turned into a ``RuleSet``, or one line naming the file, the rule and the key."""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+import tomllib
+import unicodedata
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any, NoReturn
+
+from ctpoller.core.model import rule_identity
+from ctpoller.core.rules.ruleset import (
+    _LIMITS,
+    _NAME_MAX,
+    _NOT_CRITERIA,
+    _NOT_IN_ADDRESS,
+    _PHANTOMS,
+    _RULE_KEYS,
+    _TEXT_CRITERIA,
+    _TOP_KEYS,
+    DOSE_CHECK_RULE,
+    Criterion,
+    DoseCheckConfig,
+    Entry,
+    Rule,
+    RuleSet,
+    _fold,
+    unique_addresses,
+)
+from ctpoller.errors import ConfigError
+
+
+def parse_rules(text: str, *, source: str) -> RuleSet:
+    """Parse a rules file; ``source`` (its path) names it in error messages."""
+    where = f"rules file {source}"
+    try:
+        document = tomllib.loads(text)
+    except ValueError as e:  # tomllib.TOMLDecodeError: the message names line and column
+        raise ConfigError(f"{where}: not valid TOML: {_escape(str(e))}") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: not valid TOML: arrays or tables nested too deeply") from None
+    _check_keys(document, _TOP_KEYS, where)
+    defaults = _table(document, "defaults", where)
+    _check_keys(defaults, ("recipients",), f"{where}: [defaults]")
+    recipients = _recipients(defaults, f"{where}: [defaults]")
+    dose_table = _table(document, "dose_check", where)
+    _check_keys(dose_table, ("notify", "recipients"), f"{where}: [dose_check]")
+    notify = dose_table.get("notify", False)
+    if not isinstance(notify, bool):
+        _fail(f"{where}: [dose_check]", "notify", f"must be true or false, not {_show(notify)}")
+    dose_check = DoseCheckConfig(notify=notify, recipients=_recipients(dose_table, f"{where}: [dose_check]"))
+    tables = document.get("rule", [])
+    if not isinstance(tables, list):
+        _fail(where, "rule", f"must be an array of tables, written [[rule]], not {_show(tables)}")
+    rules: list[Rule] = []
+    seen: dict[str, str] = {rule_identity(DOSE_CHECK_RULE): "the Scanner Dose Check (reserved name)"}
+    for number, table in enumerate(tables, start=1):
+        rule = _parse_rule(table, number, where)
+        if rule_identity(rule.name) in seen:
+            _fail(f"{where}: rule '{rule.name}'", "name", f"is already used by {seen[rule_identity(rule.name)]}")
+        seen[rule_identity(rule.name)] = f"rule #{number}"
+        rules.append(rule)
+    if not rules and not dose_check.notify:
+        raise ConfigError(f"{where}: has no [[rule]] and [dose_check] notify is not true: nothing to check")
+    return RuleSet(default_recipients=recipients, rules=tuple(rules), dose_check=dose_check)
+
+
+def _parse_rule(table: object, number: int, where: str) -> Rule:
+    if not isinstance(table, dict):
+        _fail(where, "rule", f"entry #{number} must be a table, written [[rule]], not {_show(table)}")
+    name = table.get("name")
+    valid_name = isinstance(name, str) and _name_problem(name) is None
+    here = f"{where}: rule '{name.strip()}'" if valid_name and isinstance(name, str) else f"{where}: rule #{number}"
+    _check_keys(table, _RULE_KEYS, here)
+    if not isinstance(name, str):
+        _fail(here, "name", "is required" if name is None else f"must be a string, not {_show(name)}")
+    problem = _name_problem(name)
+    if problem:
+        _fail(here, "name", problem)
+    fields: dict[str, Any] = {"name": name.strip(), "recipients": _recipients(table, here)}
+    for key in (*_TEXT_CRITERIA, *_NOT_CRITERIA):
+        if key in table:
+            fields[key] = _criterion(table[key], here, key)
+    for key in ("age_min", "age_max"):
+        if key in table:
+            age = _number(table[key])
+            if age is None or age < 0:
+                _fail(here, key, f"must be a number of years, 0 or more, not {_show(table[key])}")
+            fields[key] = age
+    if "age_min" in fields and "age_max" in fields and fields["age_min"] >= fields["age_max"]:
+        _fail(here, "age_max", f"must be greater than age_min ({fields['age_min']}), not {fields['age_max']}")
+    if "phantom" in table:
+        phantom = table["phantom"]
+        folded = phantom.strip().casefold() if isinstance(phantom, str) else None
+        if folded not in _PHANTOMS:
+            _fail(here, "phantom", f'must be "head" (16 cm) or "body" (32 cm), not {_show(phantom)}')
+        fields["phantom"] = folded
+    for key in _LIMITS:
+        if key in table:
+            limit = _number(table[key])
+            if limit is None or limit <= 0:
+                _fail(here, key, f"must be a number greater than 0, not {_show(table[key])}")
+            fields[key] = limit
+    if not any(key in fields for key in _LIMITS):
+        raise ConfigError(f"{here}: has no limit: set at least one of ctdivol, dlp, dlp_total")
+    return Rule(**fields)
+
+
+def _criterion(value: object, where: str, key: str) -> Criterion:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list):
+        _fail(where, key, f"must be a string or a list of strings and lists of words, not {_show(value)}")
+    if not items:
+        _fail(where, key, "must not be an empty list")
+    entries: list[Entry] = []
+    for item in items:
+        if isinstance(item, str) and item.startswith("re:"):
+            entries.append(_regex(item, where, key))
+        elif isinstance(item, str):
+            if not item.split():
+                _fail(where, key, "must not contain an empty string")
+            entries.append(Entry(words=tuple(_fold(word) for word in item.split())))
+        elif isinstance(item, list):
+            if not item:
+                _fail(where, key, "must not contain an empty list of words")
+            bad = next((word for word in item if not isinstance(word, str) or not word.strip()), None)
+            if bad is not None:
+                _fail(where, key, f"a list of words must hold non-empty strings, not {_show(bad)}")
+            entries.append(Entry(words=tuple(_fold(word.strip()) for word in item)))
+        else:
+            _fail(where, key, f"entries must be strings or lists of words, not {_show(item)}")
+    return tuple(entries)
+
+
+def _regex(item: str, where: str, key: str) -> Entry:
+    pattern = unicodedata.normalize("NFC", item[3:])
+    if not pattern.strip():
+        _fail(where, key, f"empty regular expression {_show(item)}")
+    try:
+        return Entry(regex=re.compile(pattern, re.IGNORECASE))
+    except (re.error, OverflowError, RecursionError, ValueError) as e:
+        _fail(where, key, f"invalid regular expression {_show(item)}: {_escape(str(e))}")
+
+
+def _recipients(table: dict[str, Any], where: str) -> tuple[str, ...]:
+    value = table.get("recipients", [])
+    if not isinstance(value, list):
+        _fail(where, "recipients", f"must be a list of e-mail addresses, not {_show(value)}")
+    for address in value:
+        if not isinstance(address, str) or not _looks_like_address(address.strip()):
+            _fail(
+                where,
+                "recipients",
+                f"must hold plain (ASCII) e-mail addresses such as physics@example.org, not {_show(address)}",
+            )
+    return unique_addresses(address.strip() for address in value)
+
+
+def _looks_like_address(text: str) -> bool:
+    local, at, domain = text.partition("@")
+    return (
+        bool(local and at and domain)
+        and text.isascii()  # many mail servers take no internationalised (SMTPUTF8) addresses
+        and "@" not in domain
+        and not any(c.isspace() or not c.isprintable() or c in _NOT_IN_ADDRESS for c in text)
+    )
+
+
+def _name_problem(name: str) -> str | None:
+    if not name.strip():
+        return "must not be empty"
+    if len(name.strip()) > _NAME_MAX or not name.isprintable():
+        return f"must be one line of at most {_NAME_MAX} printable characters, not {_show(name)}"
+    return None
+
+
+def _table(document: dict[str, Any], key: str, where: str) -> dict[str, Any]:
+    value = document.get(key, {})
+    if not isinstance(value, dict):
+        _fail(where, key, f"must be a table, written [{key}], not {_show(value)}")
+    return value
+
+
+def _check_keys(table: dict[str, Any], allowed: Sequence[str], where: str) -> None:
+    for key in table:
+        if key not in allowed:
+            close = difflib.get_close_matches(key, allowed, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"expected one of: {', '.join(allowed)}"
+            _fail(where, key, f"unknown key ({hint})")
+
+
+def _number(value: object) -> Decimal | None:
+    """A TOML integer or finite float as a Decimal (60.1 stays 60.1); None for anything else."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return Decimal(value)
+    if isinstance(value, float) and math.isfinite(value):
+        return Decimal(str(value))
+    return None
+
+
+def _escape(text: str) -> str:
+    return "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in text)
+
+
+def _show(value: object) -> str:
+    """A value from the file as a person would recognise it in a one-line message."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        text = _escape(value).replace('"', '\\"')
+        return f'"{text}"' if len(text) <= 60 else f'"{text[:57]}..."'
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "a table"
+    return f"a TOML {type(value).__name__}"
+
+
+def _fail(where: str, key: str, problem: str) -> NoReturn:
+    raise ConfigError(f"{where}: key '{_escape(key)}': {problem}")
+
+
+# ---------------------------------------------------------------------------------------------- evaluate

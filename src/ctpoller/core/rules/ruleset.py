@@ -1,0 +1,130 @@
+"""The rules as values: entries, criteria, a rule, the Dose Check settings, the rule set."""
+
+from __future__ import annotations
+
+import functools
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+
+from ctpoller.core.exam import Phantom
+
+#: The rule name of exceedances found by the scanner's own Dose Check (reserved in the rules file).
+DOSE_CHECK_RULE = "Scanner Dose Check"
+
+_TEXT_CRITERIA = ("study", "procedure", "protocol", "standard_name", "station")
+_LIMITS = ("ctdivol", "dlp", "dlp_total")
+_NOT_CRITERIA = tuple(f"not_{key}" for key in _TEXT_CRITERIA)
+_RULE_KEYS = (
+    "name",
+    *_TEXT_CRITERIA,
+    *_NOT_CRITERIA,
+    "age_min",
+    "age_max",
+    "phantom",
+    *_LIMITS,
+    "recipients",
+)
+_TOP_KEYS = ("defaults", "rule", "dose_check")
+_PHANTOMS: tuple[Phantom, ...] = ("head", "body")
+_NOT_IN_ADDRESS = frozenset(",;<>\"'")
+_NAME_MAX = 200
+
+
+@functools.lru_cache(maxsize=65536)  # the same protocols and descriptions recur in every exam
+def _fold(text: str) -> str:
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", text).casefold())
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One alternative of a criterion: all ``words`` (folded substrings), or a ``regex``."""
+
+    words: tuple[str, ...] = ()
+    regex: re.Pattern[str] | None = None
+
+    def matches(self, value: str | None) -> bool:
+        if not value:
+            return False
+        if self.regex is not None:
+            return self.regex.search(unicodedata.normalize("NFC", value)) is not None
+        folded = _fold(value)
+        return all(word in folded for word in self.words)
+
+
+Criterion = tuple[Entry, ...]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One ``[[rule]]``: criteria (empty = no condition), limits (None = not checked), recipients."""
+
+    name: str
+    study: Criterion = ()
+    not_study: Criterion = ()
+    procedure: Criterion = ()
+    not_procedure: Criterion = ()
+    protocol: Criterion = ()
+    not_protocol: Criterion = ()
+    standard_name: Criterion = ()
+    not_standard_name: Criterion = ()
+    station: Criterion = ()
+    not_station: Criterion = ()
+    age_min: Decimal | None = None
+    age_max: Decimal | None = None
+    phantom: Phantom | None = None
+    ctdivol: Decimal | None = None
+    dlp: Decimal | None = None
+    dlp_total: Decimal | None = None
+    recipients: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DoseCheckConfig:
+    """``[dose_check]``: whether to report the scanner's own Dose Check, and to whom besides defaults."""
+
+    notify: bool = False
+    recipients: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    """A parsed rules file."""
+
+    default_recipients: tuple[str, ...] = ()
+    rules: tuple[Rule, ...] = ()
+    dose_check: DoseCheckConfig = field(default_factory=DoseCheckConfig)
+
+    def with_recipients(self, extra: Sequence[str]) -> RuleSet:
+        """The same rules with ``extra`` default recipients (e.g. CTPOLLER_MAIL_TO) after the file's own."""
+        cleaned = [address.strip() for address in extra if address.strip()]
+        return replace(self, default_recipients=unique_addresses((*self.default_recipients, *cleaned)))
+
+    def without_recipients(self) -> list[str]:
+        """Names of the rules (and the Dose Check) that would notify nobody."""
+        if self.default_recipients:
+            return []
+        missing = [rule.name for rule in self.rules if not rule.recipients]
+        if self.dose_check.notify and not self.dose_check.recipients:
+            missing.append("[dose_check]")
+        return missing
+
+    @property
+    def uses_standard_names(self) -> bool:
+        return any(rule.standard_name or rule.not_standard_name for rule in self.rules)
+
+
+# ---------------------------------------------------------------------------------------------- parse
+
+
+def unique_addresses(addresses: Iterable[str]) -> tuple[str, ...]:
+    """The addresses in order, each once (compared without case)."""
+    seen: set[str] = set()
+    kept: list[str] = []
+    for address in addresses:
+        if address.casefold() not in seen:
+            seen.add(address.casefold())
+            kept.append(address)
+    return tuple(kept)

@@ -1,0 +1,1 @@
+"""One module per thing ctpoller does: a poll cycle, backfill, delivery, reports."""

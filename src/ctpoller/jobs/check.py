@@ -1,0 +1,193 @@
+"""``ctpoller check``: one line per part, each "ok" proven, nothing written and nothing sent."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
+
+from ctpoller.archive.base import XlsxArchive
+from ctpoller.core.rules import RuleSet
+from ctpoller.errors import ConfigError, CtpollerError, NotifyError, SourceError, StateError
+from ctpoller.mail.base import Notifier
+from ctpoller.openrem.source import OpenremSource
+from ctpoller.settings import Settings
+from ctpoller.store.store import StateStore
+
+
+class Parts(Protocol):
+    """The parts a job builds from the settings when it needs them (``wiring.Parts`` builds them)."""
+
+    settings: Settings
+
+    def rules(self) -> RuleSet: ...
+
+    def source(self) -> OpenremSource: ...
+
+    def state(self) -> StateStore: ...
+
+    def notifier(self) -> Notifier | None: ...
+
+    def archive(self) -> XlsxArchive | None: ...
+
+
+Check = tuple[bool, str, CtpollerError | None]
+
+
+def settings_file(env_file: str | None) -> Path | None:
+    """The settings file ``load_settings`` reads: ``--env-file``, ``CTPOLLER_ENV_FILE``, else ./.env if any."""
+    explicit = env_file or os.environ.get("CTPOLLER_ENV_FILE")
+    if explicit:
+        return Path(explicit)
+    return Path(".env") if Path(".env").is_file() else None
+
+
+def _settings_checks(parts: Parts, env_file: str | None) -> Iterator[Check]:
+    """Where the settings came from, and every required one that is missing (each its own line)."""
+    from dotenv import dotenv_values
+
+    def counted(values: dict[str, str | None]) -> int:
+        return sum(
+            1 for k, v in values.items() if k.upper().startswith("CTPOLLER_") and k.upper() != "CTPOLLER_ENV_FILE" and v
+        )
+
+    problems: list[ConfigError] = []
+    path = settings_file(env_file)
+    in_environment = counted(dict(os.environ))
+    where = f"{in_environment} CTPOLLER_ variables from the environment"
+    if path is not None:
+        in_file = counted(dotenv_values(path, encoding="utf-8"))
+        if in_file == 0:
+            problems.append(ConfigError(f"settings file {path} sets nothing (no CTPOLLER_ variable with a value)"))
+        where = f"{in_file} CTPOLLER_ variables from {path}, {where}"
+    if parts.settings.source_url is None:
+        problems.append(
+            ConfigError(
+                "CTPOLLER_SOURCE_URL is not set: give the OpenREM database, e.g. postgresql://ctpoller@db/openrem"
+            )
+        )
+    if parts.settings.rules_file is None:
+        problems.append(ConfigError("CTPOLLER_RULES_FILE is not set: give the rules file (see examples/rules.toml)"))
+    if parts.settings.smtp_host is None and parts.settings.outbox_dir is None:
+        problems.append(ConfigError("no delivery configured: set CTPOLLER_SMTP_HOST (or CTPOLLER_OUTBOX_DIR)"))
+    elif parts.settings.outbox_dir is None and parts.settings.mail_from is None:
+        problems.append(ConfigError("CTPOLLER_MAIL_FROM is not set: the sender address is required with SMTP"))
+    for problem in problems:
+        yield False, str(problem), problem
+    if not problems:
+        smtp = "CTPOLLER_SMTP_HOST, CTPOLLER_MAIL_FROM"
+        delivery = "CTPOLLER_OUTBOX_DIR" if parts.settings.outbox_dir is not None else smtp
+        yield True, f"settings: {where}; CTPOLLER_SOURCE_URL, CTPOLLER_RULES_FILE and {delivery} are set", None
+
+
+def run_checks(parts: Parts, env_file: str | None = None) -> Iterator[Check]:
+    """Each check as (passed, one line saying what was proven, the error if it failed). Writes nothing:
+    no state store, lock, archive or outbox file is created, nothing is sent."""
+    yield from _settings_checks(parts, env_file)
+    rules: RuleSet | None = None
+    if parts.settings.rules_file is not None:
+        try:
+            rules = parts.rules()
+            where = parts.settings.rules_file
+            yield True, f"rules file {where}: {len(rules.rules)} rules, each with recipients", None
+        except CtpollerError as e:
+            yield False, str(e), e
+    if parts.settings.source_url is not None:
+        yield from _source_checks(parts, rules)
+    yield from _state_checks(parts)
+    if parts.settings.outbox_dir is not None or (
+        parts.settings.smtp_host is not None and parts.settings.mail_from is not None
+    ):
+        try:
+            notifier = parts.notifier()
+            checker = getattr(notifier, "check", None)
+            detail = checker() if checker is not None else f"{getattr(notifier, 'name', 'delivery')} ready"
+            yield True, str(detail), None
+        except CtpollerError as e:
+            yield False, str(e), e
+    if parts.settings.archive_path is not None:
+        try:
+            yield True, check_archive_path(parts.settings.archive_path), None
+        except CtpollerError as e:
+            yield False, str(e), e
+
+
+def _source_checks(parts: Parts, rules: RuleSet | None) -> Iterator[Check]:
+    source: OpenremSource | None = None
+    try:
+        source = parts.source()
+        source.connect()
+        missing = source.missing_privileges()
+        if missing:
+            more = f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""
+            e1 = SourceError(
+                f"OpenREM database {source.where}: this role may not SELECT {', '.join(missing[:5])}{more}, "
+                "which every run reads: grant them (see sql/readonly_role.sql)",
+                temporary=False,
+            )
+            yield False, str(e1), e1
+        else:
+            extra = "" if source.has_standard_names else " (no standard-name tables: standard_name never matches)"
+            proven = "is there" if source.is_sqlite else "is there and this role may SELECT it"
+            yield True, f"OpenREM database {source.where}: every table and column a run reads {proven}{extra}", None
+        if rules is not None and rules.uses_standard_names and not source.has_standard_names:
+            e2 = ConfigError("the rules use standard_name but the OpenREM database has no standard-name tables")
+            yield False, str(e2), e2
+    except CtpollerError as e:
+        yield False, str(e), e
+    finally:
+        if source is not None:
+            source.dispose()
+
+
+def _state_checks(parts: Parts) -> Iterator[Check]:
+    state: StateStore | None = None
+    try:
+        state = parts.state()
+        problem = state.access_problem()
+        if problem is not None:
+            e1 = StateError(f"state store {state.where}: {problem} (CTPOLLER_STATE_URL)", temporary=False)
+            yield False, str(e1), e1
+        elif not state.exists():
+            yield True, f"state store {state.where}: not created yet (the first run creates it; this user may)", None
+        else:
+            watermark = state.watermark()
+            where = "not started yet" if watermark is None else f"watermark at OpenREM study pk {watermark}"
+            failed = state.outbox_counts().get("failed", 0)
+            waiting = f"; {failed} failed notifications wait for 'ctpoller retry' or 'dismiss'" if failed else ""
+            yield True, f"state store {state.where}: readable and writable by this user, {where}{waiting}", None
+    except CtpollerError as e:
+        yield False, str(e), e
+    finally:
+        if state is not None:
+            state.dispose()
+
+
+def check_archive_path(path: Path) -> str:
+    """For ``check``: what was proven about the archive path, or the error a run would meet.
+
+    A path that cannot be a file is a setting to fix (ConfigError, exit 2); a directory that is
+    missing or that this user may not write into needs a person (exit 1), as in a run. The file
+    itself is replaced by a rename, so only the directory must be writable.
+    """
+    if path.is_dir():
+        raise ConfigError(f"CTPOLLER_ARCHIVE_PATH: {path} is a directory; give the path of the .xlsx file")
+    if path.exists() and not path.is_file():
+        raise ConfigError(f"CTPOLLER_ARCHIVE_PATH: {path} is not a regular file")
+    directory = path.parent
+    if not directory.is_dir():
+        raise NotifyError(
+            f"cannot write the archive {path}: directory {directory} does not exist: check CTPOLLER_ARCHIVE_PATH",
+            permanent=False,
+            scope="settings",
+        )
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise NotifyError(
+            f"cannot write the archive {path}: directory {directory} is not writable by this user: "
+            "check CTPOLLER_ARCHIVE_PATH",
+            permanent=False,
+            scope="settings",
+        )
+    state = "replaced by each run that changes it" if path.exists() else "not written yet"
+    return f"archive {path}: directory {directory} exists and this user may write there ({state})"

@@ -1,1 +1,0 @@
-"""Notifiers: deliver recorded messages (SMTP, .eml files) and keep the QA archive (.xlsx)."""

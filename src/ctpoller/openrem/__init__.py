@@ -1,0 +1,1 @@
+"""Every SELECT ctpoller runs against OpenREM: see ``openrem.source.OpenremSource``."""

@@ -1,0 +1,83 @@
+"""OpenREM's tables and columns that ctpoller reads, by name: everything else is never touched."""
+
+from __future__ import annotations
+
+#: The SQLSTATEs that mean a probed function or sequence is not offered to this role here.
+UNDEFINED_FUNCTION = "42883"
+INSUFFICIENT_PRIVILEGE = "42501"
+
+#: ``backfill``'s one long statement may run this many times ``CTPOLLER_STATEMENT_TIMEOUT_SECONDS``.
+BACKFILL_TIMEOUT_FACTOR = 10
+
+STUDY = "remapp_generalstudymoduleattr"
+PATIENT_STUDY = "remapp_patientstudymoduleattr"
+PATIENT = "remapp_patientmoduleattr"
+EQUIPMENT = "remapp_generalequipmentmoduleattr"
+EQUIPMENT_NAMES = "remapp_uniqueequipmentnames"
+RADIATION_DOSE = "remapp_ctradiationdose"
+EVENT = "remapp_ctirradiationeventdata"
+CONTEXT = "remapp_contextid"
+DOSE_CHECK = "remapp_ctdosecheckdetails"
+STANDARD_NAMES = "remapp_standardnames"
+STUDY_STANDARD_NAMES = "remapp_generalstudymoduleattr_standard_names"
+EVENT_STANDARD_NAMES = "remapp_ctirradiationeventdata_standard_protocols"
+
+DOSE_CHECK_COLUMNS = {
+    "ctdivol_alert_value_configured": "ctdivol_alert_configured",
+    "ctdivol_alert_value": "ctdivol_alert_mgy",
+    "dlp_alert_value_configured": "dlp_alert_configured",
+    "dlp_alert_value": "dlp_alert_mgycm",
+    "accumulated_ctdivol_forward_estimate": "accumulated_ctdivol_forward_estimate_mgy",
+    "accumulated_dlp_forward_estimate": "accumulated_dlp_forward_estimate_mgycm",
+    "ctdivol_notification_value_configured": "ctdivol_notification_configured",
+    "ctdivol_notification_value": "ctdivol_notification_mgy",
+    "dlp_notification_value_configured": "dlp_notification_configured",
+    "dlp_notification_value": "dlp_notification_mgycm",
+    "ctdivol_forward_estimate": "ctdivol_forward_estimate_mgy",
+    "dlp_forward_estimate": "dlp_forward_estimate_mgycm",
+}
+
+#: Every table and column ctpoller reads. Missing ones stop ctpoller at start with one clear line.
+REQUIRED: dict[str, tuple[str, ...]] = {
+    STUDY: (
+        "id",
+        "study_instance_uid",
+        "accession_number",
+        "study_date",
+        "study_time",
+        "study_description",
+        "requested_procedure_code_meaning",
+        "procedure_code_meaning",
+        "modality_type",
+        "total_dlp",
+        "number_of_events",
+    ),
+    PATIENT_STUDY: ("id", "general_study_module_attributes_id", "patient_age", "patient_age_decimal"),
+    PATIENT: ("id", "general_study_module_attributes_id"),
+    EQUIPMENT: ("id", "general_study_module_attributes_id", "station_name", "unique_equipment_name_id"),
+    EQUIPMENT_NAMES: ("id", "display_name"),
+    RADIATION_DOSE: ("id", "general_study_module_attributes_id"),
+    EVENT: (
+        "id",
+        "ct_radiation_dose_id",
+        "irradiation_event_uid",
+        "acquisition_protocol",
+        "mean_ctdivol",
+        "dlp",
+        "ct_acquisition_type_id",
+        "ctdiw_phantom_type_id",
+        "series_description",
+    ),
+    CONTEXT: ("id", "code_value", "code_meaning"),
+    DOSE_CHECK: ("id", "ct_irradiation_event_data_id", *DOSE_CHECK_COLUMNS),
+}
+#: How many study pks before the first watermark a first run (or a reset) remembers the exams of
+#: (of the CT rows among them: the study table holds every modality).
+HISTORY_ROWS = 100_000
+
+#: Standard names exist from OpenREM 1.0 on; without them ``standard_name`` criteria match nothing.
+OPTIONAL: dict[str, tuple[str, ...]] = {
+    STANDARD_NAMES: ("id", "standard_name"),
+    STUDY_STANDARD_NAMES: ("generalstudymoduleattr_id", "standardnames_id"),
+    EVENT_STANDARD_NAMES: ("ctirradiationeventdata_id", "standardnames_id"),
+}

@@ -1,0 +1,1 @@
+"""ctpoller's own store (SQLite or PostgreSQL): see ``store.store.StateStore``."""

@@ -1,0 +1,139 @@
+"""ctpoller's own tables, declared here (never reflected), and the named, ordered migrations that
+bring a store made by an earlier ctpoller up to date.
+
+Tables::
+
+    ctp_meta          key/value: schema_version, watermark, last_run_at, last_success_at, archive generations,
+                      what a run found of an OpenREM restore, a first run's late window
+    ctp_study         OpenREM study rows seen above (or, once decided, below) the watermark:
+                      pk, uid, status pending|decided|skipped|given_up|history, fingerprint and when first
+                      seen / changed; status history: rows before the first watermark with the exam (uid)
+                      each belongs to, so that a report continuing one of those exams is evaluated with them
+    ctp_exceedance    the ledger: highest value notified per (study uid, rule, metric, event key), indexed
+                      by event key too; an exam-level value also under "events:" + a digest of the exam's
+                      irradiation event UIDs (model.events_key) in place of the study uid
+    ctp_message       the outbox: one email per exam per run, with its fixed Message-ID and status
+    ctp_notification  the exceedances each message tells about (what the email and the archive show)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+
+from ctpoller.core import settle
+
+SCHEMA_VERSION = 1
+ADVISORY_LOCK_KEY = 0x63_74_70_6F_6C_6C  # "ctpoll"
+EVENT_KEY_INDEX = "ctp_exceedance_event_key"
+HISTORY = settle.HISTORY  # ctp_study status of a row remembered from before the first run (never evaluated)
+#: ctp_meta keys of what a run found when OpenREM's newest study pk was below the watermark: the
+#: newest pk then, while it is unknown whether studies were deleted or OpenREM was restored (behind),
+#: and once a restore is proven (restored). Only ``reset`` clears them.
+OPENREM_BEHIND = "openrem_behind"
+OPENREM_RESTORED = "openrem_restored"
+LATE_WINDOW = "late_window"  # "floor xmax started-at" while the pks below a first run's start are watched
+
+metadata = sa.MetaData()
+
+meta_table = sa.Table(
+    "ctp_meta",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=True),
+)
+
+study_table = sa.Table(
+    "ctp_study",
+    metadata,
+    sa.Column("pk", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("uid", sa.Text, nullable=True, index=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("fingerprint", sa.Text, nullable=False, default=""),
+    sa.Column("first_seen_at", sa.String(40), nullable=False),
+    sa.Column("first_seen_xmax", sa.BigInteger, nullable=True),
+    sa.Column("changed_at", sa.String(40), nullable=False),
+    sa.Column("decided_at", sa.String(40), nullable=True),
+)
+
+exceedance_table = sa.Table(
+    "ctp_exceedance",
+    metadata,
+    sa.Column("study_uid", sa.Text, primary_key=True),
+    sa.Column("rule", sa.Text, primary_key=True),
+    sa.Column("metric", sa.String(64), primary_key=True),
+    sa.Column("event_key", sa.Text, primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+    sa.Column("notified_at", sa.String(40), nullable=False),
+)
+
+message_table = sa.Table(
+    "ctp_message",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("message_id", sa.Text, nullable=False, unique=True),
+    sa.Column("study_uid", sa.Text, nullable=False, index=True),
+    sa.Column("created_at", sa.String(40), nullable=False),
+    sa.Column("recipients", sa.Text, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, index=True),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("last_attempt_at", sa.String(40), nullable=True),
+    sa.Column("sent_at", sa.String(40), nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("claimed_by", sa.String(32), nullable=True),
+    sa.Column("claimed_at", sa.String(40), nullable=True),
+)
+
+notification_table = sa.Table(
+    "ctp_notification",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("message", sa.Integer, sa.ForeignKey("ctp_message.id"), nullable=False, index=True),
+    sa.Column("study_uid", sa.Text, nullable=False),
+    sa.Column("rule", sa.Text, nullable=False),
+    sa.Column("metric", sa.String(64), nullable=False),
+    sa.Column("event_key", sa.Text, nullable=False),
+    sa.Column("value", sa.Text, nullable=False),
+    sa.Column("limit_value", sa.Text, nullable=False),
+    sa.Column("unit", sa.String(16), nullable=False),
+    sa.Column("previous_value", sa.Text, nullable=True),
+    sa.Column("protocol", sa.Text, nullable=True),
+    sa.Column("station_name", sa.Text, nullable=True),
+    sa.Column("display_name", sa.Text, nullable=True),
+    sa.Column("study_date", sa.String(10), nullable=True),
+    sa.Column("study_time", sa.String(15), nullable=True),
+    sa.Column("description", sa.Text, nullable=True),
+    sa.Column("accession_number", sa.Text, nullable=True),
+)
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def from_iso(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
+
+
+def stored_time(text: str) -> datetime:
+    """A time ctpoller wrote into a NOT NULL column."""
+    return datetime.fromisoformat(text)
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One step that brings an older store up to date: idempotent, applied in order at every start."""
+
+    name: str
+    statement: str
+
+
+#: Every migration, oldest first. ``create_all`` makes new stores complete; these mend older ones.
+MIGRATIONS = (
+    Migration(
+        "index the ledger by event key (irradiation event UIDs are looked up under any exam)",
+        f"CREATE INDEX IF NOT EXISTS {EVENT_KEY_INDEX} ON ctp_exceedance (event_key)",
+    ),
+)
