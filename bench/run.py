@@ -53,7 +53,7 @@ import sqlalchemy as sa
 if __package__ in (None, ""):  # run as a script: make ``bench`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import generate
+from bench import database, generate
 from ctpoller import poller
 from ctpoller.notify.outbox import EmlDirectoryNotifier
 from ctpoller.poller import Report, Timing
@@ -67,7 +67,7 @@ REPO = BENCH.parent
 RULES_FILE = REPO / "examples" / "rules.toml"
 RESULTS_FILE = BENCH / "results.json"
 OLD_SCRIPT = BENCH / "oldscript.py"
-DEFAULT_SERVER = generate.DEFAULT_SERVER
+DEFAULT_SERVER = database.DEFAULT_SERVER
 MAIL_FROM = "ctpoller@bench.example"
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 TIMING = Timing(settle=timedelta(seconds=120), give_up=timedelta(hours=6), batch_size=500)
@@ -235,7 +235,7 @@ def ctpoller_env(url: str, tmp: Path, *, settle: int = 0) -> dict[str, str]:
     """The environment of a ``python -m ctpoller`` child: no CTPOLLER_* of ours leaks in."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CTPOLLER_") and k != "JOURNAL_STREAM"}
     env.update(
-        CTPOLLER_SOURCE_URL=generate.libpq_url(url),
+        CTPOLLER_SOURCE_URL=database.libpq_url(url),
         CTPOLLER_STATE_URL=f"sqlite:///{tmp / 'state.sqlite3'}",
         CTPOLLER_RULES_FILE=str(RULES_FILE),
         CTPOLLER_SETTLE_SECONDS=str(settle),
@@ -345,7 +345,7 @@ def in_process_cycle(
     url: str, source: OpenremSource, rules: RuleSet, n_new: int, *, explain: bool = False
 ) -> CycleSample:
     """Initialise a fresh state at the end, add ``n_new`` exams, time the "seen" and the evaluating cycle."""
-    marks = generate.id_marks(url)
+    marks = database.id_marks(url)
     with tempfile.TemporaryDirectory(prefix="ctp-bench-") as name:
         tmp = Path(name)
         state = StateStore(f"sqlite:///{tmp / 'state.sqlite3'}")
@@ -386,7 +386,7 @@ def in_process_cycle(
             return sample
         finally:
             state.dispose()
-            generate.delete_above(url, marks)
+            database.delete_above(url, marks)
 
 
 #: What every ctpoller command must import: the floor under any ``ctpoller`` process on this machine.
@@ -420,7 +420,7 @@ def process_cycle(url: str, n_new: int) -> tuple[ChildRun, ChildRun, ChildRun]:
     """``python -m ctpoller run`` three times on a fresh state: the first initialises, the second finds
     nothing new but writes the (empty) archive for the first time, as a second run always does, and the
     third, measured, finds ``n_new`` exams: with 0, the steady idle run of a timer."""
-    marks = generate.id_marks(url)
+    marks = database.id_marks(url)
     with tempfile.TemporaryDirectory(prefix="ctp-bench-") as name:
         tmp = Path(name)
         env = ctpoller_env(url, tmp)
@@ -437,7 +437,7 @@ def process_cycle(url: str, n_new: int) -> tuple[ChildRun, ChildRun, ChildRun]:
                 raise AssertionError(f"ctpoller run with {n_new} new exams said: {run.stderr.strip()[-300:]}")
             return init, second, run
         finally:
-            generate.delete_above(url, marks)
+            database.delete_above(url, marks)
 
 
 def _check(run: ChildRun, what: str) -> None:
@@ -727,7 +727,7 @@ def backfill_vs_copy(
         say("  psql is not on PATH: no COPY limit")
         return
     copies = []
-    target = sa.engine.make_url(generate.libpq_url(url))
+    target = sa.engine.make_url(database.libpq_url(url))
     env = dict(os.environ)
     if target.password:  # never on a command line
         env["PGPASSWORD"] = str(target.password)
@@ -740,7 +740,7 @@ def backfill_vs_copy(
         )
         _check(copies[-1], "psql COPY")
         say(f"  {column}: COPY {copies[-1].seconds:.1f} s")
-    with generate.connect(url) as conn:
+    with database.connect(url) as conn:
         rows = int(conn.execute(f"SELECT count(*) FROM ({COPY_JOIN}) AS j").fetchone()[0])  # type: ignore[index]
     results.add(
         Figure("copy.time", "`psql COPY (same join) TO STDOUT > /dev/null`", "s", column, [c.seconds for c in copies])
@@ -759,7 +759,7 @@ def old_script(
 ) -> None:
     runs, details = [], []
     for _ in range(repeats):
-        run = run_child([sys.executable, str(OLD_SCRIPT), generate.libpq_url(url)])
+        run = run_child([sys.executable, str(OLD_SCRIPT), database.libpq_url(url)])
         _check(run, "old script")
         runs.append(run)
         details.append(json.loads(run.stdout.strip().splitlines()[-1]))
@@ -993,11 +993,11 @@ def _load() -> str:
 def ensure_database(server: str, size: str, results: Results, *, regenerate: bool, say: Callable[[str], None]) -> str:
     name = generate.bench_database_name(size)
     n = generate.size_of(size)
-    url = generate.database_url(server, name)
+    url = database.database_url(server, name)
     present = False
     if not regenerate:
-        with contextlib.suppress(Exception), generate.connect(url) as conn:
-            present = int(conn.execute(f"SELECT count(*) FROM {generate.STUDY}").fetchone()[0]) == n  # type: ignore[index]
+        with contextlib.suppress(Exception), database.connect(url) as conn:
+            present = int(conn.execute(f"SELECT count(*) FROM {database.STUDY}").fetchone()[0]) == n  # type: ignore[index]
     if not present:
         say(f"{name}: generating {n:,} studies ({_load()})")
         started = time.perf_counter()
@@ -1006,9 +1006,9 @@ def ensure_database(server: str, size: str, results: Results, *, regenerate: boo
         seconds = time.perf_counter() - started
         results.add(Figure("gen.time", "generate the database (generate.py)", "s", size, [seconds]))
         say(f"{name}: generated in {seconds:.0f} s ({timings})")
-    with generate.connect(url) as conn:
+    with database.connect(url) as conn:
         size_bytes = int(conn.execute("SELECT pg_database_size(current_database())").fetchone()[0])  # type: ignore[index]
-        events = int(conn.execute(f"SELECT count(*) FROM {generate.EVENT}").fetchone()[0])  # type: ignore[index]
+        events = int(conn.execute(f"SELECT count(*) FROM {database.EVENT}").fetchone()[0])  # type: ignore[index]
     results.add(Figure("gen.studies", "studies (remapp_generalstudymoduleattr rows)", "rows", size, [float(n)]))
     results.add(Figure("gen.events", "irradiation events", "rows", size, [float(events)]))
     results.add(Figure("gen.size", "database size", "MB", size, [size_bytes / 1024 / 1024]))
