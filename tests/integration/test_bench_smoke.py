@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench import database, generate, run  # noqa: E402
+from bench import database, figures, generate, report, run  # noqa: E402
 
 pytestmark = pytest.mark.postgres
 
@@ -73,7 +73,7 @@ def test_adding_exams_and_deleting_them_again_restores_the_database(bench_db: st
 def test_benchmark_runs_once_and_fills_every_row_of_the_table(bench_db: str, tmp_path: Path) -> None:
     results = run.run_benchmark(
         {"S": bench_db, "M": bench_db},
-        run.Results(),
+        figures.Results(),
         repeats=1,
         repeats_slow=1,
         backlog=500,
@@ -115,7 +115,7 @@ def test_benchmark_runs_once_and_fills_every_row_of_the_table(bench_db: str, tmp
     plans = [key for key in results.rows if key.startswith("plan.")]
     assert {"plan.heads_after_keyset_page", "plan.study_rows_events", "plan.study_rows_studies"} <= set(plans)
 
-    text = run.table(results)
+    text = report.table(results)
     lines = text.splitlines()
     assert lines[0].startswith("| # | measure | S | M | L |")
     assert len([line for line in lines if line.startswith("| ")]) == len(results.rows) + 1
@@ -131,6 +131,6 @@ def test_benchmark_runs_once_and_fills_every_row_of_the_table(bench_db: str, tmp
 
     saved = tmp_path / "results.json"
     results.save(saved)
-    again = run.Results()
+    again = figures.Results()
     again.load(saved)
-    assert run.table(again) == text
+    assert report.table(again) == text
