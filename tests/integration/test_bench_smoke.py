@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench import generate, run  # noqa: E402
+from bench import database, figures, generate, report, run  # noqa: E402
 
 pytestmark = pytest.mark.postgres
 
@@ -35,7 +35,7 @@ def bench_db(pg_server: pg.PgServer):
 
 
 def test_generator_builds_complete_openrem_shaped_studies(bench_db: str) -> None:
-    counts = generate.table_counts(bench_db)
+    counts = database.table_counts(bench_db)
     assert counts["remapp_generalstudymoduleattr"] == STUDIES
     for one_per_study in (
         "remapp_generalequipmentmoduleattr",
@@ -45,7 +45,7 @@ def test_generator_builds_complete_openrem_shaped_studies(bench_db: str) -> None
     ):
         assert counts[one_per_study] == STUDIES
     assert 3 * STUDIES < counts["remapp_ctirradiationeventdata"] < 4.5 * STUDIES
-    with generate.connect(bench_db) as conn:
+    with database.connect(bench_db) as conn:
         modalities = conn.execute("SELECT DISTINCT modality_type FROM remapp_generalstudymoduleattr").fetchall()
         assert modalities == [("CT",)]
         # localisers without CTDIvol, events without protocol, acquisition types by code value
@@ -62,18 +62,18 @@ def test_generator_builds_complete_openrem_shaped_studies(bench_db: str) -> None
 
 
 def test_adding_exams_and_deleting_them_again_restores_the_database(bench_db: str) -> None:
-    marks = generate.id_marks(bench_db)
+    marks = database.id_marks(bench_db)
     first, last = generate.add_exams(bench_db, 25)
     assert (first, last) == (STUDIES + 1, STUDIES + 25)
-    assert generate.table_counts(bench_db)["remapp_patientmoduleattr"] == STUDIES + 25
-    generate.delete_above(bench_db, marks)
-    assert generate.id_marks(bench_db) == marks
+    assert database.table_counts(bench_db)["remapp_patientmoduleattr"] == STUDIES + 25
+    database.delete_above(bench_db, marks)
+    assert database.id_marks(bench_db) == marks
 
 
 def test_benchmark_runs_once_and_fills_every_row_of_the_table(bench_db: str, tmp_path: Path) -> None:
     results = run.run_benchmark(
         {"S": bench_db, "M": bench_db},
-        run.Results(),
+        figures.Results(),
         repeats=1,
         repeats_slow=1,
         backlog=500,
@@ -115,7 +115,7 @@ def test_benchmark_runs_once_and_fills_every_row_of_the_table(bench_db: str, tmp
     plans = [key for key in results.rows if key.startswith("plan.")]
     assert {"plan.heads_after_keyset_page", "plan.study_rows_events", "plan.study_rows_studies"} <= set(plans)
 
-    text = run.table(results)
+    text = report.table(results)
     lines = text.splitlines()
     assert lines[0].startswith("| # | measure | S | M | L |")
     assert len([line for line in lines if line.startswith("| ")]) == len(results.rows) + 1
@@ -131,6 +131,6 @@ def test_benchmark_runs_once_and_fills_every_row_of_the_table(bench_db: str, tmp
 
     saved = tmp_path / "results.json"
     results.save(saved)
-    again = run.Results()
+    again = figures.Results()
     again.load(saved)
-    assert run.table(again) == text
+    assert report.table(again) == text

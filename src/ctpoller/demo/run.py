@@ -14,16 +14,12 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from ctpoller.archive.base import XlsxArchive
-from ctpoller.core.rules import parse_rules
-from ctpoller.core.settle import Timing
 from ctpoller.demo import exams
 from ctpoller.demo.openrem import OpenremImporter, SeedStudy, create_schema
 from ctpoller.jobs.cycle import run_once
 from ctpoller.jobs.report import Report, report_lines
-from ctpoller.mail.eml import EmlDirectoryNotifier
-from ctpoller.openrem.source import OpenremSource
-from ctpoller.store.store import StateStore
+from ctpoller.settings import Settings
+from ctpoller.wiring import Components
 
 DEMO_RULES = """\
 # The rules of the demo. The real thing reads CTPOLLER_RULES_FILE; see examples/rules.toml.
@@ -72,36 +68,30 @@ def run_demo(directory: Path, *, out: Callable[[str], None] = print) -> int:
     rules_file.write_text(DEMO_RULES, encoding="utf-8")
     outbox = directory / "outbox"
     archive = directory / "ctpoller-notifications.xlsx"
-    state_url = f"sqlite:///{directory / 'ctpoller-state.sqlite3'}"
 
     writer = sa.create_engine(f"sqlite:///{source_file}")
     create_schema(writer)
     openrem = OpenremImporter(writer)
     clock = datetime.now(UTC).replace(microsecond=0)
-    rules = parse_rules(DEMO_RULES, source=str(rules_file))
+    settings = Settings(
+        _env_file=None,
+        source_url=f"sqlite:///{source_file}",
+        state_url=f"sqlite:///{directory / 'ctpoller-state.sqlite3'}",
+        rules_file=rules_file,
+        outbox_dir=outbox,
+        archive_path=archive,
+        mail_from="ctpoller@hospital.example",
+        settle_seconds=int(SETTLE.total_seconds()),
+    )
 
     def cycle(after: timedelta, title: str) -> Report:
         nonlocal clock
         clock += after
-        source = OpenremSource(f"sqlite:///{source_file}")
-        state = StateStore(state_url)
-        try:
-            state.ensure_schema()
-            source.connect()
-            with state.lock():
-                report = run_once(
-                    source,
-                    state,
-                    rules,
-                    EmlDirectoryNotifier(outbox, mail_from="ctpoller@hospital.example"),
-                    XlsxArchive(archive),
-                    now=clock,
-                    timing=Timing(settle=SETTLE),
-                    mail_domain="hospital.example",
-                )
-        finally:
-            source.dispose()
-            state.dispose()
+        with Components(settings, need_delivery=True) as c, c.locked(dry_run=False):
+            c.source.connect()
+            report = run_once(
+                c.source, c.state, c.rules, c.notifier, c.archive, now=clock, timing=c.timing, mail_domain=c.mail_domain
+            )
         _tell(out, title, report)
         return report
 
