@@ -1,4 +1,4 @@
-"""What the two database adapters (``source.py``, ``state.py``) share: URLs, one-line messages,
+"""What the two database adapters (``openrem/``, ``store/``) share: URLs, one-line messages,
 how text is read, and which connection failures need a person."""
 
 from __future__ import annotations

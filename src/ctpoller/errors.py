@@ -8,7 +8,7 @@
     │     (temporary=True: unreachable, timeout, replica conflict -> retried next run, exit 75;
     │      temporary=False: schema mismatch, wrong database -> a person must act, exit 1)
     ├── StateError                 ctpoller's own state store (temporary or not, as above)
-    ├── LockedError                another ctpoller run holds the lock (exit 73)
+    ├── LockedError                another ctpoller run holds the lock (exit 3)
     └── NotifyError                a notification could not be delivered
           (permanent=False: 4xx, connection refused, timeout -> retried next run;
            permanent=True: 5xx, refused recipient -> marked failed, reported;

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ctpoller.core.rules.ruleset import is_address
 from ctpoller.errors import ConfigError
 
 PREFIX = "CTPOLLER_"
@@ -87,7 +88,7 @@ class Settings(BaseSettings):
     @field_validator("mail_from")
     @classmethod
     def _one_address(cls, value: str | None) -> str | None:
-        if value is not None and not _looks_like_address(value):
+        if value is not None and not is_address(value):
             raise ValueError("must be one e-mail address such as ctpoller@hospital.example")
         return value
 
@@ -95,7 +96,7 @@ class Settings(BaseSettings):
     @classmethod
     def _addresses(cls, value: str) -> str:
         for address in split_addresses(value):
-            if not _looks_like_address(address):
+            if not is_address(address):
                 raise ValueError(f"{address!r} is not an e-mail address (separate addresses with commas)")
         return value
 
@@ -116,15 +117,6 @@ class Settings(BaseSettings):
 
 def split_addresses(value: str) -> list[str]:
     return [part.strip() for part in value.replace(";", ",").split(",") if part.strip()]
-
-
-def _looks_like_address(value: str) -> bool:
-    local, at, domain = value.rpartition("@")
-    return (
-        bool(at and local and domain)
-        and value.isascii()
-        and not any(c.isspace() or c in ",<>\"'" or ord(c) < 32 for c in value)
-    )
 
 
 def env_name(field: str) -> str:

@@ -77,3 +77,11 @@ def test_a_secret_in_a_bad_value_is_not_echoed(monkeypatch: pytest.MonkeyPatch) 
     with pytest.raises(ConfigError) as caught:
         load_settings()
     assert "hunter2-secret" not in str(caught.value)
+
+
+def test_an_address_the_rules_file_refuses_is_refused_in_the_settings_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ctpoller.errors import ConfigError
+
+    monkeypatch.setenv("CTPOLLER_MAIL_TO", "physics@hospital.example, a@b@c")
+    with pytest.raises(ConfigError, match="CTPOLLER_MAIL_TO"):
+        load_settings()

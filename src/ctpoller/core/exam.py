@@ -20,7 +20,7 @@ Phantom = Literal["head", "body"]
 #: DICOM codes (CID 4052) of the CTDIw phantom, matched on ``code_value``, never on OpenREM's ids.
 PHANTOM_CODES: dict[str, Phantom] = {"113690": "head", "113691": "body"}
 
-#: How the key of an event without an irradiation event UID begins (see ``source.event_key``).
+#: How the key of an event without an irradiation event UID begins (see ``openrem.values.event_key``).
 NO_UID_PREFIX = "no-uid:"
 
 #: Units of the metrics, as shown to people.
@@ -144,7 +144,7 @@ class Event:
     """One CT irradiation event (``remapp_ctirradiationeventdata``).
 
     ``key`` is the event's identity across re-imports: its irradiation event UID, or, when OpenREM
-    stored none, a key derived from the event's content (see ``source.event_key``). Never a pk.
+    stored none, a key derived from the event's content (see ``openrem.values.event_key``). Never a pk.
     """
 
     key: str

@@ -205,7 +205,7 @@ class Screened:
     """A CT study row as ``backfill`` first reads it: one line per row instead of all its events.
 
     ``complete`` as ``StudyHead.complete``; ``answers`` holds the database's answers to a
-    ``rules.Screen``'s bounds, in order, as "1" (yes) and "0"; ``dose_check`` its answer to the
+    ``core.rules.Screen``'s bounds, in order, as "1" (yes) and "0"; ``dose_check`` its answer to the
     Dose Check question (``None``: not asked). ``row`` holds only what exam-level criteria look at
     (no events, no accession number or date), and only when some answer is yes (``None``
     otherwise). ``single`` is False when OpenREM holds more than one patient-study or equipment

@@ -16,6 +16,7 @@ from ctpoller.core.model import (
 )
 from ctpoller.core.rules import RuleSet, Screen, screen
 from ctpoller.core.settle import DEFAULT_TIMING, Timing
+from ctpoller.jobs.cycle import connect_for
 from ctpoller.jobs.deliver import deliver, write_archive
 from ctpoller.jobs.news import ExamStore, evaluate_exams
 from ctpoller.jobs.report import KEPT_MESSAGES, Report
@@ -99,7 +100,7 @@ def backfill(
     Rows above the watermark are left to ``run``. With ``email=False`` what is found is recorded
     and archived as "recorded, not emailed", and never sent later.
 
-    History is read in one pass, one line per study (``source.screened``): an exam of one row that
+    History is read in one pass, one line per study (``openrem.history.History.screened``): an exam of one row that
     the rules' screen shows cannot exceed anything is decided from that line; every other exam
     (several rows, a Dose Check or a limit within reach) is read in full and evaluated exactly as
     ``run`` does. ``screened=False`` reads every exam in full (the same result, slower).
@@ -108,8 +109,7 @@ def backfill(
     its rows decided before; a dry run, which writes nothing, keeps the same in a scratch store.
     """
     report = Report()
-    source.connect()
-    source.read_standard_names = rules.uses_standard_names
+    connect_for(source, rules)
     unwritten = _Unwritten(state) if dry_run else None
     store: BackfillStore = state if unwritten is None else unwritten
     try:

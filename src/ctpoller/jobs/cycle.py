@@ -73,13 +73,7 @@ def _cycle(
     mail_domain: str,
 ) -> None:
     """Everything of one cycle that reads OpenREM; decisions are committed, nothing is sent."""
-    source.connect()
-    source.read_standard_names = rules.uses_standard_names
-    if rules.uses_standard_names and not source.has_standard_names:
-        raise ConfigError(
-            f"the rules file uses standard_name, but the OpenREM database {source.where} "
-            "has no standard-name tables (OpenREM 1.0 or later has them)"
-        )
+    connect_for(source, rules)
     watermark = state.watermark()
     report.watermark_before = report.watermark_after = watermark
     if watermark is None:
@@ -142,3 +136,15 @@ def _all_heads(reads: Reads, watermark: int, batch: int) -> list[StudyHead]:
         if len(page) < batch:
             return heads
         after = page[-1].pk
+
+
+def connect_for(source: OpenremSource, rules: RuleSet) -> None:
+    """Connect the source for these rules: standard names are read only when a rule uses them, and
+    a rule that uses them against an OpenREM without them is refused (run and backfill alike)."""
+    source.connect()
+    source.read_standard_names = rules.uses_standard_names
+    if rules.uses_standard_names and not source.has_standard_names:
+        raise ConfigError(
+            f"the rules file uses standard_name, but the OpenREM database {source.where} "
+            "has no standard-name tables (OpenREM 1.0 or later has them)"
+        )

@@ -148,10 +148,10 @@ def _news(
 ) -> tuple[list[Notification], tuple[str, ...]]:
     """Exceedances never notified, or whose value rose since: the ones to tell people about.
 
-    Never notified means: not in this exam for the same rule (by ``model.rule_identity``) and
+    Never notified means: not in this exam for the same rule (by ``core.model.rule_identity``) and
     metric; for an event with an irradiation event UID, not for that event under any Study
     Instance UID; for an exam-level metric, not in an exam with exactly the same irradiation
-    events (``by_events``, the exam's ``model.events_key``) either.
+    events (``by_events``, the exam's ``core.model.events_key``) either.
     """
     news: list[Notification] = []
     recipients: list[str] = []

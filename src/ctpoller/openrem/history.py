@@ -185,7 +185,7 @@ class History:
 
     @staticmethod
     def _age_may_pass(ps: sa.Table, bound: Bound) -> sa.ColumnElement[bool]:
-        """Whether the row's age may be in the bound's band, looser than ``model.age_range`` (which
+        """Whether the row's age may be in the bound's band, looser than ``core.exam.age_range`` (which
         decides exactly, in ``Screen.may_exceed``): a plausible decimal whose range overlaps the band
         (with a little slack for SQLite's floats), or any age string at all."""
         low, high = PLAUSIBLE_AGE_YEARS

@@ -84,7 +84,7 @@ class OpenremSource:
         self.statement_timeout_seconds = statement_timeout_seconds
         self.tables: dict[str, sa.Table] = {}
         self.has_standard_names = False
-        self.read_standard_names = True  # the poller turns it off when no rule uses them
+        self.read_standard_names = True  # the cycle turns it off when no rule uses them
         self.supports_snapshot = False
         self.study_sequence: str | None = None
 

@@ -7,7 +7,7 @@ import json
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time
+from datetime import date, datetime, time
 from decimal import Decimal
 from typing import Any
 
@@ -18,7 +18,7 @@ from sqlalchemy.exc import DBAPIError
 
 from ctpoller.core.model import ArchiveRow, Ledger, MessageStatus, Notification
 from ctpoller.store.base import StoreBase, chunks, meta_value
-from ctpoller.store.tables import exceedance_table, from_iso, iso, message_table, notification_table
+from ctpoller.store.tables import exceedance_table, from_iso, iso, message_table, notification_table, stored_time
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +40,9 @@ class Notifications(StoreBase):
 
     def ledger(self, exam_keys: Iterable[str], event_keys: Iterable[str] = ()) -> Ledger:
         """What was notified before: the ledger rows of these exams (Study Instance UIDs or
-        ``model.events_key``s) and of these irradiation event UIDs under any exam.
+        ``core.model.events_key``s) and of these irradiation event UIDs under any exam.
 
-        Rule names are compared by ``model.rule_identity``, whatever case a row was written in, so
+        Rule names are compared by ``core.model.rule_identity``, whatever case a row was written in, so
         a rule whose name only changed case finds what it notified before.
         """
         result = Ledger()
@@ -136,7 +136,7 @@ class Notifications(StoreBase):
                 for row in conn.execution_options(yield_per=1000).execute(query):
                     yield ArchiveRow(
                         notification=_notification(row),
-                        created_at=from_iso(row.created_at) or datetime.now(UTC),
+                        created_at=stored_time(row.created_at),
                         status=row.msg_status,
                         message_id=row.message_id,
                         sent_at=from_iso(row.sent_at),

@@ -14,7 +14,7 @@ from sqlalchemy.engine import Connection
 from ctpoller.core.model import Message, MessageStatus
 from ctpoller.store.base import StoreBase, bump
 from ctpoller.store.notifications import _notification
-from ctpoller.store.tables import from_iso, iso, message_table, notification_table
+from ctpoller.store.tables import from_iso, iso, message_table, notification_table, stored_time
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class Outbox(StoreBase):
             id=row.id,
             message_id=row.message_id,
             study_uid=row.study_uid,
-            created_at=from_iso(row.created_at) or datetime.now(UTC),
+            created_at=stored_time(row.created_at),
             recipients=tuple(json.loads(row.recipients)),
             notifications=tuple(_notification(n) for n in notes),
             status=row.status,

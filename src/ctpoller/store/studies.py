@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -20,6 +20,7 @@ from ctpoller.store.tables import (
     from_iso,
     iso,
     meta_table,
+    stored_time,
     study_table,
 )
 
@@ -150,8 +151,8 @@ def _tracked(row: Any) -> Tracked:
         uid=row.uid,
         status=row.status,
         fingerprint=row.fingerprint,
-        first_seen_at=from_iso(row.first_seen_at) or datetime.now(UTC),
-        changed_at=from_iso(row.changed_at) or datetime.now(UTC),
+        first_seen_at=stored_time(row.first_seen_at),
+        changed_at=stored_time(row.changed_at),
         first_seen_xmax=row.first_seen_xmax,
         decided_at=from_iso(row.decided_at),
     )

@@ -8,7 +8,7 @@ that could exceed something. See ``examples/rules.toml`` for a commented file.
 
 The file
     ``[defaults] recipients`` are told about every exceedance. Each ``[[rule]]`` has a unique
-    ``name`` (its identity is ``model.rule_identity``: case and spacing do not count; "Scanner Dose
+    ``name`` (its identity is ``core.model.rule_identity``: case and spacing do not count; "Scanner Dose
     Check" is reserved), criteria, at least one
     limit and optional ``recipients`` (added to the defaults). ``[dose_check] notify = true`` also
     reports the scanner's own NEMA XR-25 Dose Check values (optional ``recipients``, added to the
@@ -22,7 +22,7 @@ Criteria (all optional; different keys must all pass, entries of one key are alt
     ``protocol`` (acquisition protocol) and ``standard_name`` (the event's OpenREM standard names and
     those of its study row) look at each event. ``phantom`` ("head" = 16 cm, "body" = 32 cm CTDIw
     phantom) too. ``age_min <= age < age_max`` in years: the patient's possible ages
-    (``model.age_range``) must overlap the band; an unknown age never matches an age band.
+    (``core.exam.age_range``) must overlap the band; an unknown age never matches an age band.
 
     A criterion is a string or a list of entries. An entry is a string or a list of words. A string
     matches when all its whitespace-separated words occur in the value, case-insensitively, in any

@@ -66,7 +66,7 @@ def _exam_matches(rule: Rule, exam: Exam) -> bool:
 
 
 def age_passes(rule: Rule, age: AgeRange | None) -> bool:
-    """A patient who may be in the band (``model.age_range``) matches it; an unknown age never does."""
+    """A patient who may be in the band (``core.exam.age_range``) matches it; an unknown age never does."""
     if rule.age_min is None and rule.age_max is None:
         return True
     return age is not None and age.overlaps(rule.age_min, rule.age_max)

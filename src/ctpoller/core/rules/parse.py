@@ -16,7 +16,6 @@ from ctpoller.core.rules.ruleset import (
     _LIMITS,
     _NAME_MAX,
     _NOT_CRITERIA,
-    _NOT_IN_ADDRESS,
     _PHANTOMS,
     _RULE_KEYS,
     _TEXT_CRITERIA,
@@ -28,6 +27,7 @@ from ctpoller.core.rules.ruleset import (
     Rule,
     RuleSet,
     _fold,
+    is_address,
     unique_addresses,
 )
 from ctpoller.errors import ConfigError
@@ -150,23 +150,13 @@ def _recipients(table: dict[str, Any], where: str) -> tuple[str, ...]:
     if not isinstance(value, list):
         _fail(where, "recipients", f"must be a list of e-mail addresses, not {_show(value)}")
     for address in value:
-        if not isinstance(address, str) or not _looks_like_address(address.strip()):
+        if not isinstance(address, str) or not is_address(address.strip()):
             _fail(
                 where,
                 "recipients",
                 f"must hold plain (ASCII) e-mail addresses such as physics@example.org, not {_show(address)}",
             )
     return unique_addresses(address.strip() for address in value)
-
-
-def _looks_like_address(text: str) -> bool:
-    local, at, domain = text.partition("@")
-    return (
-        bool(local and at and domain)
-        and text.isascii()  # many mail servers take no internationalised (SMTPUTF8) addresses
-        and "@" not in domain
-        and not any(c.isspace() or not c.isprintable() or c in _NOT_IN_ADDRESS for c in text)
-    )
 
 
 def _name_problem(name: str) -> str | None:

@@ -128,3 +128,16 @@ def unique_addresses(addresses: Iterable[str]) -> tuple[str, ...]:
             seen.add(address.casefold())
             kept.append(address)
     return tuple(kept)
+
+
+def is_address(text: str) -> bool:
+    """One plain e-mail address: one "@" with text on both sides, ASCII (many mail servers take no
+    internationalised addresses), no spaces, commas, semicolons, quotes, angle brackets or control
+    characters. The one check of an address, in the rules file and in the settings alike."""
+    local, at, domain = text.partition("@")
+    return (
+        bool(local and at and domain)
+        and text.isascii()
+        and "@" not in domain
+        and not any(c.isspace() or not c.isprintable() or c in _NOT_IN_ADDRESS for c in text)
+    )

@@ -29,7 +29,7 @@ class Bound:
     the row's own total DLP, or the sum of its events' positive DLPs, above ``threshold``? A value
     that is not a number (NaN, infinite, text) counts as above. With ``age_min`` or ``age_max``,
     also: may the patient's age be in the band, where a plausible ``patient_age_decimal`` may be
-    if its range (``model.age_range``) overlaps the band, and any row with an age string may be.
+    if its range (``core.exam.age_range``) overlaps the band, and any row with an age string may be.
     ``rule`` indexes ``RuleSet.rules``.
     """
 
