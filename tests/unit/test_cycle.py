@@ -1,4 +1,4 @@
-"""The poll cycle, fast: ``poller.run_once`` and ``poller.backfill`` on the demo's OpenREM-shaped SQLite
+"""The poll cycle, fast: ``run_once`` and ``backfill`` on the demo's OpenREM-shaped SQLite
 database, written the way OpenREM writes it, with a SQLite state store, a virtual clock and a
 notifier that records what it is given.
 
@@ -22,7 +22,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from ctpoller import poller
+from ctpoller.core.model import ArchiveRow, Message
+from ctpoller.core.rules import parse_rules
+from ctpoller.core.settle import Timing
 from ctpoller.demo.exams import (
     CONTINUED_1,
     CONTINUED_2,
@@ -35,11 +37,11 @@ from ctpoller.demo.exams import (
 )
 from ctpoller.demo.openrem import OpenremImporter, SeedStudy, create_schema
 from ctpoller.errors import NotifyError
-from ctpoller.model import ArchiveRow, Message
-from ctpoller.poller import Report, Timing
-from ctpoller.rules import parse_rules
-from ctpoller.source import OpenremSource
-from ctpoller.state import StateStore
+from ctpoller.jobs.backfill import backfill
+from ctpoller.jobs.cycle import run_once
+from ctpoller.jobs.report import Report
+from ctpoller.openrem.source import OpenremSource
+from ctpoller.store.store import StateStore
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 TIMING = Timing()
@@ -158,7 +160,7 @@ class Site:
         try:
             state.ensure_schema()
             with state.lock():
-                return poller.run_once(
+                return run_once(
                     self.source,
                     state,
                     parse_rules(self.rules_text, source="test rules"),
@@ -182,7 +184,7 @@ class Site:
         try:
             state.ensure_schema()
             with state.lock():
-                return poller.backfill(
+                return backfill(
                     self.source,
                     state,
                     parse_rules(self.rules_text, source="test rules"),
@@ -425,7 +427,7 @@ def test_a_permanent_refusal_marks_the_message_failed_and_the_next_run_warns(
     assert site.archive.rows is not None and {r.status for r in site.archive.rows} == {"failed"}
 
     site.notifier.accept(SIEMENS_FLASH_QA.uid)
-    with caplog.at_level(logging.WARNING, logger="ctpoller.poller"):
+    with caplog.at_level(logging.WARNING, logger="ctpoller.jobs.deliver"):
         later = site.cycle(after=timedelta(minutes=1))
     assert later.sent == 0 and later.failed_waiting == 1  # not retried until a person says so
     assert later.problem() is None  # exit 0, but ...
