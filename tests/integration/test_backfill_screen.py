@@ -17,13 +17,13 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-import pg
 from ctpoller import poller
 from ctpoller.demo import exams
 from ctpoller.demo.openrem import OpenremImporter, SeedStudy, create_schema
 from ctpoller.rules import DOSE_CHECK_RULE, parse_rules
 from ctpoller.source import OpenremSource
 from ctpoller.state import StateStore, exceedance_table, notification_table, study_table
+from support import pg
 
 REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:

@@ -1,18 +1,13 @@
-"""A ctpoller wired to a real OpenREM-shaped PostgreSQL and a real SMTP server, with a virtual clock."""
+"""One poll cycle in this process: a ctpoller wired to a real OpenREM-shaped PostgreSQL and a real SMTP
+server (``support.smtp``), with a virtual clock."""
 
 from __future__ import annotations
 
 import contextlib
-import email
-import email.policy
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from email.message import EmailMessage
 from pathlib import Path
-
-from aiosmtpd.controller import Controller
 
 from ctpoller import poller
 from ctpoller.notify.smtp import SmtpNotifier
@@ -24,23 +19,6 @@ from ctpoller.wiring import XlsxArchive
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 SETTLE = timedelta(seconds=120)
-
-
-class Inbox:
-    """aiosmtpd handler that keeps every message it accepted."""
-
-    def __init__(self) -> None:
-        self.messages: list[EmailMessage] = []
-        self.reply: str | None = None  # e.g. "451 4.3.0 try later" to refuse DATA
-
-    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
-        if self.reply is not None:
-            return self.reply
-        content = envelope.original_content  # type: ignore[attr-defined]
-        message = email.message_from_bytes(content, policy=email.policy.default)
-        assert isinstance(message, EmailMessage)
-        self.messages.append(message)
-        return "250 OK"
 
 
 @dataclass
@@ -112,16 +90,3 @@ class Harness:
                 timing=self.timing,
                 mail_domain="hospital.example",
             )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_smtp(inbox: Inbox) -> tuple[Controller, int]:
-    port = free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    return controller, port
