@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-import pg
 from ctpoller.core.rules import DOSE_CHECK_RULE, parse_rules
 from ctpoller.demo import exams
 from ctpoller.demo.openrem import OpenremImporter, SeedStudy, create_schema
@@ -26,6 +25,7 @@ from ctpoller.jobs.report import Report
 from ctpoller.openrem.source import OpenremSource
 from ctpoller.store.store import StateStore
 from ctpoller.store.tables import exceedance_table, notification_table, study_table
+from support import pg
 
 REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-import pg
+from support import pg
 
 REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:

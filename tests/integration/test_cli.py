@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import fcntl
-import os
-import subprocess
-import sys
-import threading
 from pathlib import Path
 
 import openpyxl
@@ -18,38 +13,15 @@ from ctpoller import __version__
 from ctpoller.demo.exams import CONTINUED_1, CONTINUED_2, GE_OPTIMA, GE_VCT, SIEMENS_FLASH_QA
 from ctpoller.demo.openrem import OpenremImporter
 from ctpoller.store.store import StateStore
-
-from .poller_harness import Inbox, free_port, start_smtp
-
-RULES = """
-[defaults]
-recipients = ["physics@hospital.example"]
-
-[[rule]]
-name = "Body CTDIvol"
-phantom = "body"
-ctdivol = 50
-"""
-
-
-def ctpoller(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("CTPOLLER_")}
-    clean.pop("JOURNAL_STREAM", None)
-    return subprocess.run(
-        [sys.executable, "-m", "ctpoller", *args],
-        env={**clean, **env},
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+from support.ports import free_port
+from support.process import BODY_CTDIVOL_RULES, ctpoller, one_line
+from support.smtp import Recorder, start_server
 
 
 @pytest.fixture
 def rules_file(tmp_path: Path) -> Path:
     path = tmp_path / "rules.toml"
-    path.write_text(RULES, encoding="utf-8")
+    path.write_text(BODY_CTDIVOL_RULES, encoding="utf-8")
     return path
 
 
@@ -63,13 +35,6 @@ def env(tmp_path: Path, rules_file: Path) -> dict[str, str]:
         "CTPOLLER_MAIL_FROM": "ctpoller@hospital.example",
         "CTPOLLER_SETTLE_SECONDS": "0",
     }
-
-
-def one_line(result: subprocess.CompletedProcess[str]) -> str:
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    return lines[0]
 
 
 def test_version_matches_the_package(tmp_path):
@@ -215,27 +180,12 @@ def test_a_second_run_while_one_holds_the_lock_exits_3(openrem_db, env, tmp_path
     assert "another ctpoller run holds the lock" in one_line(result)
 
 
-class HangingInbox(Inbox):
-    """Accepts nothing while ``hang`` is set: DATA never gets its reply (until ctpoller is gone)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.hang = True
-        self.entered = threading.Event()
-
-    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
-        if self.hang:
-            self.entered.set()
-            await asyncio.sleep(15)
-            return "451 4.3.0 too late"
-        return await super().handle_DATA(server, session, envelope)
-
-
 @pytest.mark.postgres
 @pytest.mark.smtp
-def test_a_run_killed_while_sending_loses_nothing_and_sends_once_later(openrem_db, env, tmp_path):
-    inbox = HangingInbox()
-    controller, port = start_smtp(inbox)
+def test_a_run_killed_while_sending_loses_nothing_and_sends_once_later(openrem_db, env, tmp_path, processes):
+    inbox = Recorder(hang=15)  # DATA gets no reply while it hangs (until ctpoller is gone)
+    server = start_server(inbox)
+    port = server.port
     try:
         env = {
             **env,
@@ -251,17 +201,9 @@ def test_a_run_killed_while_sending_loses_nothing_and_sends_once_later(openrem_d
         OpenremImporter(engine).import_study(GE_VCT)
         engine.dispose()
 
-        clean = {k: v for k, v in os.environ.items() if not k.startswith("CTPOLLER_")}
-        running = subprocess.Popen(
-            [sys.executable, "-m", "ctpoller", "run"],
-            env={**clean, **env},
-            cwd=tmp_path,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        assert inbox.entered.wait(60), "ctpoller never reached DATA"
-        running.kill()  # SIGKILL: after the decision was committed, before the server accepted the message
-        running.wait(30)
+        running = processes.start("run", env=env, cwd=tmp_path)
+        assert inbox.data_arrived.wait(60), "ctpoller never reached DATA"
+        processes.kill(running)  # SIGKILL: after the decision was committed, before the server accepted the message
 
         state = StateStore(env["CTPOLLER_STATE_URL"])
         try:
@@ -269,14 +211,14 @@ def test_a_run_killed_while_sending_loses_nothing_and_sends_once_later(openrem_d
             assert state.integrity_check() == "ok"
         finally:
             state.dispose()
-        inbox.hang = False
+        inbox.hang = 0
         after = ctpoller("run", env=env, cwd=tmp_path)
         assert after.returncode == 0, after.stderr
         assert "1 emails sent" in after.stderr
         assert ctpoller("run", env=env, cwd=tmp_path).returncode == 0
         assert len(inbox.messages) == 1
     finally:
-        controller.stop()
+        server.stop()
 
 
 @pytest.mark.postgres
@@ -356,26 +298,15 @@ def test_logs_of_failing_runs_hold_no_patient_data_secrets_or_urls(openrem_db, e
 
 
 @pytest.mark.postgres
-def test_two_hosts_sharing_a_postgresql_state_store_never_both_send(openrem_db, state_pg_url, env, tmp_path):
+def test_two_hosts_sharing_a_postgresql_state_store_never_both_send(openrem_db, state_pg_url, env, tmp_path, processes):
     env = {**env, "CTPOLLER_SOURCE_URL": openrem_db, "CTPOLLER_STATE_URL": state_pg_url}
     assert ctpoller("run", env=env, cwd=tmp_path).returncode == 0
     engine = sa.create_engine(openrem_db)
     importer = OpenremImporter(engine)
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("CTPOLLER_")}
     codes: list[int] = []
     for study in (GE_VCT, SIEMENS_FLASH_QA, GE_OPTIMA):
         importer.import_study(study)
-        both = [
-            subprocess.Popen(
-                [sys.executable, "-m", "ctpoller", "run"],
-                env={**clean, **env},
-                cwd=tmp_path,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            for _ in range(2)
-        ]
+        both = [processes.start("run", env=env, cwd=tmp_path) for _ in range(2)]
         for process in both:
             process.communicate(timeout=120)
             codes.append(process.returncode)
@@ -435,33 +366,28 @@ def test_after_a_reset_a_continued_report_still_counts_the_exam_begun_before_it(
 
 @pytest.mark.postgres
 @pytest.mark.smtp
-def test_queued_notifications_are_delivered_even_while_openrem_is_down(openrem_db, env, tmp_path):
-    inbox = Inbox()
-    controller, port = start_smtp(inbox)
-    try:
-        env = {
-            **env,
-            "CTPOLLER_SOURCE_URL": openrem_db,
-            "CTPOLLER_SMTP_HOST": "127.0.0.1",
-            "CTPOLLER_SMTP_PORT": str(free_port()),
-            "CTPOLLER_SMTP_SECURITY": "none",
-        }
-        del env["CTPOLLER_OUTBOX_DIR"]
-        assert ctpoller("run", env=env, cwd=tmp_path).returncode == 0
-        engine = sa.create_engine(openrem_db)
-        OpenremImporter(engine).import_study(GE_VCT)
-        engine.dispose()
-        assert ctpoller("run", env=env, cwd=tmp_path).returncode == 75  # mail server down: queued
-        down = {
-            **env,
-            "CTPOLLER_SMTP_PORT": str(port),
-            "CTPOLLER_SOURCE_URL": f"postgresql://x@127.0.0.1:{free_port()}/o",
-        }
-        result = ctpoller("run", env=down, cwd=tmp_path)
-        assert result.returncode == 75 and "127.0.0.1" in result.stderr
-        assert len(inbox.messages) == 1
-    finally:
-        controller.stop()
+def test_queued_notifications_are_delivered_even_while_openrem_is_down(openrem_db, env, tmp_path, inbox):
+    env = {
+        **env,
+        "CTPOLLER_SOURCE_URL": openrem_db,
+        "CTPOLLER_SMTP_HOST": "127.0.0.1",
+        "CTPOLLER_SMTP_PORT": str(free_port()),
+        "CTPOLLER_SMTP_SECURITY": "none",
+    }
+    del env["CTPOLLER_OUTBOX_DIR"]
+    assert ctpoller("run", env=env, cwd=tmp_path).returncode == 0
+    engine = sa.create_engine(openrem_db)
+    OpenremImporter(engine).import_study(GE_VCT)
+    engine.dispose()
+    assert ctpoller("run", env=env, cwd=tmp_path).returncode == 75  # mail server down: queued
+    down = {
+        **env,
+        "CTPOLLER_SMTP_PORT": str(inbox.port),
+        "CTPOLLER_SOURCE_URL": f"postgresql://x@127.0.0.1:{free_port()}/o",
+    }
+    result = ctpoller("run", env=down, cwd=tmp_path)
+    assert result.returncode == 75 and "127.0.0.1" in result.stderr
+    assert len(inbox.messages) == 1
 
 
 @pytest.mark.parametrize(
@@ -493,16 +419,7 @@ def test_under_systemd_log_lines_carry_no_timestamp_of_their_own(openrem_db, env
     assert ctpoller("run", env=env, cwd=tmp_path).returncode == 0
     plain = ctpoller("run", env=env, cwd=tmp_path)
     assert plain.stderr[:2] == "20"  # a timestamp when run by hand
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("CTPOLLER_")}
-    journal = subprocess.run(
-        [sys.executable, "-m", "ctpoller", "run"],
-        env={**clean, **env, "JOURNAL_STREAM": "8:12345"},
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    journal = ctpoller("run", env={**env, "JOURNAL_STREAM": "8:12345"}, cwd=tmp_path)
     assert journal.returncode == 0
     [line] = journal.stderr.splitlines()
     assert line.startswith("INFO ctpoller: run ok:")

@@ -15,11 +15,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-import pg
 from ctpoller.demo.exams import GE_OPTIMA, GE_VCT
 from ctpoller.demo.openrem import OpenremImporter
-
-from .test_cli import ctpoller
+from support import pg
+from support.process import ctpoller
 
 pytestmark = [pytest.mark.postgres]
 

@@ -10,15 +10,15 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-import pg
 from ctpoller.demo.exams import GE_OPTIMA, GE_PIXELMED, GE_VCT, SIEMENS_FLASH_QA
 from ctpoller.demo.openrem import OpenremImporter
 from ctpoller.errors import SourceError
 from ctpoller.jobs.start import start_over
 from ctpoller.openrem.source import OpenremSource
 from ctpoller.store.store import StateStore
-
-from .poller_harness import SETTLE, Harness, Inbox, start_smtp
+from support import pg
+from support.cycle import SETTLE, Harness
+from support.smtp import Recorder
 
 pytestmark = [pytest.mark.postgres, pytest.mark.smtp]
 
@@ -37,22 +37,6 @@ dlp_total = 1000
 """
 
 SETTLED = SETTLE + timedelta(seconds=1)
-
-
-@pytest.fixture
-def inbox():
-    inbox = Inbox()
-    controller, port = start_smtp(inbox)
-    inbox.port = port  # type: ignore[attr-defined]
-    yield inbox
-    controller.stop()
-
-
-@pytest.fixture
-def openrem(openrem_db):
-    engine = sa.create_engine(openrem_db)
-    yield OpenremImporter(engine)
-    engine.dispose()
 
 
 @pytest.fixture
@@ -91,7 +75,7 @@ def settled(harness: Harness):
     return harness.cycle(after=SETTLED)
 
 
-def notified(inbox: Inbox) -> list[str]:
+def notified(inbox: Recorder) -> list[str]:
     return [m.get_body(("plain",)).get_content() for m in inbox.messages]
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import PASSWORD, PASSWORD_ROLE, Cluster
-from .test_cli import ctpoller
+from support.pg import PASSWORD, PASSWORD_ROLE, Cluster
+from support.process import ctpoller
 
 pytestmark = [pytest.mark.postgres]
 

@@ -14,8 +14,8 @@ from ctpoller.demo.exams import GE_VCT, stored_again
 from ctpoller.demo.openrem import OpenremImporter, SeedEvent, SeedStudy
 from ctpoller.store.store import StateStore
 from ctpoller.store.tables import EVENT_KEY_INDEX, exceedance_table
-
-from .poller_harness import SETTLE, Harness, Inbox, start_smtp
+from support.cycle import SETTLE, Harness
+from support.smtp import body
 
 pytestmark = [pytest.mark.postgres, pytest.mark.smtp]
 
@@ -63,22 +63,6 @@ HIGH_EVENT = 22
 
 
 @pytest.fixture
-def inbox():
-    inbox = Inbox()
-    controller, port = start_smtp(inbox)
-    inbox.port = port  # type: ignore[attr-defined]
-    yield inbox
-    controller.stop()
-
-
-@pytest.fixture
-def openrem(openrem_db):
-    engine = sa.create_engine(openrem_db)
-    yield OpenremImporter(engine)
-    engine.dispose()
-
-
-@pytest.fixture
 def harness(openrem_db, tmp_path, inbox):
     harness = Harness(openrem_db, f"sqlite:///{tmp_path / 'state.sqlite3'}", RULES, inbox.port, tmp_path)
     assert harness.cycle().initialised
@@ -89,10 +73,6 @@ def settle(harness: Harness):
     """Two cycles: the first sees the new rows, the second comes after the settle time."""
     harness.cycle(after=timedelta(seconds=1))
     return harness.cycle(after=SETTLED)
-
-
-def body(message) -> str:
-    return message.get_body(("plain",)).get_content()
 
 
 def told(report) -> list[tuple[str, str, str, Decimal | None]]:

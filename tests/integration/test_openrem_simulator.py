@@ -13,7 +13,6 @@ import psycopg
 import pytest
 from sqlalchemy import Engine, create_engine, func, select, text
 
-import pg
 from ctpoller.demo import openrem
 from ctpoller.demo.exams import (
     CONTINUED_1,
@@ -25,6 +24,7 @@ from ctpoller.demo.exams import (
     TOSHIBA_DOSECHECK,
 )
 from ctpoller.demo.openrem import OpenremImporter
+from support import pg
 
 SUBSET_TABLES = sorted(openrem.METADATA.tables)
 OPENREM_SCHEMA = pg.OPENREM_DATA / "schema_ct.sql"

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import openpyxl
@@ -19,13 +20,12 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-import pg
 from ctpoller.demo.exams import GE_VCT
 from ctpoller.demo.openrem import OpenremImporter
 from ctpoller.store.store import StateStore
-
-from .smtp_server import Recorder, start_server
-from .test_cli import RULES, ctpoller, one_line
+from support import pg
+from support.process import BODY_CTDIVOL_RULES, CompletedRun, ctpoller, one_line
+from support.smtp import Recorder, Server
 
 ROLE_SQL = Path(__file__).parents[2] / "sql" / "readonly_role.sql"
 WAITING = "notifications failed permanently and wait for 'ctpoller retry' or 'ctpoller dismiss'"
@@ -34,7 +34,7 @@ WAITING = "notifications failed permanently and wait for 'ctpoller retry' or 'ct
 @pytest.fixture
 def settings(tmp_path: Path) -> dict[str, str]:
     rules = tmp_path / "rules.toml"
-    rules.write_text(RULES, encoding="utf-8")
+    rules.write_text(BODY_CTDIVOL_RULES, encoding="utf-8")
     return {
         "CTPOLLER_RULES_FILE": str(rules),
         "CTPOLLER_STATE_URL": f"sqlite:///{tmp_path / 'state.sqlite3'}",
@@ -46,11 +46,9 @@ def settings(tmp_path: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def refusing_mail():
+def refusing_mail(serve: Callable[..., Server]) -> Server:
     """A real SMTP server whose first DATA is answered 550 (a misconfigured connector), then 250."""
-    server = start_server(Recorder(data_replies=["550 5.7.1 relaying denied"]))
-    yield server
-    server.stop()
+    return serve(Recorder(data_replies=["550 5.7.1 relaying denied"]))
 
 
 def with_smtp(settings: dict[str, str], port: int, **extra: str) -> dict[str, str]:
@@ -73,7 +71,7 @@ def archive_cells(settings: dict[str, str]) -> list[object]:
     return [cell for row in sheet.iter_rows(values_only=True) for cell in row]
 
 
-def refused_once(openrem_db: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+def refused_once(openrem_db: str, env: dict[str, str], cwd: Path) -> CompletedRun:
     """First run, then one exam over the limit whose email the server refuses with 550."""
     assert ctpoller("run", env=env, cwd=cwd).returncode == 0
     engine = sa.create_engine(openrem_db)

@@ -21,12 +21,11 @@ from ctpoller.demo.exams import (
     SEED_STUDIES,
     SIEMENS_FLASH_QA,
 )
-from ctpoller.demo.openrem import OpenremImporter
 from ctpoller.errors import SourceError
 from ctpoller.openrem.source import OpenremSource
 from ctpoller.store.store import StateStore
-
-from .poller_harness import SETTLE, Harness, Inbox, free_port, start_smtp
+from support.cycle import SETTLE, Harness
+from support.ports import free_port
 
 pytestmark = [pytest.mark.postgres, pytest.mark.smtp]
 
@@ -51,22 +50,6 @@ dlp_total = 1000
 """
 
 SETTLED = SETTLE + timedelta(seconds=1)
-
-
-@pytest.fixture
-def inbox():
-    inbox = Inbox()
-    controller, port = start_smtp(inbox)
-    inbox.port = port  # type: ignore[attr-defined]
-    yield inbox
-    controller.stop()
-
-
-@pytest.fixture
-def openrem(openrem_db):
-    engine = sa.create_engine(openrem_db)
-    yield OpenremImporter(engine)
-    engine.dispose()
 
 
 @pytest.fixture
@@ -260,13 +243,13 @@ def test_temporary_smtp_refusal_is_retried_and_permanent_refusal_is_recorded(har
     started(harness)
     openrem.import_study(SIEMENS_FLASH_QA)
     harness.cycle(after=timedelta(seconds=1))
-    inbox.reply = "451 4.3.0 try again later"
+    inbox.refuse_data = "451 4.3.0 try again later"
     deferred = harness.cycle(after=SETTLED)
     assert deferred.deferred and not deferred.failed
-    inbox.reply = "550 5.1.1 mailbox unavailable"
+    inbox.refuse_data = "550 5.1.1 mailbox unavailable"
     failed = harness.cycle(after=timedelta(minutes=1))
     assert failed.failed and failed.sent == 0
-    inbox.reply = None
+    inbox.refuse_data = None
     assert harness.cycle(after=timedelta(minutes=1)).sent == 0  # not retried forever
     rows = list(openpyxl.load_workbook(harness.archive_path).active.iter_rows(values_only=True))
     assert any("failed" in str(cell) for row in rows[1:] for cell in row)

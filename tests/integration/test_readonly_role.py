@@ -11,14 +11,14 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-import pg
 from ctpoller.demo.exams import GE_VCT, TOSHIBA_DOSECHECK
 from ctpoller.demo.openrem import OpenremImporter
 from ctpoller.errors import SourceError
 from ctpoller.openrem.tables import OPTIONAL, REQUIRED
 from ctpoller.store.store import StateStore
-
-from .poller_harness import Harness, Inbox, start_smtp
+from support import pg
+from support.cycle import Harness
+from support.smtp import Recorder, start_server
 
 pytestmark = [pytest.mark.postgres]
 
@@ -56,8 +56,9 @@ def test_ctpoller_works_through_the_read_only_role(openrem_db, reader_url, tmp_p
     for study in (GE_VCT, TOSHIBA_DOSECHECK):
         OpenremImporter(engine).import_study(study)
     engine.dispose()
-    inbox = Inbox()
-    controller, port = start_smtp(inbox)
+    inbox = Recorder()
+    server = start_server(inbox)
+    port = server.port
     try:
         rules = (
             '[dose_check]\nnotify = true\n[defaults]\nrecipients = ["p@h.example"]\n'
@@ -68,7 +69,7 @@ def test_ctpoller_works_through_the_read_only_role(openrem_db, reader_url, tmp_p
         assert {m.study_uid for m in report.messages} == {GE_VCT.uid, TOSHIBA_DOSECHECK.uid}
         assert len(inbox.messages) == 2
     finally:
-        controller.stop()
+        server.stop()
 
 
 @pytest.mark.parametrize(

@@ -9,13 +9,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-import pg
 from ctpoller.core.exam import AgeRange, Exam
 from ctpoller.jobs import backfill as backfill_job
 from ctpoller.openrem.source import OpenremSource
 from ctpoller.store.store import StateStore
-
-from .poller_harness import SETTLE, T0, Harness, Inbox, start_smtp
+from support import pg
+from support.cycle import SETTLE, T0, Harness
 
 pytestmark = [pytest.mark.postgres, pytest.mark.smtp]
 
@@ -34,15 +33,6 @@ def real_openrem(pg_server):
         pg.run_sql_file(url, schema)
         pg.run_sql_file(url, data)
         yield url
-
-
-@pytest.fixture
-def inbox():
-    inbox = Inbox()
-    controller, port = start_smtp(inbox)
-    inbox.port = port  # type: ignore[attr-defined]
-    yield inbox
-    controller.stop()
 
 
 def read_all(url: str) -> dict[int, object]:

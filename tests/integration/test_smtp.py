@@ -2,75 +2,22 @@
 
 from __future__ import annotations
 
-import email
-import email.policy
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import replace
-from datetime import UTC, date, datetime
-from decimal import Decimal
-from email.message import EmailMessage
 from typing import Any
 
 import pytest
 
-from ctpoller.core.model import Message, Notification
 from ctpoller.errors import NotifyError
 from ctpoller.mail.smtp import SmtpNotifier
-
-from .smtp_server import Certificates, Recorder, Server, free_port, make_certificates, start_server
+from support.factories import RECIPIENTS, message
+from support.ports import free_port
+from support.smtp import Certificates, Recorder, Server, parse
 
 pytestmark = pytest.mark.smtp
 
 MAIL_FROM = "ctpoller@hospital.example"
-RECIPIENTS = ("physicist@hospital.example", "qa@hospital.example")
 PASSWORD = "s3cret-Pa55"
-
-
-def message(**changes: Any) -> Message:
-    note = Notification(
-        study_uid="1.2.826.0.1.3680043.8.498.1",
-        rule="adult head",
-        metric="ctdivol",
-        event_key="1.2.3.4.5",
-        value=Decimal("76.00000000"),
-        limit=Decimal("50.00000000"),
-        unit="mGy",
-        protocol="Head routine",
-        display_name="Main CT",
-        study_date=date(2026, 3, 2),
-        description="CT HEAD",
-        accession_number="ACC0042",
-    )
-    base = Message(
-        id=7,
-        message_id="<ctpoller.7.abc123@hospital.example>",
-        study_uid=note.study_uid,
-        created_at=datetime(2026, 3, 2, 9, 0, tzinfo=UTC),
-        recipients=RECIPIENTS,
-        notifications=(note,),
-    )
-    return replace(base, **changes)
-
-
-@pytest.fixture(scope="session")
-def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
-    return make_certificates(tmp_path_factory.mktemp("certificates"))
-
-
-@pytest.fixture
-def serve() -> Iterator[Callable[..., Server]]:
-    """Start an SMTP server: ``serve(Recorder(...), **aiosmtpd SMTP options)``; stopped after the test."""
-    started: list[Server] = []
-
-    def start(handler: Recorder | None = None, **options: Any) -> Server:
-        server = start_server(handler or Recorder(), **options)
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
 
 
 @pytest.fixture
@@ -95,12 +42,6 @@ def connect() -> Iterator[Callable[..., SmtpNotifier]]:
     yield build
     for notifier in notifiers:
         notifier.close()
-
-
-def parse(content: bytes) -> EmailMessage:
-    parsed = email.message_from_bytes(content, policy=email.policy.default)
-    assert isinstance(parsed, EmailMessage)
-    return parsed
 
 
 def test_message_is_delivered_with_its_message_id_recipients_and_both_parts(

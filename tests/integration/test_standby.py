@@ -14,9 +14,9 @@ from ctpoller.demo.exams import GE_OPTIMA, GE_VCT, PHILIPS_BIGBORE, SIEMENS_FLAS
 from ctpoller.demo.openrem import OpenremImporter
 from ctpoller.errors import SourceError
 from ctpoller.openrem.source import OpenremSource
-
-from .conftest import replayed
-from .poller_harness import SETTLE, Harness, Inbox, start_smtp
+from support.cycle import SETTLE, Harness
+from support.pg import replayed
+from support.smtp import Recorder, start_server
 
 pytestmark = [pytest.mark.postgres, pytest.mark.smtp]
 
@@ -26,8 +26,9 @@ def test_ctpoller_reads_a_hot_standby_and_reports_its_lag(primary_and_standby, t
     engine = sa.create_engine(primary)
     openrem = OpenremImporter(engine)
     openrem.import_study(GE_OPTIMA)
-    inbox = Inbox()
-    controller, port = start_smtp(inbox)
+    inbox = Recorder()
+    server = start_server(inbox)
+    port = server.port
     try:
         rules = '[defaults]\nrecipients = ["p@h.example"]\n[[rule]]\nname = "Body"\nphantom = "body"\nctdivol = 50\n'
         harness = Harness(standby, f"sqlite:///{tmp_path / 's.sqlite3'}", rules, port, tmp_path)
@@ -42,7 +43,7 @@ def test_ctpoller_reads_a_hot_standby_and_reports_its_lag(primary_and_standby, t
         assert done.watermark_after == 2  # the snapshot check works on a standby too
         assert len(inbox.messages) == 1
     finally:
-        controller.stop()
+        server.stop()
         engine.dispose()
 
 
@@ -79,8 +80,9 @@ def test_a_lower_pk_committed_late_on_the_primary_is_not_skipped_on_the_standby(
     primary, standby = primary_and_standby
     engine = sa.create_engine(primary)
     openrem = OpenremImporter(engine)
-    inbox = Inbox()
-    controller, port = start_smtp(inbox)
+    inbox = Recorder()
+    server = start_server(inbox)
+    port = server.port
     try:
         rules = '[defaults]\nrecipients = ["p@h.example"]\n[[rule]]\nname = "Any"\nctdivol = 1\n'
         harness = Harness(standby, f"sqlite:///{tmp_path / 's.sqlite3'}", rules, port, tmp_path)
@@ -103,7 +105,7 @@ def test_a_lower_pk_committed_late_on_the_primary_is_not_skipped_on_the_standby(
         assert done.watermark_after == fast_pk
         assert len(inbox.messages) == 2
     finally:
-        controller.stop()
+        server.stop()
         engine.dispose()
 
 
@@ -114,8 +116,9 @@ def test_on_a_standby_deleted_newest_studies_go_on_and_a_restore_stops_at_the_fi
     primary, standby = primary_and_standby
     engine = sa.create_engine(primary)
     openrem = OpenremImporter(engine)
-    inbox = Inbox()
-    controller, port = start_smtp(inbox)
+    inbox = Recorder()
+    server = start_server(inbox)
+    port = server.port
     settled = SETTLE + timedelta(seconds=1)
     try:
         rules = '[defaults]\nrecipients = ["p@h.example"]\n[[rule]]\nname = "Body"\nphantom = "body"\nctdivol = 50\n'
@@ -152,5 +155,5 @@ def test_on_a_standby_deleted_newest_studies_go_on_and_a_restore_stops_at_the_fi
         with pytest.raises(SourceError, match="reset"):
             harness.cycle(after=settled)
     finally:
-        controller.stop()
+        server.stop()
         engine.dispose()

@@ -13,9 +13,8 @@ from hypothesis import strategies as st
 
 from ctpoller.core.rules import parse_rules
 from ctpoller.errors import ConfigError
-from integration.smtp_server import free_port
-
-from .harness import EXIT_CONFIG, EXIT_TEMPORARY, RULES, run
+from support.ports import free_port
+from support.process import EXIT_CONFIG, EXIT_TEMPORARY, RULES, ctpoller
 
 pytestmark = pytest.mark.reliability
 
@@ -40,7 +39,7 @@ def settings_for(tmp_path: Path) -> dict[str, str]:
 
 def test_valid_settings_with_nothing_answering_are_a_temporary_failure(tmp_path):
     """The control for every test here: the same settings, unchanged, get past configuration."""
-    run("run", env=settings_for(tmp_path), cwd=tmp_path, timeout=30).assert_failed(
+    ctpoller("run", env=settings_for(tmp_path), cwd=tmp_path, timeout=30).assert_failed(
         EXIT_TEMPORARY, "CTPOLLER_SOURCE_URL"
     )
 
@@ -82,7 +81,7 @@ def test_any_rules_file_content_ends_in_exit_2_naming_the_file_or_gets_past_the_
         rules.write_text(content, encoding="utf-8")
     expected = expected_outcome(content)
 
-    result = run("run", env=settings_for(tmp_path), cwd=tmp_path, timeout=30)
+    result = ctpoller("run", env=settings_for(tmp_path), cwd=tmp_path, timeout=30)
 
     if expected == EXIT_CONFIG:
         result.assert_failed(EXIT_CONFIG, str(rules))
@@ -109,7 +108,7 @@ def test_a_rules_file_mistake_exits_2_naming_the_file_and_the_key(content, needl
     rules = tmp_path / "rules.toml"
     rules.write_text(content, encoding="utf-8")
 
-    line = run("run", env=settings_for(tmp_path), cwd=tmp_path).assert_failed(EXIT_CONFIG, str(rules))
+    line = ctpoller("run", env=settings_for(tmp_path), cwd=tmp_path).assert_failed(EXIT_CONFIG, str(rules))
 
     for needle in needles:
         assert needle in line
@@ -124,7 +123,7 @@ def test_an_unreadable_rules_file_exits_2_naming_it(kind, tmp_path):
         path.write_bytes(b'[[rule]]\nname = "K\xf6pf"\nctdivol = 60\n')
     env = {**settings_for(tmp_path), "CTPOLLER_RULES_FILE": str(path)}
 
-    run("run", env=env, cwd=tmp_path).assert_failed(EXIT_CONFIG, str(path))
+    ctpoller("run", env=env, cwd=tmp_path).assert_failed(EXIT_CONFIG, str(path))
 
 
 def test_a_rules_path_that_is_not_a_regular_file_exits_2_instead_of_hanging(tmp_path):
@@ -133,7 +132,7 @@ def test_a_rules_path_that_is_not_a_regular_file_exits_2_instead_of_hanging(tmp_
     env = {**settings_for(tmp_path), "CTPOLLER_RULES_FILE": str(fifo)}
 
     try:
-        result = run("run", env=env, cwd=tmp_path, timeout=4)
+        result = ctpoller("run", env=env, cwd=tmp_path, timeout=4)
     except subprocess.TimeoutExpired:
         pytest.fail("ctpoller hung opening the rules FIFO")
     result.assert_failed(EXIT_CONFIG, str(fifo))
@@ -168,7 +167,7 @@ BAD_SETTINGS = [
 def test_a_bad_setting_exits_2_with_one_line_naming_the_variable(variable, value, tmp_path):
     env = {**settings_for(tmp_path), variable: value}
 
-    result = run("run", env=env, cwd=tmp_path, timeout=30)
+    result = ctpoller("run", env=env, cwd=tmp_path, timeout=30)
 
     result.assert_failed(EXIT_CONFIG, variable)
     assert len(result.lines) == 1
@@ -185,7 +184,7 @@ BAD_URLS = [
 def test_a_database_url_that_can_never_work_exits_2_naming_the_variable(variable, value, tmp_path):
     env = {**settings_for(tmp_path), variable: value.format(tmp_path=tmp_path)}
 
-    result = run("run", env=env, cwd=tmp_path, timeout=30)
+    result = ctpoller("run", env=env, cwd=tmp_path, timeout=30)
 
     result.assert_failed(EXIT_CONFIG, variable)
 
@@ -195,6 +194,6 @@ def test_settings_file_that_is_not_utf8_exits_2_naming_it(tmp_path):
     env_file.write_bytes(b"CTPOLLER_MAIL_TO=K\xf6pf@hospital.example\n")
     env = settings_for(tmp_path)
 
-    result = run("run", "--env-file", str(env_file), env=env, cwd=tmp_path, timeout=30)
+    result = ctpoller("run", "--env-file", str(env_file), env=env, cwd=tmp_path, timeout=30)
 
     result.assert_failed(EXIT_CONFIG, str(env_file))

@@ -10,18 +10,11 @@ import sqlalchemy as sa
 
 from ctpoller.demo.exams import SIEMENS_FLASH_QA, as_another_exam
 from ctpoller.store.store import StateStore
+from support import pg
+from support.process import EXIT_LOCKED, EXIT_OK, base_env, wait_for
+from support.smtp import message_ids, study_uids
 
-from .harness import (
-    EXIT_LOCKED,
-    EXIT_OK,
-    base_env,
-    initialise_state,
-    libpq,
-    message_ids,
-    state_view,
-    study_uids,
-    wait_for,
-)
+from .harness import initialise_state, state_view
 
 pytestmark = [pytest.mark.reliability, pytest.mark.postgres, pytest.mark.smtp]
 
@@ -82,7 +75,7 @@ def test_a_first_run_racing_another_first_run_over_the_new_schema_does_not_fail(
             conn.execute(sa.text("DELETE FROM ctp_meta WHERE key = 'schema_version'"))
     finally:
         store.dispose()
-    with psycopg.connect(libpq(state_pg_url)) as other_run:
+    with psycopg.connect(pg.libpq_url(state_pg_url)) as other_run:
         other_run.execute("INSERT INTO ctp_meta (key, value) VALUES ('schema_version', '1')")  # not committed yet
         running = processes.start("run", env=env, cwd=tmp_path)
         wait_for(lambda: waiting_state_backend(state_pg_url), 30, "ctpoller to wait for the other run's row")
@@ -94,7 +87,7 @@ def test_a_first_run_racing_another_first_run_over_the_new_schema_does_not_fail(
 
 
 def waiting_state_backend(url: str) -> bool:
-    with psycopg.connect(libpq(url), autocommit=True) as conn:
+    with psycopg.connect(pg.libpq_url(url), autocommit=True) as conn:
         row = conn.execute(
             "SELECT 1 FROM pg_stat_activity WHERE application_name = 'ctpoller-state' "
             "AND datname = current_database() AND wait_event_type = 'Lock'"

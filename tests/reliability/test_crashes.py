@@ -20,22 +20,10 @@ from ctpoller.core.model import Notification
 from ctpoller.demo.exams import GE_VCT, SIEMENS_FLASH_QA, as_another_exam
 from ctpoller.store.notifications import NewMessage
 from ctpoller.store.store import CycleWrite, StateStore
+from support.process import base_env, ctpoller, wait_for
+from support.smtp import body, message_ids, parse, study_uids
 
-from .harness import (
-    COLUMN,
-    archive_rows,
-    base_env,
-    blocked_ctpoller_backend,
-    body,
-    initialise_state,
-    message_ids,
-    parse,
-    run,
-    state_view,
-    study_uids,
-    table_locked,
-    wait_for,
-)
+from .harness import COLUMN, archive_rows, blocked_ctpoller_backend, initialise_state, state_view, table_locked
 
 pytestmark = [pytest.mark.reliability, pytest.mark.postgres, pytest.mark.smtp]
 
@@ -58,7 +46,7 @@ def test_run_killed_while_blocked_reading_openrem_records_nothing_and_the_next_r
     assert (after.watermark, after.outbox) == (before.watermark, before.outbox) == (0, {})
     assert mail.handler.delivered == []
 
-    run("run", env=env, cwd=tmp_path).assert_ok()
+    ctpoller("run", env=env, cwd=tmp_path).assert_ok()
     assert len(mail.handler.delivered) == 1
     assert state_view(env["CTPOLLER_STATE_URL"]).outbox == {"sent": 1}
     assert {row[COLUMN["status"]] for row in archive_rows(tmp_path / "archive.xlsx")} == {"sent"}
@@ -80,7 +68,7 @@ def test_run_killed_while_the_mail_server_holds_data_sends_the_message_once_on_t
     view = state_view(env["CTPOLLER_STATE_URL"])
     assert view.integrity == "ok" and len(view.unsent_ids) == 1, "the decision was committed before sending"
     mail.handler.hang = 0
-    run("run", env=env, cwd=tmp_path).assert_ok()
+    ctpoller("run", env=env, cwd=tmp_path).assert_ok()
     assert message_ids(mail.handler.delivered) == view.unsent_ids
     assert state_view(env["CTPOLLER_STATE_URL"]).outbox == {"sent": 1}
     assert len(archive_rows(tmp_path / "archive.xlsx")) == 2  # Body CTDIvol 176.12 and Exam DLP 2002.39
@@ -117,7 +105,7 @@ def test_run_killed_after_the_server_accepted_a_message_sends_it_again_only_with
     view = state_view(env["CTPOLLER_STATE_URL"])
     assert view.integrity == "ok" and len(view.unsent_ids) == 1
 
-    run("run", env=env, cwd=tmp_path).assert_ok()
+    ctpoller("run", env=env, cwd=tmp_path).assert_ok()
     ids = message_ids(mail.handler.delivered)
     assert ids == view.unsent_ids * 2, "exactly one duplicate, with the same Message-ID"
     first, second = (parse(d.content) for d in mail.handler.delivered)
@@ -207,7 +195,7 @@ def test_run_killed_while_writing_the_archive_never_leaves_a_partial_or_missing_
         outcomes["new" if valid[digest] == expected else "old"] += 1
 
     assert outcomes["old"] > 0, f"no kill landed while the archive was being written: {outcomes}"
-    run("run", env=env, cwd=tmp_path).assert_ok()
+    ctpoller("run", env=env, cwd=tmp_path).assert_ok()
     assert len(archive_rows(archive)) == expected, "the next run rebuilds the archive with every row"
     assert state_view(env["CTPOLLER_STATE_URL"]).integrity == "ok"
     assert mail.handler.delivered == []
@@ -228,7 +216,7 @@ def test_two_exams_and_a_kill_during_sending_still_deliver_each_exam_exactly_onc
     processes.kill(running)
     mail.handler.hang = 0
 
-    run("run", env=env, cwd=tmp_path).assert_ok()
+    ctpoller("run", env=env, cwd=tmp_path).assert_ok()
     ids = message_ids(mail.handler.delivered)
     assert len(ids) == 2 and len(set(ids)) == 2
     assert state_view(env["CTPOLLER_STATE_URL"]).outbox == {"sent": 2}
@@ -258,7 +246,7 @@ def test_runs_killed_at_random_moments_lose_nothing_and_repeat_at_most_the_messa
         if archive.exists():
             archive_rows(archive)  # a complete workbook whenever it exists
 
-    run("run", env=env, cwd=tmp_path).assert_ok()
+    ctpoller("run", env=env, cwd=tmp_path).assert_ok()
 
     assert kills > 0
     told = study_uids(mail.handler.delivered)

@@ -22,23 +22,12 @@ import pytest
 import sqlalchemy as sa
 
 from ctpoller.demo.exams import GE_VCT, SIEMENS_FLASH_QA
-from integration.smtp_server import free_port
+from support import pg
+from support.ports import free_port
+from support.process import EXIT_PERMANENT, EXIT_TEMPORARY, base_env, ctpoller, wait_for
+from support.smtp import message_ids
 
-from .harness import (
-    COLUMN,
-    EXIT_PERMANENT,
-    EXIT_TEMPORARY,
-    archive_rows,
-    base_env,
-    blocked_ctpoller_backend,
-    initialise_state,
-    libpq,
-    message_ids,
-    run,
-    state_view,
-    table_locked,
-    wait_for,
-)
+from .harness import COLUMN, archive_rows, blocked_ctpoller_backend, initialise_state, state_view, table_locked
 
 pytestmark = [pytest.mark.reliability, pytest.mark.postgres, pytest.mark.smtp]
 
@@ -53,7 +42,7 @@ def test_source_connection_terminated_mid_query_is_temporary_and_the_next_run_no
     with table_locked(openrem_db, "remapp_ctirradiationeventdata"):
         running = processes.start("run", env=env, cwd=tmp_path)
         pid = wait_for(lambda: blocked_ctpoller_backend(openrem_db), 30, "ctpoller to block on the locked table")
-        with psycopg.connect(libpq(openrem_db), autocommit=True) as admin:
+        with psycopg.connect(pg.libpq_url(openrem_db), autocommit=True) as admin:
             assert admin.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone() == (True,)
         terminated = processes.finish(running)
 
@@ -62,7 +51,7 @@ def test_source_connection_terminated_mid_query_is_temporary_and_the_next_run_no
     assert view.integrity == "ok" and view.watermark == 0 and view.outbox == {}
     assert mail.handler.delivered == []
 
-    run("run", env=env, cwd=tmp_path).assert_ok()
+    ctpoller("run", env=env, cwd=tmp_path).assert_ok()
     assert len(mail.handler.delivered) == 1
     assert state_view(env["CTPOLLER_STATE_URL"]).outbox == {"sent": 1}
 
@@ -76,12 +65,12 @@ def test_statement_timeout_while_openrem_is_locked_is_temporary_and_names_the_se
     openrem.import_study(GE_VCT)
 
     with table_locked(openrem_db, "remapp_ctirradiationeventdata"):
-        timed_out = run("run", env=env, cwd=tmp_path, timeout=30)
+        timed_out = ctpoller("run", env=env, cwd=tmp_path, timeout=30)
 
     timed_out.assert_failed(EXIT_TEMPORARY, "statement timeout", "CTPOLLER_STATEMENT_TIMEOUT_SECONDS")
     view = state_view(env["CTPOLLER_STATE_URL"])
     assert view.watermark == 0 and view.outbox == {} and mail.handler.delivered == []
-    run("run", env=env, cwd=tmp_path).assert_ok()
+    ctpoller("run", env=env, cwd=tmp_path).assert_ok()
     assert len(mail.handler.delivered) == 1
 
 
@@ -93,12 +82,12 @@ def test_unreachable_openrem_is_temporary_and_changes_nothing(openrem_db, openre
 
     closed = f"postgresql://ctpoller:s3cret-pw@127.0.0.1:{free_port()}/openrem"
 
-    down = run("run", env={**env, "CTPOLLER_SOURCE_URL": closed}, cwd=tmp_path)
+    down = ctpoller("run", env={**env, "CTPOLLER_SOURCE_URL": closed}, cwd=tmp_path)
 
     down.assert_failed(EXIT_TEMPORARY, "OpenREM database 127.0.0.1:", "CTPOLLER_SOURCE_URL")
     assert "s3cret-pw" not in down.stderr + down.stdout
     assert state_view(env["CTPOLLER_STATE_URL"]) == before
-    run("run", env=env, cwd=tmp_path).assert_ok()
+    ctpoller("run", env=env, cwd=tmp_path).assert_ok()
     assert len(mail.handler.delivered) == 1
 
 
@@ -110,13 +99,13 @@ def test_unreachable_postgresql_state_store_is_temporary_and_sends_nothing(
     initialise_state(state_pg_url)
     openrem.import_study(GE_VCT)
 
-    down = run(
+    down = ctpoller(
         "run", env={**env, "CTPOLLER_STATE_URL": f"postgresql://ctpoller@127.0.0.1:{free_port()}/state"}, cwd=tmp_path
     )
 
     down.assert_failed(EXIT_TEMPORARY, "state store 127.0.0.1:")
     assert mail.handler.delivered == []
-    run("run", env=env, cwd=tmp_path).assert_ok()
+    ctpoller("run", env=env, cwd=tmp_path).assert_ok()
     assert len(mail.handler.delivered) == 1
     assert state_view(state_pg_url).outbox == {"sent": 1}
 
@@ -131,7 +120,7 @@ def test_a_postgresql_state_store_refusing_the_login_or_missing_is_for_a_person_
         server.set(drivername="postgresql", username="no_such_role_ctp"),
         server.set(drivername="postgresql", database="no_such_database_ctp"),
     ):
-        refused = run("run", env={**env, "CTPOLLER_STATE_URL": wrong.render_as_string()}, cwd=tmp_path)
+        refused = ctpoller("run", env={**env, "CTPOLLER_STATE_URL": wrong.render_as_string()}, cwd=tmp_path)
         refused.assert_failed(EXIT_PERMANENT, "state store", "check CTPOLLER_STATE_URL")
     assert mail.handler.delivered == []
 
@@ -179,7 +168,7 @@ def test_state_store_locked_by_another_writer_is_temporary_and_nothing_is_sent_t
     assert mail.handler.delivered == [], "nothing is sent before the decision is recorded"
     view = state_view(env["CTPOLLER_STATE_URL"])
     assert view.integrity == "ok" and view.watermark == 0 and view.outbox == {}
-    run("run", env=env, cwd=tmp_path).assert_ok()
+    ctpoller("run", env=env, cwd=tmp_path).assert_ok()
     assert len(mail.handler.delivered) == 1
 
 
@@ -223,14 +212,14 @@ def test_disk_full_while_writing_the_archive_keeps_the_old_archive_and_the_next_
     env["CTPOLLER_ARCHIVE_PATH"] = str(archive)
     initialise_state(env["CTPOLLER_STATE_URL"])
     openrem.import_study(GE_VCT)
-    run("run", env=env, cwd=tmp_path).assert_ok()
+    ctpoller("run", env=env, cwd=tmp_path).assert_ok()
     old = archive.read_bytes()
     assert len(archive_rows(archive)) == 2
 
     filler = fill(small_disk, leave=1024)
     openrem.import_study(SIEMENS_FLASH_QA)
-    full = run("run", env=env, cwd=tmp_path)
-    again = run("run", env=env, cwd=tmp_path)
+    full = ctpoller("run", env=env, cwd=tmp_path)
+    again = ctpoller("run", env=env, cwd=tmp_path)
 
     for result in (full, again):
         result.assert_completed_with_problems(EXIT_TEMPORARY, "cannot write the archive", "CTPOLLER_ARCHIVE_PATH")
@@ -241,7 +230,7 @@ def test_disk_full_while_writing_the_archive_keeps_the_old_archive_and_the_next_
     assert len(mail.handler.delivered) == 2, "the email does not wait for the archive, and is sent once"
 
     filler.unlink()
-    run("run", env=env, cwd=tmp_path).assert_ok()
+    ctpoller("run", env=env, cwd=tmp_path).assert_ok()
     assert [row[COLUMN["status"]] for row in archive_rows(archive)] == ["sent"] * 4
     assert not state_view(env["CTPOLLER_STATE_URL"]).archive_due
     assert len(set(message_ids(mail.handler.delivered))) == 2
@@ -264,14 +253,14 @@ def test_file_size_limit_while_writing_the_archive_is_temporary_and_the_next_run
     initialise_state(state_pg_url)
     openrem.import_study(GE_VCT)
 
-    limited = run("run", env=env, cwd=tmp_path, preexec_fn=_file_size_limit(2048))
+    limited = ctpoller("run", env=env, cwd=tmp_path, preexec_fn=_file_size_limit(2048))
 
     limited.assert_completed_with_problems(EXIT_TEMPORARY, "cannot write the archive")
     archive = tmp_path / "archive.xlsx"
     assert not archive.exists() and not list(tmp_path.glob(".archive.xlsx.*"))
     view = state_view(state_pg_url)
     assert view.archive_due and view.outbox == {"sent": 1} and view.watermark is not None
-    run("run", env=env, cwd=tmp_path).assert_ok()
+    ctpoller("run", env=env, cwd=tmp_path).assert_ok()
     assert len(archive_rows(archive)) == 2 and len(mail.handler.delivered) == 1
 
 
@@ -281,7 +270,7 @@ def test_a_failed_archive_write_prints_no_traceback(openrem_db, state_pg_url, op
     initialise_state(state_pg_url)
     openrem.import_study(GE_VCT)
 
-    limited = run("run", env=env, cwd=tmp_path, preexec_fn=_file_size_limit(2048))
+    limited = ctpoller("run", env=env, cwd=tmp_path, preexec_fn=_file_size_limit(2048))
 
     assert "cannot write the archive" in limited.stderr
     limited.assert_completed_with_problems(EXIT_TEMPORARY, "cannot write the archive")
@@ -302,7 +291,7 @@ def test_openrem_lost_while_its_features_are_probed_is_temporary_not_a_missing_f
     def terminate_at_the_probe(conn, _cursor, statement, *_args) -> None:
         if probe in statement and not terminated:
             terminated.append(conn.connection.dbapi_connection.info.backend_pid)
-            with psycopg.connect(libpq(openrem_db), autocommit=True) as admin:
+            with psycopg.connect(pg.libpq_url(openrem_db), autocommit=True) as admin:
                 admin.execute("SELECT pg_terminate_backend(%s)", (terminated[-1],))
 
     sa.event.listen(source.engine, "before_cursor_execute", terminate_at_the_probe)

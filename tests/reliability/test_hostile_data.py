@@ -14,21 +14,10 @@ import sqlalchemy as sa
 
 from ctpoller.demo.exams import BODY, GE_VCT, SIEMENS_FLASH_QA, SPIRAL
 from ctpoller.demo.openrem import SeedEvent
+from support.process import RULES, base_env, ctpoller
+from support.smtp import body, parse, study_uids
 
-from .harness import (
-    COLUMN,
-    RULES,
-    archive_cells,
-    archive_rows,
-    base_env,
-    body,
-    initialise_state,
-    parse,
-    run,
-    sql,
-    state_view,
-    study_uids,
-)
+from .harness import COLUMN, archive_cells, archive_rows, initialise_state, sql, state_view
 
 pytestmark = [pytest.mark.reliability, pytest.mark.postgres, pytest.mark.smtp]
 
@@ -173,9 +162,9 @@ def test_hostile_openrem_rows_never_crash_a_run_and_never_reach_the_archive_as_f
     openrem.import_study(DUPLICATES_1)
     openrem.import_study(DUPLICATES_2)
 
-    first = run("run", env=env, cwd=tmp_path)
+    first = ctpoller("run", env=env, cwd=tmp_path)
     first.assert_ok()
-    again = run("run", env=env, cwd=tmp_path)
+    again = ctpoller("run", env=env, cwd=tmp_path)
     again.assert_ok()
 
     emails = {}
@@ -223,7 +212,7 @@ def test_study_that_never_completes_holds_nothing_back_and_is_given_up_with_a_wa
     half_pk = openrem.last_study_pk
     later = openrem.import_study(GE_VCT)
 
-    first = run("run", env=env, cwd=tmp_path)
+    first = ctpoller("run", env=env, cwd=tmp_path)
     first.assert_ok()
     assert len(mail.handler.delivered) == 1, "a later complete study is notified at once"
     assert state_view(env["CTPOLLER_STATE_URL"]).watermark == 0, "the watermark waits below the stuck rows"
@@ -237,7 +226,7 @@ def test_study_that_never_completes_holds_nothing_back_and_is_given_up_with_a_wa
         a=stuck,
         b=half_pk,
     )
-    given_up = run("run", env=env, cwd=tmp_path)
+    given_up = ctpoller("run", env=env, cwd=tmp_path)
     given_up.assert_ok()
 
     warnings = [line for line in given_up.lines if " WARNING " in line]
@@ -246,7 +235,7 @@ def test_study_that_never_completes_holds_nothing_back_and_is_given_up_with_a_wa
     assert state_view(env["CTPOLLER_STATE_URL"]).watermark == later, "the watermark moves past them"
     uids = study_uids(mail.handler.delivered)
     assert len(uids) == 2 and f"{ROOT}.5" in uids, "the half-written exam is evaluated once"
-    run("run", env=env, cwd=tmp_path).assert_ok()
+    ctpoller("run", env=env, cwd=tmp_path).assert_ok()
     assert len(mail.handler.delivered) == 2
 
 
@@ -260,7 +249,7 @@ def test_a_date_python_cannot_hold_does_not_stop_every_other_exam_from_being_not
     sql(openrem_db, f"UPDATE remapp_generalstudymoduleattr SET {column} = :v WHERE id = :pk", v=value, pk=poisoned)
     openrem.import_study(SIEMENS_FLASH_QA)
 
-    run("run", env=env, cwd=tmp_path).assert_ok()
+    ctpoller("run", env=env, cwd=tmp_path).assert_ok()
     assert len(mail.handler.delivered) == 2
 
 
@@ -272,7 +261,7 @@ def test_a_german_study_description_reaches_the_mail_server_with_every_space_in_
     initialise_state(env["CTPOLLER_STATE_URL"])
     openrem.import_study(dataclasses.replace(SIEMENS_FLASH_QA, description=description, display_name="Süd"))
 
-    run("run", env=env, cwd=tmp_path).assert_ok()
+    ctpoller("run", env=env, cwd=tmp_path).assert_ok()
 
     [delivered] = mail.handler.delivered
     received = " ".join(str(parse(delivered.content)["Subject"]).split())

@@ -24,6 +24,7 @@ from ctpoller.core.model import ArchiveRow, Message, Notification
 from ctpoller.core.rules import evaluate, parse_rules
 from ctpoller.mail.eml import EmlDirectoryNotifier
 from ctpoller.mail.render import MISSING, one_line, subject
+from support import factories
 
 pytestmark = pytest.mark.reliability
 
@@ -240,29 +241,25 @@ unicode_text = st.text(max_size=80)
 
 
 def message_with(texts: dict[str, str | None]) -> Message:
-    notification = Notification(
+    told = factories.notification(
         study_uid="1.2.826.0.1.3680043.10.1234.4",
         rule=texts.get("rule") or "Body CTDIvol",
-        metric="ctdivol",
         event_key="1.2.826.0.1.3680043.10.1234.4.2.23",
         value=Decimal("176.12"),
         limit=Decimal(50),
-        unit="mGy",
         protocol=texts.get("protocol"),
         station_name=texts.get("station_name"),
         display_name=texts.get("display_name"),
-        study_date=date(2026, 3, 2),
         study_time=time(8, 15),
         description=texts.get("description"),
         accession_number=texts.get("accession_number"),
     )
-    return Message(
+    return factories.message(
+        told,
         id=1,
         message_id="<a1b2c3@hospital.example>",
-        study_uid=notification.study_uid,
-        created_at=datetime(2026, 3, 2, 9, 0, tzinfo=UTC),
+        study_uid=told.study_uid,
         recipients=("physics@hospital.example",),
-        notifications=(notification,),
     )
 
 

@@ -11,21 +11,10 @@ from __future__ import annotations
 import pytest
 
 from ctpoller.demo.exams import GE_VCT, SIEMENS_FLASH_QA
+from support.process import EXIT_PERMANENT, EXIT_TEMPORARY, PHYSICS, base_env, ctpoller
+from support.smtp import Recorder, message_ids, parse
 
-from .conftest import Faulty
-from .harness import (
-    COLUMN,
-    EXIT_PERMANENT,
-    EXIT_TEMPORARY,
-    PHYSICS,
-    archive_rows,
-    base_env,
-    initialise_state,
-    message_ids,
-    parse,
-    run,
-    state_view,
-)
+from .harness import COLUMN, archive_rows, initialise_state, state_view
 
 pytestmark = [pytest.mark.reliability, pytest.mark.postgres, pytest.mark.smtp]
 
@@ -50,7 +39,7 @@ def started(tmp_path, openrem_db, port, **extra: str) -> dict[str, str]:
 def test_temporary_refusal_keeps_the_message_queued_and_a_later_run_delivers_it_once(
     where, reply, openrem_db, openrem, serve, tmp_path
 ):
-    handler = Faulty()
+    handler = Recorder()
     if where == "data":
         handler.data_replies.append(reply)
     elif where == "rcpt":
@@ -61,7 +50,7 @@ def test_temporary_refusal_keeps_the_message_queued_and_a_later_run_delivers_it_
     env = started(tmp_path, openrem_db, server.port)
     openrem.import_study(GE_VCT)
 
-    refused = run("run", env=env, cwd=tmp_path)
+    refused = ctpoller("run", env=env, cwd=tmp_path)
     refused.assert_completed_with_problems(EXIT_TEMPORARY, reply.split()[0])
     view = state_view(env["CTPOLLER_STATE_URL"])
     assert view.integrity == "ok" and len(view.unsent_ids) == 1 and handler.delivered == []
@@ -69,7 +58,7 @@ def test_temporary_refusal_keeps_the_message_queued_and_a_later_run_delivers_it_
 
     handler.rcpt_replies.clear()
     handler.mail_reply = None
-    run("run", env=env, cwd=tmp_path).assert_ok()
+    ctpoller("run", env=env, cwd=tmp_path).assert_ok()
     assert message_ids(handler.delivered) == view.unsent_ids
     assert state_view(env["CTPOLLER_STATE_URL"]).outbox == {"sent": 1}  # nothing left to send again
     assert {row[COLUMN["status"]] for row in archive_rows(tmp_path / "archive.xlsx")} == {"sent"}
@@ -85,7 +74,7 @@ def test_temporary_refusal_keeps_the_message_queued_and_a_later_run_delivers_it_
 def test_permanent_refusal_is_reported_once_kept_as_failed_and_never_retried(
     where, reply, openrem_db, openrem, serve, tmp_path
 ):
-    handler = Faulty()
+    handler = Recorder()
     if where == "data":
         handler.data_replies.append(reply)
     else:
@@ -94,7 +83,7 @@ def test_permanent_refusal_is_reported_once_kept_as_failed_and_never_retried(
     env = started(tmp_path, openrem_db, server.port)
     openrem.import_study(GE_VCT)
 
-    refused = run("run", env=env, cwd=tmp_path)
+    refused = ctpoller("run", env=env, cwd=tmp_path)
     refused.assert_completed_with_problems(EXIT_PERMANENT, reply.split()[0])
     attempts = len(handler.data_peers)
     rows = archive_rows(tmp_path / "archive.xlsx")
@@ -103,8 +92,8 @@ def test_permanent_refusal_is_reported_once_kept_as_failed_and_never_retried(
 
     handler.rcpt_replies.clear()
     openrem.import_study(SIEMENS_FLASH_QA)  # a later exam is not held back by the failed one
-    run("run", env=env, cwd=tmp_path).assert_ok()
-    run("run", env=env, cwd=tmp_path).assert_ok()
+    ctpoller("run", env=env, cwd=tmp_path).assert_ok()
+    ctpoller("run", env=env, cwd=tmp_path).assert_ok()
     assert len(handler.data_peers) == attempts + 1, "the refused message was tried again"
     [delivered] = handler.delivered
     assert SIEMENS_FLASH_QA.uid in parse(delivered.content).get_body(("plain",)).get_content()
@@ -126,12 +115,12 @@ def test_a_temporary_refusal_of_one_message_does_not_hold_back_the_next(openrem_
     openrem.import_study(SIEMENS_FLASH_QA)  # the newer one: to physics@ only
     mail.handler.rcpt_replies["facial@hospital.example"] = "450 4.2.1 mailbox busy"
 
-    busy = run("run", env=env, cwd=tmp_path)
+    busy = ctpoller("run", env=env, cwd=tmp_path)
 
     busy.assert_completed_with_problems(EXIT_TEMPORARY, "450")
     assert [d.rcpt_tos for d in mail.handler.delivered] == [["physics@hospital.example"]]
     mail.handler.rcpt_replies.clear()
-    run("run", env=env, cwd=tmp_path).assert_ok()
+    ctpoller("run", env=env, cwd=tmp_path).assert_ok()
     assert [d.rcpt_tos for d in mail.handler.delivered] == [["physics@hospital.example"], ["facial@hospital.example"]]
     assert state_view(env["CTPOLLER_STATE_URL"]).outbox == {"sent": 2}
 
@@ -141,18 +130,18 @@ def test_connection_dropped_before_the_reply_to_data_is_retried_and_delivered_on
     openrem.import_study(GE_VCT)
     mail.handler.drop_data = 1
 
-    dropped = run("run", env=env, cwd=tmp_path)
+    dropped = ctpoller("run", env=env, cwd=tmp_path)
     dropped.assert_completed_with_problems(EXIT_TEMPORARY, "closed the connection")
     assert len(mail.handler.dropped) == 1 and mail.handler.delivered == []
 
-    run("run", env=env, cwd=tmp_path).assert_ok()
+    ctpoller("run", env=env, cwd=tmp_path).assert_ok()
     [lost] = mail.handler.dropped
     assert message_ids(mail.handler.delivered) == [str(parse(lost)["Message-ID"]).strip()]
     assert state_view(env["CTPOLLER_STATE_URL"]).outbox == {"sent": 1}
 
 
 def test_server_without_starttls_gets_neither_the_login_nor_the_message(openrem_db, openrem, serve, tmp_path):
-    handler = Faulty()
+    handler = Recorder()
     server = serve(handler, authenticator=handler.authenticate, auth_require_tls=False)  # AUTH offered in clear
     env = started(tmp_path, openrem_db, server.port)
     openrem.import_study(GE_VCT)
@@ -163,7 +152,7 @@ def test_server_without_starttls_gets_neither_the_login_nor_the_message(openrem_
         "CTPOLLER_SMTP_PASSWORD": PASSWORD,
     }
 
-    refused = run("run", env=secure, cwd=tmp_path)
+    refused = ctpoller("run", env=secure, cwd=tmp_path)
     refused.assert_completed_with_problems(EXIT_PERMANENT, "does not offer STARTTLS")  # the settings need a person
     assert handler.logins == [] and handler.data_peers == [] and handler.delivered == []
     assert PASSWORD not in refused.stderr + refused.stdout
@@ -174,7 +163,7 @@ def test_server_without_starttls_gets_neither_the_login_nor_the_message(openrem_
 def test_certificate_for_another_host_is_refused_before_the_login_and_the_message(
     security, certificates, openrem_db, openrem, serve, tmp_path
 ):
-    handler = Faulty()
+    handler = Recorder()
     tls = certificates.server_context(wrong_host=True)
     # aiosmtpd offers AUTH over implicit TLS only when told that the connection needs no STARTTLS
     options = {"tls_context": tls, "require_starttls": True} if security == "starttls" else {"ssl_context": tls}
@@ -189,7 +178,7 @@ def test_certificate_for_another_host_is_refused_before_the_login_and_the_messag
         "SSL_CERT_FILE": str(certificates.ca),  # the test CA is trusted: only the host name is wrong
     }
 
-    refused = run("run", env=secure, cwd=tmp_path)
+    refused = ctpoller("run", env=secure, cwd=tmp_path)
     refused.assert_completed_with_problems(EXIT_PERMANENT, "not trusted")  # the settings need a person
     assert handler.logins == [] and handler.data_peers == [] and handler.delivered == []
     assert PASSWORD not in refused.stderr + refused.stdout
@@ -201,7 +190,7 @@ def test_trusted_certificate_for_the_right_host_logs_in_and_delivers(
     security, certificates, openrem_db, openrem, serve, tmp_path
 ):
     """The control for the refusals above: the same set-up with the right certificate works."""
-    handler = Faulty()
+    handler = Recorder()
     tls = certificates.server_context()
     # aiosmtpd offers AUTH over implicit TLS only when told that the connection needs no STARTTLS
     options = {"tls_context": tls, "require_starttls": True} if security == "starttls" else {"ssl_context": tls}
@@ -216,6 +205,6 @@ def test_trusted_certificate_for_the_right_host_logs_in_and_delivers(
         "SSL_CERT_FILE": str(certificates.ca),
     }
 
-    run("run", env=secure, cwd=tmp_path).assert_ok()
+    ctpoller("run", env=secure, cwd=tmp_path).assert_ok()
     assert [(login, password) for _, login, password in handler.logins] == [(b"ctpoller", PASSWORD.encode())]
     assert len(handler.delivered) == 1

@@ -4,41 +4,21 @@ from __future__ import annotations
 
 import email
 import email.policy
-from dataclasses import replace
-from datetime import UTC, date, datetime
-from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
-from ctpoller.core.model import Message, Notification
+from ctpoller.core.model import Message
 from ctpoller.errors import NotifyError
 from ctpoller.mail.eml import EmlDirectoryNotifier, eml_name
+from support import factories
 
 MAIL_FROM = "ctpoller@hospital.example"
 
 
 def message(message_id: str = "<ctpoller.7.abc@hospital.example>", **changes: object) -> Message:
-    note = Notification(
-        study_uid="1.2.3.4",
-        rule="adult head",
-        metric="ctdivol",
-        event_key="1.2.3.4.5",
-        value=Decimal("76"),
-        limit=Decimal("50"),
-        unit="mGy",
-        description="CT HEAD",
-        study_date=date(2026, 3, 2),
-    )
-    base = Message(
-        id=7,
-        message_id=message_id,
-        study_uid="1.2.3.4",
-        created_at=datetime(2026, 3, 2, 9, 0, tzinfo=UTC),
-        recipients=("physicist@hospital.example",),
-        notifications=(note,),
-    )
-    return replace(base, **changes)  # type: ignore[arg-type]
+    """The shared message (support.factories), to one physicist."""
+    return factories.message(message_id=message_id, **{"recipients": ("physicist@hospital.example",), **changes})
 
 
 def test_send_writes_the_rendered_email_as_an_eml_file(tmp_path: Path) -> None:

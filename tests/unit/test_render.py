@@ -6,7 +6,7 @@ import email
 import email.policy
 import html
 from dataclasses import replace
-from datetime import UTC, date, datetime, time, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from email.message import EmailMessage
 
@@ -14,42 +14,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ctpoller.core.model import Message, Notification
 from ctpoller.mail.render import SUBJECT_MAX, format_decimal, one_line, render_email
+from support.factories import message, notification
 
 MAIL_FROM = "ctpoller@hospital.example"
-
-
-def notification(**changes: object) -> Notification:
-    base = Notification(
-        study_uid="1.2.826.0.1.3680043.8.498.1",
-        rule="adult head",
-        metric="ctdivol",
-        event_key="1.2.3.4.5",
-        value=Decimal("76.00000000"),
-        limit=Decimal("50.00000000"),
-        unit="mGy",
-        protocol="Head routine 5mm",
-        station_name="CTAWP00001",
-        display_name="Main CT",
-        study_date=date(2026, 3, 2),
-        study_time=time(8, 15, 30),
-        description="CT HEAD WITHOUT CONTRAST",
-        accession_number="ACC0042",
-    )
-    return replace(base, **changes)  # type: ignore[arg-type]
-
-
-def message(*notifications: Notification, **changes: object) -> Message:
-    base = Message(
-        id=7,
-        message_id="<ctpoller.7.abc123@hospital.example>",
-        study_uid="1.2.826.0.1.3680043.8.498.1",
-        created_at=datetime(2026, 3, 2, 9, 0, tzinfo=UTC),
-        recipients=("physicist@hospital.example", "qa@hospital.example"),
-        notifications=notifications or (notification(),),
-    )
-    return replace(base, **changes)  # type: ignore[arg-type]
 
 
 def roundtrip(msg: EmailMessage) -> EmailMessage:
@@ -280,7 +248,6 @@ def test_any_text_serialises_and_comes_back_in_both_bodies(
 
 
 def test_each_exceedance_is_headed_by_its_rule_and_names_its_event() -> None:
-    from dataclasses import replace
 
     base = message()
     event_level = base.notifications[0]

@@ -5,8 +5,7 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Iterator
-from dataclasses import replace
-from datetime import UTC, date, datetime, time, timedelta, timezone
+from datetime import datetime, time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -17,8 +16,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ctpoller.archive.xlsx import CELL_TEXT_MAX, COLUMNS, build_workbook, cell_text, write_archive
-from ctpoller.core.model import ArchiveRow, MessageStatus, Notification
+from ctpoller.core.model import ArchiveRow, MessageStatus
 from ctpoller.errors import NotifyError
+from support.factories import archive_row
 
 HEADERS = [
     "Notified at (UTC)",
@@ -44,36 +44,6 @@ HEADERS = [
     "Irradiation event",
 ]
 HOSTILE = ['=HYPERLINK("http://x","y")', "+1", "-2+3", "@SUM(A1)", "\t=1", "\r=1", "=1"]
-
-
-def archive_row(**changes: Any) -> ArchiveRow:
-    notification = Notification(
-        study_uid="1.2.826.0.1.3680043.8.498.1",
-        rule="adult head",
-        metric="ctdivol",
-        event_key="1.2.3.4.5",
-        value=Decimal("76.12000000"),
-        limit=Decimal("50.00000000"),
-        unit="mGy",
-        previous_value=Decimal("60.5"),
-        protocol="Head routine",
-        station_name="CTAWP00001",
-        display_name="Main CT",
-        study_date=date(2026, 3, 2),
-        study_time=time(8, 15, 30),
-        description="CT HEAD",
-        accession_number="ACC0042",
-    )
-    notification = replace(notification, **changes.pop("notification", {}))
-    row = ArchiveRow(
-        notification=notification,
-        created_at=datetime(2026, 3, 2, 10, 0, tzinfo=timezone(timedelta(hours=1))),
-        status="sent",
-        message_id="<ctpoller.7@hospital.example>",
-        sent_at=datetime(2026, 3, 2, 9, 0, 5, tzinfo=UTC),
-        error=None,
-    )
-    return replace(row, **changes)
 
 
 def load(rows: list[ArchiveRow]) -> list[list[Any]]:

@@ -1,48 +1,27 @@
-"""A ctpoller wired to a real OpenREM-shaped PostgreSQL and a real SMTP server, with a virtual clock."""
+"""One poll cycle in this process: a ctpoller wired to a real OpenREM-shaped PostgreSQL and a real SMTP
+server (``support.smtp``), with a virtual clock."""
 
 from __future__ import annotations
 
 import contextlib
-import email
-import email.policy
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from email.message import EmailMessage
 from pathlib import Path
 
-from aiosmtpd.controller import Controller
-
-from ctpoller.archive.base import XlsxArchive
+from ctpoller import wiring
 from ctpoller.core.rules import RuleSet, parse_rules
 from ctpoller.core.settle import Timing
 from ctpoller.jobs.backfill import backfill
 from ctpoller.jobs.cycle import run_once
 from ctpoller.jobs.report import Report
-from ctpoller.mail.smtp import SmtpNotifier
+from ctpoller.mail.base import Notifier
 from ctpoller.openrem.source import OpenremSource
+from ctpoller.settings import Settings
 from ctpoller.store.store import StateStore
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 SETTLE = timedelta(seconds=120)
-
-
-class Inbox:
-    """aiosmtpd handler that keeps every message it accepted."""
-
-    def __init__(self) -> None:
-        self.messages: list[EmailMessage] = []
-        self.reply: str | None = None  # e.g. "451 4.3.0 try later" to refuse DATA
-
-    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
-        if self.reply is not None:
-            return self.reply
-        content = envelope.original_content  # type: ignore[attr-defined]
-        message = email.message_from_bytes(content, policy=email.policy.default)
-        assert isinstance(message, EmailMessage)
-        self.messages.append(message)
-        return "250 OK"
 
 
 @dataclass
@@ -62,21 +41,30 @@ class Harness:
     def rules(self) -> RuleSet:
         return parse_rules(self.rules_text, source="test rules")
 
-    @contextlib.contextmanager
-    def parts(self, port: int | None = None) -> Iterator[tuple[OpenremSource, StateStore, SmtpNotifier]]:
-        """A fresh source, state store and SMTP notifier, as each ``ctpoller`` process builds them."""
-        source = OpenremSource(self.source_url, statement_timeout_seconds=30)
-        state = StateStore(self.state_url)
-        notifier = SmtpNotifier(
-            "127.0.0.1",
-            port or self.smtp_port,
-            security="none",
-            username=None,
-            password=None,
-            timeout=10,
+    def settings(self, port: int | None = None) -> Settings:
+        """The settings of this ctpoller, as a ``.env`` would hold them."""
+        return Settings(
+            _env_file=None,
+            source_url=self.source_url,
+            state_url=self.state_url,
+            statement_timeout_seconds=30,
+            smtp_host="127.0.0.1",
+            smtp_port=port or self.smtp_port,
+            smtp_security="none",
+            smtp_timeout=10,
             mail_from="ctpoller@hospital.example",
+            archive_path=self.archive_path,
         )
+
+    @contextlib.contextmanager
+    def parts(self, port: int | None = None) -> Iterator[tuple[OpenremSource, StateStore, Notifier]]:
+        """A fresh source, state store and SMTP notifier, built by ``wiring`` as each ``ctpoller``
+        process builds them (the rules and the timing are the harness's own)."""
+        settings = self.settings(port)
+        source, state, notifier = wiring.build_source(settings), wiring.build_state(settings), None
         try:
+            notifier = wiring.build_notifier(settings)
+            assert notifier is not None
             state.ensure_schema()
             yield source, state, notifier
         finally:
@@ -92,7 +80,7 @@ class Harness:
                 state,
                 self.rules,
                 notifier,
-                XlsxArchive(self.archive_path),
+                wiring.build_archive(self.settings()),
                 now=self.clock,
                 timing=self.timing,
                 dry_run=dry_run,
@@ -106,7 +94,7 @@ class Harness:
                 state,
                 self.rules,
                 notifier,
-                XlsxArchive(self.archive_path),
+                wiring.build_archive(self.settings()),
                 now=self.clock,
                 since=since,
                 email=email,
@@ -114,16 +102,3 @@ class Harness:
                 timing=self.timing,
                 mail_domain="hospital.example",
             )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_smtp(inbox: Inbox) -> tuple[Controller, int]:
-    port = free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    return controller, port

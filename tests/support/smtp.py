@@ -1,16 +1,25 @@
-"""A real SMTP server for tests (aiosmtpd on 127.0.0.1) and throwaway TLS certificates (openssl CLI)."""
+"""A real SMTP server for tests (aiosmtpd on 127.0.0.1) that records what reached it and refuses or
+misbehaves as told, what it received, throwaway TLS certificates (openssl CLI), and their fixtures."""
 
 from __future__ import annotations
 
-import socket
+import asyncio
+import email
+import email.policy
 import ssl
 import subprocess
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
+
+from .ports import free_port
 
 SERVER_NAME = "smtp.test.invalid"
 
@@ -27,19 +36,37 @@ class Delivered:
 
 @dataclass
 class Recorder:
-    """aiosmtpd handler: answers as told and records what reached it.
+    """aiosmtpd handler: answers as told, fails the ways real servers and networks do, and records
+    what reached it.
 
-    ``mail_reply`` answers every MAIL FROM; ``data_replies`` are used, one per DATA, before answering
-    250; ``rcpt_replies`` map an address to the reply to its RCPT; logins succeed when ``accept_login``.
+    ``mail_reply`` answers every MAIL FROM; ``rcpt_replies`` map an address to the reply to its RCPT;
+    logins succeed when ``accept_login``. DATA, in this order: ``drop_data`` closes the connection
+    instead of answering the next N (the content reached the server, the reply never reaches the client;
+    the server keeps nothing); ``hang`` sits that many seconds without answering, then refuses;
+    ``refuse_data`` answers every DATA while it is set; ``data_replies`` are used, one per DATA;
+    ``before_accept`` is called with the content right before the 250. ``data_arrived`` is set when
+    the first DATA arrives. ``port`` is where ``start_server`` made it listen.
     """
 
     data_replies: list[str] = field(default_factory=list)
     mail_reply: str | None = None
     rcpt_replies: dict[str, str] = field(default_factory=dict)
     accept_login: bool = True
+    refuse_data: str | None = None
+    drop_data: int = 0
+    hang: float = 0.0
+    before_accept: Callable[[bytes], None] | None = None
+    port: int | None = None
     delivered: list[Delivered] = field(default_factory=list)
     data_peers: list[Any] = field(default_factory=list)
     logins: list[tuple[str, bytes, bytes]] = field(default_factory=list)
+    dropped: list[bytes] = field(default_factory=list)
+    data_arrived: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def messages(self) -> list[EmailMessage]:
+        """Every message accepted so far, parsed."""
+        return [parse(d.content) for d in self.delivered]
 
     async def handle_MAIL(
         self, server: Any, session: Session, envelope: Envelope, address: str, mail_options: list[str]
@@ -60,10 +87,25 @@ class Recorder:
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Session, envelope: Envelope) -> str:
-        self.data_peers.append(session.peer)
-        if self.data_replies:
-            return self.data_replies.pop(0)
         content = envelope.content if isinstance(envelope.content, bytes) else b""
+        self.data_arrived.set()
+        if self.drop_data:
+            self.drop_data -= 1
+            self.dropped.append(content)
+            server.transport.abort()
+            return "421 4.4.2 connection dropped"  # never reaches the client: the transport is gone
+        if self.hang:
+            await asyncio.sleep(self.hang)
+            return "451 4.3.0 too late"
+        if self.refuse_data is not None:
+            self.data_peers.append(session.peer)
+            return self.refuse_data
+        if self.data_replies:
+            self.data_peers.append(session.peer)
+            return self.data_replies.pop(0)
+        if self.before_accept is not None:
+            self.before_accept(content)
+        self.data_peers.append(session.peer)
         self.delivered.append(Delivered(session.peer, envelope.mail_from, list(envelope.rcpt_tos), content))
         return "250 2.0.0 Message accepted for delivery"
 
@@ -89,19 +131,13 @@ class Server:
             self.controller.stop()
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on (right now)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def start_server(handler: Recorder, **smtp_options: Any) -> Server:
-    """Start aiosmtpd on 127.0.0.1; the caller must ``server.stop()``."""
+def start_server(handler: Recorder | None = None, **smtp_options: Any) -> Server:
+    """Start aiosmtpd on 127.0.0.1 (a plain ``Recorder`` unless told); the caller must ``server.stop()``."""
+    handler = handler if handler is not None else Recorder()
     port = free_port()
     controller = Controller(handler, hostname="127.0.0.1", port=port, server_hostname=SERVER_NAME, **smtp_options)
     controller.start()
+    handler.port = port
     return Server(handler, port, controller)
 
 
@@ -159,3 +195,71 @@ def make_certificates(directory: Path) -> Certificates:
         )  # fmt: skip
         paths[name] = (cert, key)
     return Certificates(ca, *paths["good"], *paths["wrong"])
+
+
+# -- what was delivered -------------------------------------------------------------------------------
+
+
+def parse(content: bytes) -> EmailMessage:
+    parsed = email.message_from_bytes(content, policy=email.policy.default)
+    assert isinstance(parsed, EmailMessage)
+    return parsed
+
+
+def body(message: EmailMessage) -> str:
+    """The plain-text part."""
+    part = message.get_body(("plain",))
+    assert part is not None
+    text = part.get_content()
+    assert isinstance(text, str)
+    return text
+
+
+def message_ids(delivered: Iterable[Delivered]) -> list[str]:
+    return [str(parse(d.content)["Message-ID"]).strip() for d in delivered]
+
+
+def study_uids(delivered: Iterable[Delivered]) -> list[str]:
+    """The Study Instance UID each delivered email tells about (from its "Study Instance UID:" line)."""
+    found = []
+    for d in delivered:
+        lines = [line.strip() for line in body(parse(d.content)).splitlines()]
+        found.append(next(line.split(": ", 1)[1] for line in lines if line.startswith("Study Instance UID:")))
+    return found
+
+
+# -- fixtures (registered by tests/conftest.py) -------------------------------------------------------
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., Server]]:
+    """``serve(Recorder(...), **aiosmtpd SMTP options)`` starts an SMTP server; all stopped after the test."""
+    started: list[Server] = []
+
+    def start(handler: Recorder | None = None, **options: Any) -> Server:
+        server = start_server(handler, **options)
+        started.append(server)
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            server.stop()
+
+
+@pytest.fixture
+def mail(serve: Callable[..., Server]) -> Server:
+    """A plain SMTP server, behaving well until told otherwise through ``mail.handler``."""
+    return serve()
+
+
+@pytest.fixture
+def inbox(mail: Server) -> Recorder:
+    """The recorder of a plain SMTP server (``inbox.port``, ``inbox.messages``)."""
+    return mail.handler
+
+
+@pytest.fixture(scope="session")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
+    return make_certificates(tmp_path_factory.mktemp("certificates"))

@@ -1,6 +1,7 @@
-"""Finding a PostgreSQL server for the tests, and throwaway databases on it.
+"""PostgreSQL for the tests: one server for the session, throwaway databases on it, and a primary with
+a hot standby of its own; their fixtures (registered by tests/conftest.py) and the pytest header line.
 
-Used by tests/conftest.py. In order of preference:
+The session's server, in order of preference:
 
 (a) ``CTPOLLER_TEST_DATABASE_URL``: a server-level URL such as ``postgresql://postgres@127.0.0.1:5432/postgres``
     (the tests create and drop their own databases on it);
@@ -9,6 +10,9 @@ Used by tests/conftest.py. In order of preference:
     /usr/lib/postgresql/*/bin), run as the ``postgres`` OS user when we are root, on 127.0.0.1 and a
     free port, removed at the end of the session;
 (d) none: tests that need PostgreSQL fail under CI (or ``CTPOLLER_REQUIRE_POSTGRES=1``) and skip elsewhere.
+
+The primary and hot standby (``cluster``) are always built from local binaries: replication, and logins
+that need a password (the session's server trusts everyone), need a cluster of their own.
 """
 
 from __future__ import annotations
@@ -19,19 +23,26 @@ import os
 import pwd
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
+import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psycopg
+import pytest
+import sqlalchemy as sa
 from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.pool import NullPool
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from ctpoller.demo.openrem import OpenremImporter
+
+from .ports import free_port
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 SUBSET_SQL = REPO_ROOT / "sql" / "openrem_subset.sql"
 #: OpenREM's real CT schema and the rows its own importers wrote for its CT test files (tests/data/openrem).
 OPENREM_DATA = REPO_ROOT / "tests" / "data" / "openrem"
@@ -251,35 +262,48 @@ def _start_container() -> PgServer:
     return PgServer(sqlalchemy_url(url), "testcontainers postgres:15", container.stop)
 
 
-def _start_local_cluster(bindir: Path) -> PgServer:
-    as_postgres: list[str] = []
-    tmp = Path(tempfile.mkdtemp(prefix="ctpoller-pg-"))
-    if os.geteuid() == 0:  # initdb refuses to run as root
-        user = pwd.getpwnam("postgres")
-        os.chown(tmp, user.pw_uid, user.pw_gid)
-        as_postgres = ["runuser", "-u", "postgres", "--"]
-    data, log = tmp / "data", tmp / "server.log"
-    port = _free_port()
+class _Binaries:
+    """Server binaries run in a scratch directory: as the ``postgres`` OS user when we are root (initdb
+    refuses root), every cluster listening on 127.0.0.1 only, with its socket in the scratch directory."""
 
-    def run(*args: str) -> None:
-        subprocess.run([*as_postgres, *args], cwd=tmp, check=True, capture_output=True, text=True, timeout=120)
+    def __init__(self, bindir: Path, prefix: str) -> None:
+        self.bindir = bindir
+        self.tmp = Path(tempfile.mkdtemp(prefix=prefix))
+        self.as_postgres: list[str] = []
+        if os.geteuid() == 0:
+            user = pwd.getpwnam("postgres")
+            os.chown(self.tmp, user.pw_uid, user.pw_gid)
+            self.as_postgres = ["runuser", "-u", "postgres", "--"]
+
+    def run(self, tool: str, *args: str) -> None:
+        command = [*self.as_postgres, str(self.bindir / tool), *args]
+        subprocess.run(command, cwd=self.tmp, check=True, capture_output=True, text=True, timeout=120)
+
+    def start(self, data: Path, port: int, log: Path) -> None:
+        options = f"-c listen_addresses=127.0.0.1 -p {port} -k {self.tmp} -c fsync=off"
+        self.run("pg_ctl", "-D", str(data), "-l", str(log), "-w", "-t", "60", "-o", options, "start")
+
+    def stop(self, *clusters: Path) -> None:
+        """Stop the clusters (immediately: nothing in them is kept) and remove the scratch directory."""
+        for data in clusters:
+            with contextlib.suppress(Exception):
+                self.run("pg_ctl", "-D", str(data), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _start_local_cluster(bindir: Path) -> PgServer:
+    binaries = _Binaries(bindir, "ctpoller-pg-")
+    data, log = binaries.tmp / "data", binaries.tmp / "server.log"
+    port = free_port()
 
     def stop() -> None:
-        with contextlib.suppress(Exception):
-            run(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
-        shutil.rmtree(tmp, ignore_errors=True)
+        binaries.stop(data)
 
     try:
-        run(
-            str(bindir / "initdb"),
-            "-D", str(data), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync",
-        )  # fmt: skip
-        run(
-            str(bindir / "pg_ctl"),
-            "-D", str(data), "-l", str(log), "-w", "-t", "60",
-            "-o", f"-c listen_addresses=127.0.0.1 -p {port} -k {tmp} -c fsync=off",
-            "start",
-        )  # fmt: skip
+        binaries.run(
+            "initdb", "-D", str(data), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync"
+        )
+        binaries.start(data, port, log)
     except (subprocess.SubprocessError, OSError) as e:
         detail = e.stderr if isinstance(e, subprocess.CalledProcessError) else str(e)
         log_tail = log.read_text(errors="replace")[-300:] if log.exists() else ""
@@ -294,13 +318,6 @@ def _start_local_cluster(bindir: Path) -> PgServer:
         stop()
         raise NoServer(f"the local cluster from {bindir} does not answer: {_first_line(e)}") from e
     return server
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _first_line(value: object) -> str:
@@ -320,3 +337,140 @@ def throwaway_database(server: PgServer, prefix: str) -> Iterator[str]:
         yield url
     finally:
         server.drop_database(url)
+
+
+# --- a primary and a hot standby of their own -----------------------------------------------------
+
+#: A role of the primary that must give a password (SCRAM) to log in over TCP.
+PASSWORD_ROLE = "ctpoller_with_password"
+PASSWORD = "s3cret-for-tests"
+
+
+@dataclass(frozen=True)
+class Cluster:
+    primary: str  # postgresql+psycopg:// URL of the database "openrem" on the primary
+    standby: str  # the same database on the hot standby
+
+    def url(self, *, user: str, database: str = "openrem", standby: bool = False) -> str:
+        """A URL of this cluster for another role or database (no password in it)."""
+        port = (self.standby if standby else self.primary).split(":")[-1].split("/")[0]
+        return f"postgresql://{user}@127.0.0.1:{port}/{database}"
+
+
+def replayed(primary: str, standby: str) -> None:
+    """Wait until the standby has replayed everything the primary wrote so far."""
+    with psycopg.connect(libpq_url(primary), autocommit=True) as conn:
+        target = conn.execute("SELECT pg_current_wal_lsn()").fetchone()
+    deadline = time.monotonic() + 30
+    # Its "postgres" database: one created on the primary may not be there yet.
+    with psycopg.connect(libpq_url(standby).rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            done = conn.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (str(target[0]),)).fetchone()
+            if done and done[0]:
+                return
+            time.sleep(0.1)
+    raise AssertionError("the standby did not catch up within 30 s")
+
+
+# --- fixtures and the pytest header (registered by tests/conftest.py) -----------------------------
+
+_PLAN = pytest.StashKey[Plan]()
+_USED = pytest.StashKey[str]()
+
+
+def _plan(config: pytest.Config) -> Plan:
+    if _PLAN not in config.stash:
+        config.stash[_PLAN] = plan()
+    return config.stash[_PLAN]
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    required = " (required)" if postgres_required() else ""
+    return f"PostgreSQL for tests{required}: {_plan(config).describe()}"
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    if _USED in config.stash:
+        terminalreporter.write_line(f"PostgreSQL used: {config.stash[_USED]}")
+
+
+@pytest.fixture(scope="session")
+def pg_server(request: pytest.FixtureRequest) -> Iterator[PgServer]:
+    """A PostgreSQL server (``.admin_url``, driver postgresql+psycopg) for the whole session."""
+    try:
+        server = start(_plan(request.config))
+    except NoServer as e:
+        message = f"no PostgreSQL for tests ({e}): {HOW_TO_PROVIDE}"
+        if postgres_required():
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    request.config.stash[_USED] = server.description
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def openrem_db(pg_server: PgServer) -> Iterator[str]:
+    """A fresh database holding sql/openrem_subset.sql; yields its postgresql+psycopg:// URL."""
+    with throwaway_database(pg_server, "ctp_src_") as url:
+        run_sql_file(url, SUBSET_SQL)
+        yield url
+
+
+@pytest.fixture
+def openrem(openrem_db: str) -> Iterator[OpenremImporter]:
+    """Writes studies into ``openrem_db`` the way OpenREM's importers do."""
+    engine = sa.create_engine(openrem_db)
+    try:
+        yield OpenremImporter(engine)
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def state_pg_url(pg_server: PgServer) -> Iterator[str]:
+    """A fresh empty database for ctpoller's own state; yields its postgresql+psycopg:// URL."""
+    with throwaway_database(pg_server, "ctp_state_") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    """A throwaway primary and hot standby from local binaries, each holding the database "openrem"
+    (sql/openrem_subset.sql), and a role (``PASSWORD_ROLE``) that must log in with ``PASSWORD``."""
+    bindir, problem = _local_bindir()
+    if bindir is None:
+        if postgres_required():
+            pytest.fail(f"cannot build a primary and a standby: {problem}", pytrace=False)
+        pytest.skip(f"cannot build a primary and a standby: {problem}")
+    binaries = _Binaries(bindir, "ctpoller-standby-")
+    primary, standby = binaries.tmp / "primary", binaries.tmp / "standby"
+    ports = free_port(), free_port()
+    try:
+        binaries.run("initdb", "-D", str(primary), "-A", "trust", "-U", "postgres", "--no-sync")
+        # One role must log in with a password; first match wins, so this line goes first.
+        hba = primary / "pg_hba.conf"  # rewritten in place: it keeps its owner
+        hba.write_text(f"host all {PASSWORD_ROLE} 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
+        binaries.start(primary, ports[0], Path(f"{primary}.log"))
+        binaries.run(
+            "pg_basebackup", "-h", "127.0.0.1", "-p", str(ports[0]), "-U", "postgres",
+            "-D", str(standby), "-R", "-X", "stream",
+        )  # fmt: skip
+        binaries.start(standby, ports[1], Path(f"{standby}.log"))
+        admin = f"postgresql://postgres@127.0.0.1:{ports[0]}/postgres"
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute("CREATE DATABASE openrem")
+            conn.execute(f"CREATE ROLE {PASSWORD_ROLE} LOGIN PASSWORD '{PASSWORD}'")
+        url = "postgresql+psycopg://postgres@127.0.0.1:{}/openrem"
+        run_sql_file(url.format(ports[0]), SUBSET_SQL)
+        replayed(url.format(ports[0]), url.format(ports[1]))
+        yield Cluster(url.format(ports[0]), url.format(ports[1]))
+    finally:
+        binaries.stop(standby, primary)
+
+
+@pytest.fixture(scope="session")
+def primary_and_standby(cluster: Cluster) -> tuple[str, str]:
+    return cluster.primary, cluster.standby
