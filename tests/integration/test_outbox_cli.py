@@ -97,7 +97,7 @@ def test_a_550_waits_visibly_in_every_run_until_retry_delivers_it_once_with_its_
     for _ in range(2):  # later runs succeed, and say so every time, and the metric stays up
         later = ctpoller("run", env=env, cwd=tmp_path)
         assert later.returncode == 0, later.stderr
-        assert f"WARNING ctpoller.poller: 1 {WAITING}: id {failed.id} (study date " in later.stderr
+        assert f"WARNING ctpoller.jobs.deliver: 1 {WAITING}: id {failed.id} (study date " in later.stderr
         assert "550 5.7.1 relaying denied" in later.stderr
         assert metrics(settings)["ctpoller_outbox_failed"] == "1"
         assert metrics(settings)["ctpoller_last_run_exit_code"] == "0"

@@ -39,8 +39,8 @@ def read_all(url: str) -> dict[int, object]:
     source = OpenremSource(url)
     try:
         source.connect()
-        with source.session() as conn:
-            return dict(source.study_rows(conn, list(range(1, 20))))
+        with source.reading() as reads:
+            return dict(reads.study_rows(list(range(1, 20))))
     finally:
         source.dispose()
 
