@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class _LateWindow:
+class LateWindow:
     """The study pks just below a first run's watermark, watched until every transaction that was
     running at the first run has ended: a study row such a transaction inserted was invisible then,
     and is evaluated like any new row once it is committed."""
@@ -51,18 +51,18 @@ class _LateWindow:
 
 
 def open_late_window(state: StateStore, start: int, snapshot: Snapshot, *, now: datetime, timing: Timing) -> None:
-    """After a first run or a reset that saw transactions running on OpenREM (see ``_LateWindow``)."""
+    """After a first run or a reset that saw transactions running on OpenREM (see ``LateWindow``)."""
     if snapshot.xmin is not None and snapshot.xmax is not None and snapshot.xmin < snapshot.xmax:
         floor = max(start - timing.batch_size, 0)
         state.set_meta({LATE_WINDOW: f"{floor} {snapshot.xmax} {now.isoformat()}"})
 
 
-def late_window(state: StateStore) -> _LateWindow | None:
+def late_window(state: StateStore) -> LateWindow | None:
     value = state.get_meta(LATE_WINDOW)
     if not value:
         return None
     floor, xmax, started = value.split()
-    return _LateWindow(int(floor), int(xmax), datetime.fromisoformat(started))
+    return LateWindow(int(floor), int(xmax), datetime.fromisoformat(started))
 
 
 def first_run(
