@@ -201,7 +201,7 @@ class OpenremSource:
         ).scalar_one_or_none()
         if name is None:
             log.warning(
-                "OpenREM database %s: %s.id has no sequence: a restore of OpenREM is then told only by the "
+                "OpenREM database %s: %s.id has no sequence: a restored OpenREM is then told only by the "
                 "first new study that gets a pk ctpoller has passed",
                 self.where,
                 STUDY,
@@ -211,7 +211,7 @@ class OpenremSource:
             conn,
             "SELECT pg_sequence_last_value(CAST(:name AS regclass))",
             not_offered=(INSUFFICIENT_PRIVILEGE, UNDEFINED_FUNCTION),
-            cost=f"this role may not read the sequence {name}: a restore of OpenREM is then told only by the "
+            cost=f"this role may not read the sequence {name}: a restored OpenREM is then told only by the "
             "first new study that gets a pk ctpoller has passed (grant SELECT on it, see sql/readonly_role.sql)",
             name=name,
         )
