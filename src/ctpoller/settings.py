@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -67,6 +69,8 @@ class Settings(BaseSettings):
     outbox_dir: Path | None = None
     archive_path: Path | None = None
     metrics_file: Path | None = None
+    openrem_url: str | None = Field(default=None, description="OpenREM's web address, for links to exams")
+    timezone: str | None = Field(default=None, description="the site's IANA time zone (default: the host's)")
 
     @field_validator(
         "source_url",
@@ -77,6 +81,8 @@ class Settings(BaseSettings):
         "outbox_dir",
         "archive_path",
         "metrics_file",
+        "openrem_url",
+        "timezone",
         mode="before",
     )
     @classmethod
@@ -90,6 +96,25 @@ class Settings(BaseSettings):
     def _one_address(cls, value: str | None) -> str | None:
         if value is not None and not is_address(value):
             raise ValueError("must be one e-mail address such as ctpoller@hospital.example")
+        return value
+
+    @field_validator("openrem_url")
+    @classmethod
+    def _web_address(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+            raise ValueError("must be OpenREM's web address such as https://openrem.hospital.example")
+        if parts.username or parts.password:
+            raise ValueError("must not hold a user name or password")
+        return value.rstrip("/")
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str | None) -> str | None:
+        if value is not None:
+            zone_info(value)
         return value
 
     @field_validator("mail_to")
@@ -113,6 +138,16 @@ class Settings(BaseSettings):
     @property
     def smtp_port_or_default(self) -> int:
         return self.smtp_port or SMTP_DEFAULT_PORTS[self.smtp_security]
+
+
+def zone_info(name: str | None) -> ZoneInfo | None:
+    """The IANA time zone ``name`` (None: the host's local time); ValueError naming it when unknown."""
+    if name is None:
+        return None
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{name!r} is not an IANA time zone name such as Europe/London") from None
 
 
 def split_addresses(value: str) -> list[str]:

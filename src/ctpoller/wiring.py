@@ -16,8 +16,9 @@ from ctpoller.core.rules import RuleSet, parse_rules
 from ctpoller.core.settle import Timing
 from ctpoller.errors import ConfigError
 from ctpoller.mail.base import Notifier
+from ctpoller.mail.render import Look
 from ctpoller.openrem.source import OpenremSource
-from ctpoller.settings import Settings
+from ctpoller.settings import Settings, zone_info
 from ctpoller.store.store import StateStore
 
 
@@ -49,11 +50,18 @@ def load_rules(settings: Settings) -> RuleSet:
     return rules
 
 
+def mail_look(settings: Settings) -> Look:
+    """How the emails show links and times: ``CTPOLLER_OPENREM_URL`` and ``CTPOLLER_TIMEZONE``."""
+    return Look(openrem_url=settings.openrem_url, zone=zone_info(settings.timezone))
+
+
 def build_notifier(settings: Settings) -> Notifier | None:
     if settings.outbox_dir is not None:
         from ctpoller.mail.eml import EmlDirectoryNotifier
 
-        return EmlDirectoryNotifier(settings.outbox_dir, mail_from=settings.mail_from or "ctpoller@localhost")
+        return EmlDirectoryNotifier(
+            settings.outbox_dir, mail_from=settings.mail_from or "ctpoller@localhost", look=mail_look(settings)
+        )
     if settings.smtp_host is not None:
         if settings.mail_from is None:
             raise ConfigError("CTPOLLER_MAIL_FROM is not set: the sender address of the emails is required with SMTP")
@@ -67,6 +75,7 @@ def build_notifier(settings: Settings) -> Notifier | None:
             password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
             timeout=settings.smtp_timeout,
             mail_from=settings.mail_from,
+            look=mail_look(settings),
         )
     return None
 

@@ -172,7 +172,7 @@ def test_a_second_report_whose_event_dose_rose_is_notified_as_risen(harness, ope
     again = settle_after(harness, openrem, copy_of(GE_VCT, 2, events=with_event(GE_VCT, HIGH_EVENT, risen)))
     assert told(again) == [("Body CTDIvol", "ctdivol", high.uid, Decimal("176.12"))]
     assert len(inbox.messages) == 2
-    assert "rose from 176.12 to 190" in body(inbox.messages[-1])
+    assert "from 176.12 to 190 mGy" in body(inbox.messages[-1])
 
 
 def test_a_second_report_with_an_extra_event_notifies_the_exam_level_limit(harness, openrem, inbox):

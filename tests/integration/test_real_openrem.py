@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date, time, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -149,3 +150,46 @@ def test_study_dates_are_read_whatever_date_style_the_openrem_server_uses(real_o
         (PIXELMED, date(2013, 3, 13)),
         (TOSHIBA_DOSE_CHECK, date(2017, 11, 15)),
     }
+
+
+def identifiers_of_patients(data: str) -> set[str]:
+    """Every patient name, ID and birth date in the real rows (remapp_patientmoduleattr)."""
+    found: set[str] = set()
+    for line in data.splitlines():
+        if line.startswith("INSERT INTO public.remapp_patientmoduleattr "):
+            values = line.split(" VALUES (", 1)[1].split(", ")
+            name, patient_id, birth = values[1], values[3], values[5]
+            found.update(v.strip("'") for v in (name, patient_id, birth) if v != "NULL")
+    return found
+
+
+def test_emails_of_real_rows_show_the_exam_and_never_a_patients_name_id_or_birth_date(real_openrem, tmp_path, inbox):
+    harness = Harness(
+        real_openrem,
+        f"sqlite:///{tmp_path / 's.sqlite3'}",
+        EXAMPLE_RULES.read_text(),
+        inbox.port,
+        tmp_path,
+        settings_changes={"openrem_url": "https://openrem.hospital.example/", "timezone": "Europe/London"},
+    )
+    report = harness.backfill(since=None)
+    assert len(inbox.messages) == len(report.messages) == 3
+    secrets = identifiers_of_patients((pg.OPENREM_DATA / "data_ct_testfiles.sql").read_text(encoding="utf-8"))
+    assert "OpenREM^ContinuedStudy" in secrets and "phy12345" in secrets and "1918-04-27" in secrets
+    by_uid: dict[str, str] = {}
+    for received in inbox.messages:  # parsed by email.message_from_bytes with policy.default
+        text = received.get_body(("plain",)).get_content()
+        rich = received.get_body(("html",)).get_content()
+        whole = "\n".join([*(f"{k}: {v}" for k, v in received.items()), text, rich])
+        for secret in secrets:  # as a whole token: a short ID such as 123456 may be part of an accession number
+            assert not re.search(rf"(?<![\w.^-]){re.escape(secret)}(?![\w.^-])", whole), secret
+        by_uid[next(n.study_uid for m in report.messages for n in m.notifications if n.study_uid in text)] = text
+    pixelmed = by_uid[PIXELMED]  # pk 8: a female patient, age string 099Y
+    assert "Sex: female" in pixelmed
+    assert "https://openrem.hospital.example/openrem/ct/8/" in pixelmed
+    assert "Adult head: CTDIvol (event) 222.59 mGy" in pixelmed
+    assert "phantom 16 cm (head)" in pixelmed
+    assert "Study date: 2013-03-13 08:58:44 (scanner's local time)" in pixelmed
+    assert "Age: " in pixelmed and "Age: —" not in pixelmed
+    toshiba = by_uid[TOSHIBA_DOSE_CHECK]
+    assert "Scanner Dose Check: accumulated DLP over the scanner's Dose Check alert value 502.4 mGy·cm" in toshiba

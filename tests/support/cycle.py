@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from ctpoller import wiring
 from ctpoller.core.rules import RuleSet, parse_rules
@@ -33,6 +34,7 @@ class Harness:
     tmp: Path
     timing: Timing = field(default_factory=lambda: Timing(settle=SETTLE, give_up=timedelta(hours=6)))
     clock: datetime = T0
+    settings_changes: dict[str, Any] = field(default_factory=dict)  # more settings, as a .env would add
 
     def __post_init__(self) -> None:
         self.archive_path = self.tmp / "archive.xlsx"
@@ -54,6 +56,7 @@ class Harness:
             smtp_timeout=10,
             mail_from="ctpoller@hospital.example",
             archive_path=self.archive_path,
+            **self.settings_changes,
         )
 
     @contextlib.contextmanager

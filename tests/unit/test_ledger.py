@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal as D
 from pathlib import Path
@@ -126,3 +127,41 @@ def test_a_store_made_before_gets_the_event_key_index(store: StateStore) -> None
     with store.engine.connect() as conn:
         indexes = sa.inspect(conn).get_indexes(exceedance_table.name)
     assert [i["column_names"] for i in indexes if i["name"] == EVENT_KEY_INDEX] == [["event_key"]]
+
+
+def test_a_store_made_before_gets_the_emails_columns_null_in_the_rows_it_has(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.sqlite3'}"
+    old = StateStore(url)
+    old.ensure_schema()
+    old.commit_cycle(CycleWrite(messages=[NewMessage("<old@h>", EXAM_A, ("p@h.example",), (notification("a"),))]), NOW)
+    with old.engine.begin() as conn:  # as a ctpoller before these columns left it (SQLite >= 3.35 drops columns)
+        for column in ("requested_procedure", "age", "sex", "study_pk", "acquisition_type", "phantom", "series"):
+            conn.execute(sa.text(f"ALTER TABLE ctp_notification DROP COLUMN {column}"))
+        conn.execute(sa.text("ALTER TABLE ctp_notification DROP COLUMN event_number"))
+        conn.execute(sa.text("ALTER TABLE ctp_notification DROP COLUMN reason"))
+    old.dispose()
+    store = StateStore(url)
+    try:
+        store.ensure_schema()
+        store.ensure_schema()  # idempotent
+        [before] = store.pending_messages()
+        assert before.notifications[0].age is None and before.notifications[0].study_pk is None
+        told = replace(
+            notification("b", event="1.2.3.10"), age="17 y", sex="F", study_pk=8, reason="ok", event_number=2
+        )
+        store.commit_cycle(CycleWrite(messages=[NewMessage("<new@h>", EXAM_A, ("p@h.example",), (told,))]), NOW)
+        assert store.pending_messages()[1].notifications == (told,)
+    finally:
+        store.dispose()
+
+
+def test_an_update_threads_under_the_first_email_sent_about_its_exam(store: StateStore) -> None:
+    for n, mid in enumerate(("<first@h>", "<second@h>", "<third@h>")):
+        told = (notification("a", value=str(70 + n)),)
+        store.commit_cycle(CycleWrite(messages=[NewMessage(mid, EXAM_A, ("p@h.example",), told)]), NOW)
+    first, second, third = store.pending_messages()
+    assert (first.thread_root, second.thread_root) == (None, None)  # nothing sent yet: nobody has a root
+    store.mark_sent(first, NOW)
+    second, third = store.pending_messages()
+    assert (second.thread_root, third.thread_root) == ("<first@h>", "<first@h>")
+    assert second.is_update

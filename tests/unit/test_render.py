@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import email
 import email.policy
-import html
+import os
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from email.message import EmailMessage
+from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from markupsafe import escape
 
-from ctpoller.mail.render import SUBJECT_MAX, format_decimal, one_line, render_email
+from ctpoller.core.exam import age_range
+from ctpoller.core.model import Message
+from ctpoller.mail.render import SUBJECT_MAX, Look, format_decimal, one_line, render_email
+from ctpoller.mail.view import format_ratio
 from support.factories import message, notification
 
 MAIL_FROM = "ctpoller@hospital.example"
@@ -35,10 +41,79 @@ def bodies(msg: EmailMessage) -> tuple[str, str]:
     return plain.get_content(), rich.get_content()
 
 
-def test_subject_names_description_display_name_date_and_count() -> None:
-    msg = render_email(message(notification(), notification(metric="dlp", unit="mGy·cm")), mail_from=MAIL_FROM)
+GOLDEN = Path(__file__).parents[1] / "data" / "golden"
+SITE = Look(openrem_url="https://openrem.hospital.example", zone=ZoneInfo("Europe/London"))
 
-    assert msg["Subject"] == ("CT dose over limit: CT HEAD WITHOUT CONTRAST at Main CT, 2026-03-02 (2 exceedances)")
+
+def golden_message() -> Message:
+    """An update about a real-looking exam: a rise, a new event and a Dose Check with a reason."""
+    exam = dict(
+        requested_procedure="CT Head",
+        age="17 y",
+        sex="F",
+        study_pk=4711,
+    )
+    rose = notification(
+        **exam,
+        value=Decimal("80.50000000"),
+        previous_value=Decimal("76.00000000"),
+        acquisition_type="Spiral Acquisition",
+        phantom="head",
+        series="Helical 5mm",
+        event_number=3,
+    )
+    new = notification(
+        **exam,
+        rule="adult body",
+        metric="dlp_total",
+        event_key="",
+        value=Decimal("2002.39"),
+        limit=Decimal("2000"),
+        unit="mGy·cm",
+    )
+    dose_check = notification(
+        **exam,
+        rule="Scanner Dose Check",
+        metric="dose_check_ctdivol_notification",
+        event_key="1.2.3.4.6",
+        value=Decimal("61.2"),
+        limit=Decimal("60"),
+        acquisition_type="Sequenced Acquisition",
+        phantom="body",
+        event_number=4,
+        reason="Large patient, <b>approved</b> by radiologist",
+    )
+    return message(rose, new, dose_check, created_at=datetime(2026, 7, 2, 9, 0, tzinfo=UTC), thread_root="<first@h>")
+
+
+def parts(msg: EmailMessage) -> tuple[EmailMessage, str, str]:
+    parsed = roundtrip(msg)
+    plain, rich = parsed.get_body(("plain",)), parsed.get_body(("html",))
+    assert plain is not None and rich is not None
+    return parsed, plain.get_content().replace("\r\n", "\n"), rich.get_content().replace("\r\n", "\n")
+
+
+@pytest.mark.parametrize("name", ["update", "first"])
+def test_the_email_reads_back_exactly_as_the_golden_text_and_html(name: str) -> None:
+    sent = golden_message() if name == "update" else message(notification(age="11 mo", sex="M", study_pk=12))
+    parsed, text, rich = parts(render_email(sent, mail_from=MAIL_FROM, look=SITE))
+
+    if os.environ.get("UPDATE_GOLDEN"):  # regenerate after a deliberate change, then review the diff
+        (GOLDEN / f"exceedance-{name}.txt").write_text(f"Subject: {parsed['Subject']}\n\n{text}", encoding="utf-8")
+        (GOLDEN / f"exceedance-{name}.html").write_text(rich, encoding="utf-8")
+    assert f"Subject: {parsed['Subject']}\n\n{text}" == (GOLDEN / f"exceedance-{name}.txt").read_text(encoding="utf-8")
+    assert rich == (GOLDEN / f"exceedance-{name}.html").read_text(encoding="utf-8")
+
+
+def test_subject_names_the_highest_ratio_the_exam_the_scanner_and_the_date() -> None:
+    msg = render_email(
+        message(notification(), notification(metric="dlp", unit="mGy·cm", value=Decimal("900"), limit=Decimal("500"))),
+        mail_from=MAIL_FROM,
+    )
+
+    assert msg["Subject"] == (
+        "CT dose up to 1.80× limit (2 exceedances): CT HEAD WITHOUT CONTRAST at Main CT (CTAWP00001), 2026-03-02"
+    )
 
 
 def test_subject_falls_back_to_station_name_then_placeholders() -> None:
@@ -49,25 +124,80 @@ def test_subject_falls_back_to_station_name_then_placeholders() -> None:
     )
 
     assert " at CTAWP00001, " in with_station["Subject"]
-    assert bare["Subject"] == ("CT dose over limit: no description at unknown station, unknown date (1 exceedance)")
+    assert bare["Subject"] == "CT dose 1.52× limit: no description at unknown station, unknown date"
 
 
-def test_update_is_marked_in_subject_and_says_how_the_dose_rose() -> None:
-    risen = notification(value=Decimal("80.50000000"), previous_value=Decimal("76.00000000"))
-    msg = render_email(message(risen), mail_from=MAIL_FROM)
-    text, rich = bodies(msg)
+@pytest.mark.parametrize(
+    ("value", "limit", "shown"),
+    [
+        ("76", "50", "1.52×"),
+        ("2002.39", "2000", "1.001×"),  # two decimals would say 1.00×: one more
+        ("2000.001", "2000", "1.0001×"),  # four decimals, the last rounded up
+        ("2000.00000001", "2000", "1.0001×"),
+        ("2010", "2000", "1.005×"),  # 1.005 rounds half-even to 1.00 at two decimals: one more
+        ("2000", "2000", "1.00×"),  # not over the limit: no extra digits
+        ("150", "100", "1.50×"),
+        ("5", "0", "∞×"),
+    ],
+)
+def test_a_ratio_over_the_limit_never_shows_as_the_limit(value: str, limit: str, shown: str) -> None:
+    assert format_ratio(Decimal(value), Decimal(limit)) == shown
 
-    assert msg["Subject"].startswith("(update) CT dose over limit: ")
-    assert "rose from 76 to 80.5 mGy (previously notified)" in text
-    assert "rose from 76 to 80.5 mGy (previously notified)" in rich
+
+@settings(max_examples=300, deadline=None)
+@given(
+    limit=st.decimals(min_value=Decimal("0.001"), max_value=Decimal(100_000), places=4),
+    over=st.decimals(min_value=Decimal("0.0001"), max_value=Decimal(10), places=4),
+)
+def test_any_value_over_its_limit_shows_a_ratio_above_one(limit: Decimal, over: Decimal) -> None:
+    assert Decimal(format_ratio(limit + over, limit).rstrip("×")) > 1
 
 
-def test_first_notification_does_not_claim_to_be_an_update() -> None:
-    msg = render_email(message(), mail_from=MAIL_FROM)
-    text, _ = bodies(msg)
+def test_an_update_says_what_is_new_and_what_rose_and_threads_under_the_first_email() -> None:
+    parsed, text, rich = parts(render_email(golden_message(), mail_from=MAIL_FROM))
 
-    assert "update" not in msg["Subject"].lower()
-    assert "previously notified" not in text
+    assert parsed["Subject"].startswith("Update: CT dose up to 1.61× limit (3 exceedances): ")
+    assert parsed["In-Reply-To"] == "<first@h>"
+    assert parsed["References"] == "<first@h>"
+    assert "Rose: CTDIvol (event) of event 3 (series Helical 5mm) from 76 to 80.5 mGy" in text
+    assert "New: the whole exam over its limit: DLP (exam total) 2002.39 mGy·cm" in text
+    assert "a dose rose" not in text
+    assert "Rose: CTDIvol (event) of event 3 (series Helical 5mm) from 76 to 80.5 mGy" in rich
+
+
+def test_a_new_exceedance_of_an_exam_emailed_before_is_an_update_that_says_new_not_rose() -> None:
+    later = message(notification(event_key="1.2.3.9", event_number=7), thread_root="<first@h>")
+    parsed, text, _ = parts(render_email(later, mail_from=MAIL_FROM))
+
+    assert parsed["Subject"].startswith("Update: ")
+    assert "New: event 7 over its limit: CTDIvol (event) 76 mGy" in text
+    assert "rose" not in text.lower().replace("a later rise", "")
+
+
+def test_first_email_does_not_claim_to_be_an_update_nor_to_reply_to_anything() -> None:
+    parsed, text, _ = parts(render_email(message(), mail_from=MAIL_FROM))
+
+    assert "update" not in parsed["Subject"].lower()
+    assert parsed["In-Reply-To"] is None and parsed["References"] is None
+    assert "rose from" not in text
+
+
+def test_the_link_goes_to_the_exam_in_openrem_only_when_the_address_is_set() -> None:
+    with_link = parts(render_email(message(notification(study_pk=42)), mail_from=MAIL_FROM, look=SITE))
+    without = parts(render_email(message(notification(study_pk=42)), mail_from=MAIL_FROM))
+
+    assert "https://openrem.hospital.example/openrem/ct/42/" in with_link[1]
+    assert '<a href="https://openrem.hospital.example/openrem/ct/42/">' in with_link[2]
+    assert "/openrem/ct/" not in without[1] and "/openrem/ct/" not in without[2]
+
+
+def test_ctpollers_own_time_is_in_the_site_zone_and_the_study_time_is_the_scanners_own() -> None:
+    summer = datetime(2026, 7, 2, 9, 0, tzinfo=UTC)
+    parsed, text, _ = parts(render_email(message(created_at=summer), mail_from=MAIL_FROM, look=SITE))
+
+    assert "Found by ctpoller at 2026-07-02 10:00 BST." in text
+    assert "2026-03-02 08:15:30 (scanner's local time)" in text  # as OpenREM stores it, not converted
+    assert parsed["Date"] == "Thu, 02 Jul 2026 10:00:00 +0100"
 
 
 def test_headers_carry_sender_recipients_date_and_the_exact_message_id() -> None:
@@ -128,14 +258,14 @@ def test_both_bodies_list_every_field_of_every_notification() -> None:
     ]
     for fragment in expected:
         assert fragment in text, fragment
-        assert html.escape(fragment) in rich, fragment
-    assert text.count("Rule: ") == 2
+        assert escape(fragment) in rich, fragment
+    assert text.count("\n1. ") == 1 and text.count("\n2. ") == 1
 
 
 def test_missing_values_are_shown_as_not_recorded_not_as_none() -> None:
     text, rich = bodies(render_email(message(notification(protocol=None, accession_number=None)), mail_from=MAIL_FROM))
 
-    assert "Protocol: —" in text
+    assert "protocol —;" in text
     assert "Accession number: —" in text
     assert "None" not in text
     assert "None" not in rich
@@ -165,21 +295,21 @@ def test_doses_stored_with_eight_decimals_show_without_exponent_or_zero_noise() 
     noisy = notification(value=Decimal("176.12000000"), limit=Decimal("1E+2"), previous_value=Decimal("0E-8"))
     text, _ = bodies(render_email(message(noisy), mail_from=MAIL_FROM))
 
-    assert "rose from 0 to 176.12 mGy" in text
-    assert "Limit: 100 mGy" in text
+    assert "from 0 to 176.12 mGy" in text
+    assert "176.12 mGy, limit 100 mGy" in text
     assert "E-8" not in text and "E+2" not in text and "176.1200" not in text
 
 
 def test_value_that_rounds_to_the_limit_is_shown_with_all_its_digits() -> None:
     text, _ = bodies(render_email(message(notification(value=Decimal("50.0001"))), mail_from=MAIL_FROM))
 
-    assert "Value: 50.0001 mGy" in text
+    assert "50.0001 mGy, limit 50 mGy" in text
 
 
 def test_zero_limit_shows_an_infinite_ratio_instead_of_failing() -> None:
     text, _ = bodies(render_email(message(notification(limit=Decimal("0"))), mail_from=MAIL_FROM))
 
-    assert "Ratio to limit: ∞×" in text
+    assert "∞×" in text
 
 
 def test_line_breaks_in_data_cannot_inject_headers() -> None:
@@ -196,7 +326,7 @@ def test_very_long_description_keeps_the_subject_short() -> None:
     msg = render_email(message(notification(description="x" * 5000, display_name="y" * 5000)), mail_from=MAIL_FROM)
 
     assert len(msg["Subject"]) <= SUBJECT_MAX
-    assert msg["Subject"].startswith("CT dose over limit: xxx")
+    assert msg["Subject"].startswith("CT dose 1.52× limit: xxx")
 
 
 def test_html_escapes_markup_from_the_data() -> None:
@@ -204,7 +334,7 @@ def test_html_escapes_markup_from_the_data() -> None:
     text, rich = bodies(msg)
 
     assert "<script>" not in rich
-    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; co" in rich
+    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; co" in rich
     assert "<script>alert('x')</script> & co" in text
 
 
@@ -215,7 +345,7 @@ def test_ten_thousand_character_protocol_and_exotic_unicode_survive_serialising(
     text, rich = bodies(msg)
 
     assert protocol in text
-    assert html.escape(protocol) in rich
+    assert escape(protocol) in rich
     assert "Schädel[31m ت" in text
     assert "\x1b" not in text and "\x00" not in text
 
@@ -241,19 +371,44 @@ def test_any_text_serialises_and_comes_back_in_both_bodies(
     for value in (description, protocol, rule, station):
         clean = one_line(value)
         assert clean in text
-        assert html.escape(clean) in rich
+        assert escape(clean) in rich
     subject = msg["Subject"]
     assert len(subject) <= SUBJECT_MAX
     assert not any(ord(char) < 32 or ord(char) == 127 for char in subject)
 
 
-def test_each_exceedance_is_headed_by_its_rule_and_names_its_event() -> None:
-
-    base = message()
-    event_level = base.notifications[0]
+def test_each_exceedance_is_one_line_naming_its_rule_metric_and_event() -> None:
+    event_level = notification(event_number=2, series="Helical")
     exam_level = replace(event_level, metric="dlp_total", event_key="")
-    text = render_email(replace(base, notifications=(event_level, exam_level)), mail_from="a@b.example")
-    body = text.get_body(("plain",)).get_content()
-    assert f"1. {event_level.rule}: {event_level.metric_label}" in body
-    assert f"Irradiation event: {event_level.event_key}" in body
-    assert "Irradiation event: (whole exam)" in body
+    _, text, _ = parts(render_email(message(event_level, exam_level), mail_from=MAIL_FROM))
+
+    assert "1. adult head: CTDIvol (event) 76 mGy, limit 50 mGy, 1.52× (new)" in text
+    assert "   event 2 (series Helical); protocol Head routine 5mm;" in text
+    assert "2. adult head: DLP (exam total) 76 mGy, limit 50 mGy, 1.52× (new)\n   whole exam;" in text
+
+
+def test_a_dose_check_exceedance_shows_the_operators_reason_escaped_in_html() -> None:
+    _, text, rich = parts(render_email(golden_message(), mail_from=MAIL_FROM))
+
+    assert "Operator's reason for proceeding: Large patient, <b>approved</b> by radiologist" in text
+    assert "Large patient, &lt;b&gt;approved&lt;/b&gt; by radiologist" in rich
+
+
+@pytest.mark.parametrize(
+    ("decimal", "string", "shown"),
+    [
+        (None, "017Y", "17 y"),
+        (Decimal("17.5"), None, "17 y"),
+        (Decimal("17.97"), None, "17–18 y"),
+        (None, "011M", "11 mo"),
+        (None, "001Y", "12–23 mo"),
+        (Decimal("1.05"), None, "12–13 mo"),
+        (None, "002Y", "2 y"),
+        (None, "010D", "0 mo"),
+    ],
+)
+def test_an_age_is_shown_in_years_or_months_under_two_and_as_a_range_when_uncertain(
+    decimal: Decimal | None, string: str | None, shown: str
+) -> None:
+    age = age_range(decimal, string)
+    assert age is not None and age.shown() == shown

@@ -60,6 +60,10 @@ def test_secrets_come_from_systemd_credentials(tmp_path: Path, monkeypatch: pyte
         ("CTPOLLER_MAIL_TO", "physics", "CTPOLLER_MAIL_TO"),
         ("CTPOLLER_MAIL_FROM", "a@b, c@d", "CTPOLLER_MAIL_FROM"),
         ("CTPOLLER_GIVE_UP_SECONDS", "100", "CTPOLLER_GIVE_UP_SECONDS"),
+        ("CTPOLLER_OPENREM_URL", "openrem.hospital.example", "CTPOLLER_OPENREM_URL: must be OpenREM's web address"),
+        ("CTPOLLER_OPENREM_URL", "ftp://openrem.hospital.example", "CTPOLLER_OPENREM_URL"),
+        ("CTPOLLER_OPENREM_URL", "https://admin:pw@openrem.example", "must not hold a user name or password"),
+        ("CTPOLLER_TIMEZONE", "Europe/Atlantis", "CTPOLLER_TIMEZONE: 'Europe/Atlantis' is not an IANA time zone"),
     ],
 )
 def test_a_bad_value_is_one_line_naming_the_variable(
@@ -85,3 +89,10 @@ def test_an_address_the_rules_file_refuses_is_refused_in_the_settings_too(monkey
     monkeypatch.setenv("CTPOLLER_MAIL_TO", "physics@hospital.example, a@b@c")
     with pytest.raises(ConfigError, match="CTPOLLER_MAIL_TO"):
         load_settings()
+
+
+def test_the_openrem_address_and_the_time_zone_are_taken_as_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CTPOLLER_OPENREM_URL", "https://openrem.hospital.example/dose/")
+    monkeypatch.setenv("CTPOLLER_TIMEZONE", "Europe/London")
+    settings = load_settings()
+    assert (settings.openrem_url, settings.timezone) == ("https://openrem.hospital.example/dose", "Europe/London")

@@ -40,6 +40,7 @@ _AGE_UNIT_YEARS = {
     "D": (Decimal(1) / Decimal("365.25"),),
 }
 _AGE_PLACES = Decimal("0.000001")
+_SHOWN_PLACES = Decimal("0.001")
 
 
 def finite(value: Decimal | None) -> Decimal | None:
@@ -77,6 +78,21 @@ class AgeRange:
         if low > high or (low == high and high_open):
             return None
         return AgeRange(low, high, high_open)
+
+    def shown(self) -> str:
+        """The range as people read it: whole years (``"17 y"``), or whole months under 2 years
+        (``"11 mo"``); a range (``"17–18 y"``) when the patient may have been either."""
+        if self.high < 2 or (self.high == 2 and self.high_open):
+            low, high, unit = self.low * 12, self.high * 12, "mo"
+        else:
+            low, high, unit = self.low, self.high, "y"
+        # the bounds are quantized to 1e-6 year: round away that noise before taking whole units
+        low, high = low.quantize(_SHOWN_PLACES), high.quantize(_SHOWN_PLACES)
+        first = int(low.to_integral_value(rounding=ROUND_FLOOR))
+        last = int(high.to_integral_value(rounding=ROUND_FLOOR))
+        if self.high_open and high == last and last > first:
+            last -= 1  # "under 18 years" is still 17
+        return f"{first} {unit}" if first == last else f"{first}–{last} {unit}"
 
 
 def age_range(age_decimal: Decimal | None, age_string: str | None) -> AgeRange | None:
@@ -137,6 +153,8 @@ class DoseCheck:
     dlp_notification_mgycm: Decimal | None = None
     ctdivol_forward_estimate_mgy: Decimal | None = None
     dlp_forward_estimate_mgycm: Decimal | None = None
+    alert_reason: str | None = None  # the operator's reason for proceeding past the alert
+    notification_reason: str | None = None  # ... past the notification
 
 
 @dataclass(frozen=True)
@@ -178,6 +196,7 @@ class StudyRow:
     total_dlp_mgycm: Decimal | None = None
     patient_age_decimal: Decimal | None = None
     patient_age: str | None = None
+    patient_sex: str | None = None
     standard_names: tuple[str, ...] = ()
     events: tuple[Event, ...] = ()
 

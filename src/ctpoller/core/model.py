@@ -122,6 +122,16 @@ class Notification:
     study_time: time | None = None
     description: str | None = None
     accession_number: str | None = None
+    # What the email shows besides (``None`` in rows recorded before ctpoller kept them):
+    requested_procedure: str | None = None
+    age: str | None = None  # as ``core.exam.AgeRange.shown`` has it: "17 y", "11 mo", "17–18 y"
+    sex: str | None = None  # as OpenREM stores it: M, F, O
+    study_pk: int | None = None  # OpenREM's study row holding the exceedance then (a re-sent report changes it)
+    acquisition_type: str | None = None
+    phantom: str | None = None  # "head" (16 cm) or "body" (32 cm)
+    series: str | None = None  # the event's series description
+    event_number: int | None = None  # the event's place in the exam, from 1
+    reason: str | None = None  # a Dose Check exceedance: the operator's reason for proceeding
 
     @property
     def ratio(self) -> Decimal:
@@ -157,10 +167,12 @@ class Message:
     attempts: int = 0
     sent_at: datetime | None = None
     last_error: str | None = None
+    thread_root: str | None = None  # the Message-ID of the first email sent about this exam, if another
 
     @property
     def is_update(self) -> bool:
-        return any(n.is_update for n in self.notifications)
+        """Whether people were told about this exam before (a rise, or a new exceedance after one)."""
+        return self.thread_root is not None or any(n.is_update for n in self.notifications)
 
     def __iter__(self) -> Iterator[Notification]:
         return iter(self.notifications)

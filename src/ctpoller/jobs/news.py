@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Protocol
 
-from ctpoller.core.exam import Exam, StudyRow
+from ctpoller.core.exam import Event, Exam, StudyRow
 from ctpoller.core.model import (
     Exceedance,
     Ledger,
@@ -160,6 +160,8 @@ def _news(
         if previous is not None and x.value <= previous:
             continue
         row = _row_of(exam, x.event_key)
+        event = exam.event(x.event_key) if x.event_key else None
+        age = exam.age
         news.append(
             Notification(
                 study_uid=exam.uid,
@@ -177,12 +179,30 @@ def _news(
                 study_time=row.study_time,
                 description=row.description,
                 accession_number=row.accession_number,
+                requested_procedure=row.requested_procedure,
+                age=age.shown() if age is not None else None,
+                sex=next((r.patient_sex for r in exam.rows if r.patient_sex), None),
+                study_pk=row.pk,
+                acquisition_type=event.acquisition_type if event else None,
+                phantom=event.phantom if event else None,
+                series=event.series_description if event else None,
+                event_number=exam.events.index(event) + 1 if event else None,
+                reason=_reason(event, x.metric),
             )
         )
         for address in x.recipients:
             if address.casefold() not in (r.casefold() for r in recipients):
                 recipients.append(address)
     return news, tuple(recipients)
+
+
+def _reason(event: Event | None, metric: str) -> str | None:
+    """The operator's reason for proceeding past the Dose Check value ``metric`` compares with."""
+    if event is None or not metric.startswith("dose_check_"):
+        return None
+    alert = metric.endswith("_alert")
+    reasons = (check.alert_reason if alert else check.notification_reason for check in event.dose_checks)
+    return next((reason for reason in reasons if reason), None)
 
 
 def _row_of(exam: Exam, event_key: str) -> StudyRow:

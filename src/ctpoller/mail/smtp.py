@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from ctpoller.core.model import Message
 from ctpoller.errors import NotifyError
-from ctpoller.mail.render import one_line, render_email
+from ctpoller.mail.render import PLAIN, Look, one_line, render_email
 
 Security = Literal["starttls", "ssl", "none"]
 SECURITY_MODES: tuple[Security, ...] = ("starttls", "ssl", "none")
@@ -89,6 +89,7 @@ class SmtpNotifier:
         password: str | None,
         timeout: float,
         mail_from: str,
+        look: Look = PLAIN,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if security not in SECURITY_MODES:
@@ -100,6 +101,7 @@ class SmtpNotifier:
         self._password = password
         self.timeout = timeout
         self.mail_from = mail_from
+        self.look = look
         self._ssl_context = ssl_context if ssl_context is not None else ssl.create_default_context()
         self._smtp: smtplib.SMTP | None = None
 
@@ -119,7 +121,7 @@ class SmtpNotifier:
         """
         if not message.recipients:
             raise NotifyError("no recipients: set CTPOLLER_MAIL_TO or recipients in the rules file", permanent=True)
-        email_message = render_email(message, mail_from=self.mail_from)
+        email_message = render_email(message, mail_from=self.mail_from, look=self.look)
         smtp = self._connection()
         try:
             refused = smtp.send_message(email_message, from_addr=self.mail_from, to_addrs=list(message.recipients))

@@ -21,6 +21,7 @@ from ctpoller.openrem.tables import (
     CONTEXT,
     DOSE_CHECK,
     DOSE_CHECK_COLUMNS,
+    DOSE_CHECK_REASONS,
     EQUIPMENT,
     EQUIPMENT_NAMES,
     EVENT,
@@ -239,11 +240,12 @@ class Reads:
         return result
 
     def _study_rows(self, pks: list[int]) -> dict[int, StudyRow]:
-        g, ps, eq, u = (
+        g, ps, eq, u, pm = (
             self.source.t(STUDY),
             self.source.t(PATIENT_STUDY),
             self.source.t(EQUIPMENT),
             self.source.t(EQUIPMENT_NAMES),
+            self.source.t(PATIENT),
         )
         studies: dict[int, dict[str, Any]] = {}
         query = (
@@ -261,12 +263,15 @@ class Reads:
                 g.c.total_dlp,
                 ps.c.patient_age_decimal,
                 ps.c.patient_age,
+                pm.c.patient_sex,  # of the patient table only the sex: never a name, ID or birth date
                 eq.c.station_name,
                 u.c.display_name,
             )
-            .select_from(self.source.study_with_its_rows())
+            .select_from(
+                self.source.study_with_its_rows().outerjoin(pm, pm.c.general_study_module_attributes_id == g.c.id)
+            )
             .where(self.source.in_values(g.c.id, pks))
-            .order_by(g.c.id, ps.c.id, eq.c.id)
+            .order_by(g.c.id, ps.c.id, eq.c.id, pm.c.id)
         )
         for row in self.conn.execute(query):
             if row.id in studies:
@@ -285,6 +290,7 @@ class Reads:
                 total_dlp_mgycm=decimal_or_none(row.total_dlp),
                 patient_age_decimal=decimal_or_none(row.patient_age_decimal),
                 patient_age=text_or_none(row.patient_age),
+                patient_sex=text_or_none(row.patient_sex),
             )
         if not studies:
             return {}
@@ -325,7 +331,7 @@ class Reads:
         names: dict[int, tuple[str, ...]] = {}
         for start in range(0, len(event_pks), 1000):
             chunk = event_pks[start : start + 1000]
-            columns = [dc.c[name] for name in DOSE_CHECK_COLUMNS]
+            columns = [dc.c[name] for name in (*DOSE_CHECK_COLUMNS, *DOSE_CHECK_REASONS)]
             for row in self.conn.execute(
                 sa.select(dc.c.ct_irradiation_event_data_id, *columns)
                 .where(self.source.in_values(dc.c.ct_irradiation_event_data_id, chunk))
@@ -335,6 +341,8 @@ class Reads:
                     field: (bool_or_none(row[i + 1]) if field.endswith("_configured") else decimal_or_none(row[i + 1]))
                     for i, field in enumerate(DOSE_CHECK_COLUMNS.values())
                 }
+                for i, field in enumerate(DOSE_CHECK_REASONS.values(), len(DOSE_CHECK_COLUMNS)):
+                    values[field] = text_or_none(row[i + 1])
                 checks.setdefault(row[0], []).append(DoseCheck(**values))
             names.update(self._event_standard_names(chunk))
         result: dict[int, list[Event]] = {}

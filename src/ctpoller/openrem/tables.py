@@ -36,6 +36,11 @@ DOSE_CHECK_COLUMNS = {
     "ctdivol_forward_estimate": "ctdivol_forward_estimate_mgy",
     "dlp_forward_estimate": "dlp_forward_estimate_mgycm",
 }
+#: The operator's reasons for proceeding past a Dose Check value, as the email shows them.
+DOSE_CHECK_REASONS = {
+    "alert_reason_for_proceeding": "alert_reason",
+    "notification_reason_for_proceeding": "notification_reason",
+}
 
 #: Every table and column ctpoller reads. Missing ones stop ctpoller at start with one clear line.
 REQUIRED: dict[str, tuple[str, ...]] = {
@@ -53,7 +58,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
         "number_of_events",
     ),
     PATIENT_STUDY: ("id", "general_study_module_attributes_id", "patient_age", "patient_age_decimal"),
-    PATIENT: ("id", "general_study_module_attributes_id"),
+    PATIENT: ("id", "general_study_module_attributes_id", "patient_sex"),  # never a name, ID or birth date
     EQUIPMENT: ("id", "general_study_module_attributes_id", "station_name", "unique_equipment_name_id"),
     EQUIPMENT_NAMES: ("id", "display_name"),
     RADIATION_DOSE: ("id", "general_study_module_attributes_id"),
@@ -69,7 +74,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
         "series_description",
     ),
     CONTEXT: ("id", "code_value", "code_meaning"),
-    DOSE_CHECK: ("id", "ct_irradiation_event_data_id", *DOSE_CHECK_COLUMNS),
+    DOSE_CHECK: ("id", "ct_irradiation_event_data_id", *DOSE_CHECK_COLUMNS, *DOSE_CHECK_REASONS),
 }
 #: How many study pks before the first watermark a first run (or a reset) remembers the exams of
 #: (of the CT rows among them: the study table holds every modality).

@@ -25,9 +25,8 @@ from ctpoller.database import CLIENT_ENCODING, classify, describe, first_line, p
 from ctpoller.errors import ConfigError, LockedError, StateError
 from ctpoller.store.tables import (
     ADVISORY_LOCK_KEY,
-    EVENT_KEY_INDEX,
+    MIGRATIONS,
     SCHEMA_VERSION,
-    exceedance_table,
     meta_table,
     metadata,
 )
@@ -201,11 +200,7 @@ class StoreBase:
                 ) from e
         with self._tx("creating the schema") as conn:
             metadata.create_all(conn)
-            if not any(i["name"] == EVENT_KEY_INDEX for i in sa.inspect(conn).get_indexes(exceedance_table.name)):
-                # stores made before it too: the ledger looks irradiation event UIDs up under any exam
-                conn.execute(
-                    sa.text(f"CREATE INDEX IF NOT EXISTS {EVENT_KEY_INDEX} ON {exceedance_table.name} (event_key)")
-                )
+            migrate(conn)
             version = conn.execute(
                 sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")
             ).scalar_one_or_none()
@@ -338,3 +333,18 @@ def chunks(items: Sequence[Any], size: int) -> Iterator[list[Any]]:
     items = list(items)
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def migrate(conn: Connection) -> None:
+    """Apply ``MIGRATIONS`` in order; each is idempotent, so a store already up to date is unchanged."""
+    inspector = sa.inspect(conn)
+    for migration in MIGRATIONS:
+        if migration.statement:
+            conn.execute(sa.text(migration.statement))
+        if migration.table is not None:
+            have = {column["name"] for column in inspector.get_columns(migration.table.name)}
+            for name in migration.columns:
+                if name not in have:
+                    column = migration.table.c[name]
+                    kind = column.type.compile(dialect=conn.dialect)
+                    conn.execute(sa.text(f"ALTER TABLE {migration.table.name} ADD COLUMN {name} {kind}"))

@@ -173,6 +173,15 @@ def _notification_row(n: Notification) -> dict[str, Any]:
         study_time=n.study_time.isoformat() if n.study_time else None,
         description=n.description,
         accession_number=n.accession_number,
+        requested_procedure=n.requested_procedure,
+        age=n.age,
+        sex=n.sex,
+        study_pk=n.study_pk,
+        acquisition_type=n.acquisition_type,
+        phantom=n.phantom,
+        series=n.series,
+        event_number=n.event_number,
+        reason=n.reason,
     )
 
 
@@ -193,4 +202,13 @@ def _notification(row: Any) -> Notification:
         study_time=time.fromisoformat(row.study_time) if row.study_time else None,
         description=row.description,
         accession_number=row.accession_number,
+        requested_procedure=row.requested_procedure,
+        age=row.age,
+        sex=row.sex,
+        study_pk=row.study_pk,
+        acquisition_type=row.acquisition_type,
+        phantom=row.phantom,
+        series=row.series,
+        event_number=row.event_number,
+        reason=row.reason,
     )

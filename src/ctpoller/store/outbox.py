@@ -66,7 +66,21 @@ class Outbox(StoreBase):
             attempts=row.attempts,
             sent_at=from_iso(row.sent_at),
             last_error=row.last_error,
+            thread_root=self._thread_root(conn, row),
         )
+
+    @staticmethod
+    def _thread_root(conn: Connection, row: Any) -> str | None:
+        """The Message-ID of the first email sent about this message's exam before it, if any: an
+        update names it in In-Reply-To and References, so mail readers thread the two. Messages never
+        sent (failed, dismissed, recorded without email) are no root: nobody has them."""
+        m = message_table
+        return conn.execute(
+            sa.select(m.c.message_id)
+            .where(m.c.study_uid == row.study_uid, m.c.id < row.id, m.c.status == "sent")
+            .order_by(m.c.id)
+            .limit(1)
+        ).scalar_one_or_none()
 
     def mark_sent(self, message: Message, now: datetime, *, note: str | None = None) -> None:
         with self._tx("marking a message sent") as conn:

@@ -106,6 +106,16 @@ notification_table = sa.Table(
     sa.Column("study_time", sa.String(15), nullable=True),
     sa.Column("description", sa.Text, nullable=True),
     sa.Column("accession_number", sa.Text, nullable=True),
+    # added by the migration "notification: what the email shows of the exam and the event"
+    sa.Column("requested_procedure", sa.Text, nullable=True),
+    sa.Column("age", sa.Text, nullable=True),
+    sa.Column("sex", sa.Text, nullable=True),
+    sa.Column("study_pk", sa.BigInteger, nullable=True),
+    sa.Column("acquisition_type", sa.Text, nullable=True),
+    sa.Column("phantom", sa.String(16), nullable=True),
+    sa.Column("series", sa.Text, nullable=True),
+    sa.Column("event_number", sa.Integer, nullable=True),
+    sa.Column("reason", sa.Text, nullable=True),
 )
 
 
@@ -124,10 +134,16 @@ def stored_time(text: str) -> datetime:
 
 @dataclass(frozen=True)
 class Migration:
-    """One step that brings an older store up to date: idempotent, applied in order at every start."""
+    """One step that brings an older store up to date: idempotent, applied in order at every start.
+
+    ``statement`` runs as it is; ``columns`` (of ``table``, as declared above) are added where missing,
+    NULL in the rows already there.
+    """
 
     name: str
-    statement: str
+    statement: str = ""
+    table: sa.Table | None = None
+    columns: tuple[str, ...] = ()
 
 
 #: Every migration, oldest first. ``create_all`` makes new stores complete; these mend older ones.
@@ -135,5 +151,20 @@ MIGRATIONS = (
     Migration(
         "index the ledger by event key (irradiation event UIDs are looked up under any exam)",
         f"CREATE INDEX IF NOT EXISTS {EVENT_KEY_INDEX} ON ctp_exceedance (event_key)",
+    ),
+    Migration(
+        "notification: what the email shows of the exam and the event",
+        table=notification_table,
+        columns=(
+            "requested_procedure",
+            "age",
+            "sex",
+            "study_pk",
+            "acquisition_type",
+            "phantom",
+            "series",
+            "event_number",
+            "reason",
+        ),
     ),
 )
