@@ -14,7 +14,7 @@ from sqlalchemy.engine import make_url
 from ctpoller.demo.exams import GE_VCT, TOSHIBA_DOSECHECK
 from ctpoller.demo.openrem import OpenremImporter
 from ctpoller.errors import SourceError
-from ctpoller.openrem.tables import OPTIONAL, REQUIRED
+from ctpoller.openrem.tables import OPTIONAL, REQUIRED, SHOWN
 from ctpoller.store.store import StateStore
 from support import pg
 from support.cycle import Harness
@@ -46,7 +46,8 @@ def as_reader(url: str, statement: str) -> None:
 def test_the_role_file_grants_exactly_the_columns_ctpoller_reads():
     text = ROLE_SQL.read_text(encoding="utf-8")
     for table, columns in {**REQUIRED, **OPTIONAL}.items():
-        assert f"GRANT SELECT ({', '.join(columns)}) ON {table} TO {ROLE};" in text
+        granted = (*columns, *SHOWN.get(table, ()))  # and the columns only the emails show
+        assert f"GRANT SELECT ({', '.join(granted)}) ON {table} TO {ROLE};" in text
     assert text.count("GRANT SELECT (") == len(REQUIRED) + len(OPTIONAL)
     assert text.count("GRANT SELECT ON SEQUENCE") == 1  # the study pk sequence, to tell a restore
 
@@ -152,3 +153,29 @@ def test_when_the_history_reader_fails_backfill_stops_and_records_nothing(openre
     assert harness.backfill(since=date(2000, 1, 1), email=False).messages == []
     assert state.outbox_counts() == {"not_sent": 1}
     state.dispose()
+
+
+def test_a_role_granted_before_the_emails_showed_sex_and_reasons_keeps_working(
+    openrem_db, reader_url, tmp_path, caplog
+):
+    with psycopg.connect(pg.libpq_url(openrem_db), autocommit=True) as conn:  # the grants of an older role file
+        conn.execute(f"REVOKE SELECT (patient_sex) ON remapp_patientmoduleattr FROM {ROLE}")
+        conn.execute(
+            "REVOKE SELECT (alert_reason_for_proceeding, notification_reason_for_proceeding) "
+            f"ON remapp_ctdosecheckdetails FROM {ROLE}"
+        )
+    engine = sa.create_engine(openrem_db)
+    OpenremImporter(engine).import_study(GE_VCT)
+    engine.dispose()
+    from ctpoller.openrem.source import OpenremSource
+
+    source = OpenremSource(reader_url)
+    try:
+        with caplog.at_level(logging.WARNING, logger="ctpoller.openrem.source"):
+            source.connect()
+        assert "remapp_patientmoduleattr.patient_sex" in caplog.text and "readonly_role.sql" in caplog.text
+        with source.reading() as reads:
+            [row] = reads.study_rows([1]).values()
+        assert row.patient_sex is None and row.events  # read, with the sex not recorded
+    finally:
+        source.dispose()

@@ -263,7 +263,7 @@ class Reads:
                 g.c.total_dlp,
                 ps.c.patient_age_decimal,
                 ps.c.patient_age,
-                pm.c.patient_sex,  # of the patient table only the sex: never a name, ID or birth date
+                self.source.shown(pm, "patient_sex"),  # of the patient table only the sex
                 eq.c.station_name,
                 u.c.display_name,
             )
@@ -331,7 +331,8 @@ class Reads:
         names: dict[int, tuple[str, ...]] = {}
         for start in range(0, len(event_pks), 1000):
             chunk = event_pks[start : start + 1000]
-            columns = [dc.c[name] for name in (*DOSE_CHECK_COLUMNS, *DOSE_CHECK_REASONS)]
+            columns: list[sa.ColumnElement[Any]] = [dc.c[name] for name in DOSE_CHECK_COLUMNS]
+            columns += [self.source.shown(dc, name) for name in DOSE_CHECK_REASONS]
             for row in self.conn.execute(
                 sa.select(dc.c.ct_irradiation_event_data_id, *columns)
                 .where(self.source.in_values(dc.c.ct_irradiation_event_data_id, chunk))

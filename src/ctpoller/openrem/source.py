@@ -31,6 +31,7 @@ from ctpoller.openrem.tables import (
     OPTIONAL,
     PATIENT_STUDY,
     REQUIRED,
+    SHOWN,
     STUDY,
     UNDEFINED_FUNCTION,
 )
@@ -87,6 +88,7 @@ class OpenremSource:
         self.read_standard_names = True  # the cycle turns it off when no rule uses them
         self.supports_snapshot = False
         self.study_sequence: str | None = None
+        self.unshown: set[tuple[str, str]] = set()  # SHOWN columns this role may not read
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -166,6 +168,15 @@ class OpenremSource:
                 )
                 self.study_sequence = self._study_sequence(conn)
         self.tables = tables
+        if not self.is_sqlite:
+            self.unshown = self._unreadable(SHOWN)
+            if self.unshown:
+                log.warning(
+                    "OpenREM database %s: this role may not SELECT %s: the emails show them as not recorded "
+                    "(grant them, see sql/readonly_role.sql)",
+                    self.where,
+                    ", ".join(f"{t}.{c}" for t, c in sorted(self.unshown)),
+                )
 
     def _checked(self, reflected: sa.Table, columns: Sequence[str]) -> sa.Table:
         for column in columns:
@@ -242,6 +253,23 @@ class OpenremSource:
             .outerjoin(u, u.c.id == eq.c.unique_equipment_name_id)
         )
 
+    def shown(self, table: sa.Table, column: str) -> sa.ColumnElement[Any]:
+        """A ``SHOWN`` column, or NULL under its name where this role may not read it."""
+        if (table.name, column) in self.unshown or column not in table.c:
+            return sa.null().label(column)
+        return table.c[column]
+
+    def _unreadable(self, wanted: dict[str, tuple[str, ...]]) -> set[tuple[str, str]]:
+        """The ``table.column`` pairs of ``wanted`` this role may not SELECT (in one query)."""
+        pairs = [(table, column) for table, columns in wanted.items() for column in columns]
+        query = sa.text(
+            "SELECT w.t, w.c FROM unnest(CAST(:tables AS text[]), CAST(:columns AS text[])) "
+            "WITH ORDINALITY AS w(t, c, n) WHERE NOT has_column_privilege(w.t, w.c, 'SELECT') ORDER BY w.n"
+        )
+        with self.session("checking this role's privileges") as conn:
+            rows = conn.execute(query, {"tables": [t for t, _ in pairs], "columns": [c for _, c in pairs]})
+            return {(table, column) for table, column in rows}
+
     def missing_privileges(self) -> list[str]:
         """For ``check``: every ``table.column`` a run reads that this role may not SELECT.
 
@@ -253,14 +281,9 @@ class OpenremSource:
             return []
         self.connect()
         wanted = {**REQUIRED, **(OPTIONAL if self.has_standard_names else {})}
-        pairs = [(table, column) for table, columns in wanted.items() for column in columns]
-        query = sa.text(
-            "SELECT w.t, w.c FROM unnest(CAST(:tables AS text[]), CAST(:columns AS text[])) "
-            "WITH ORDINALITY AS w(t, c, n) WHERE NOT has_column_privilege(w.t, w.c, 'SELECT') ORDER BY w.n"
-        )
-        with self.session("checking this role's privileges") as conn:
-            rows = conn.execute(query, {"tables": [t for t, _ in pairs], "columns": [c for _, c in pairs]})
-            return [f"{table}.{column}" for table, column in rows]
+        order = [f"{table}.{column}" for table, columns in wanted.items() for column in columns]
+        missing = {f"{table}.{column}" for table, column in self._unreadable(wanted)}
+        return [name for name in order if name in missing]
 
 
 def _read_only_connection(dbapi_connection: Any, _record: Any) -> None:

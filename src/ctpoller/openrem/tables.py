@@ -58,7 +58,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
         "number_of_events",
     ),
     PATIENT_STUDY: ("id", "general_study_module_attributes_id", "patient_age", "patient_age_decimal"),
-    PATIENT: ("id", "general_study_module_attributes_id", "patient_sex"),  # never a name, ID or birth date
+    PATIENT: ("id", "general_study_module_attributes_id"),
     EQUIPMENT: ("id", "general_study_module_attributes_id", "station_name", "unique_equipment_name_id"),
     EQUIPMENT_NAMES: ("id", "display_name"),
     RADIATION_DOSE: ("id", "general_study_module_attributes_id"),
@@ -74,7 +74,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
         "series_description",
     ),
     CONTEXT: ("id", "code_value", "code_meaning"),
-    DOSE_CHECK: ("id", "ct_irradiation_event_data_id", *DOSE_CHECK_COLUMNS, *DOSE_CHECK_REASONS),
+    DOSE_CHECK: ("id", "ct_irradiation_event_data_id", *DOSE_CHECK_COLUMNS),
 }
 #: How many study pks before the first watermark a first run (or a reset) remembers the exams of
 #: (of the CT rows among them: the study table holds every modality).
@@ -85,4 +85,12 @@ OPTIONAL: dict[str, tuple[str, ...]] = {
     STANDARD_NAMES: ("id", "standard_name"),
     STUDY_STANDARD_NAMES: ("generalstudymoduleattr_id", "standardnames_id"),
     EVENT_STANDARD_NAMES: ("ctirradiationeventdata_id", "standardnames_id"),
+}
+
+#: Columns only shown in the emails: read where this role may SELECT them, else shown as not recorded
+#: (with a warning naming the grant), so that a role granted before they were read keeps working.
+#: Of the patient table only the sex: never a name, ID or birth date.
+SHOWN: dict[str, tuple[str, ...]] = {
+    PATIENT: ("patient_sex",),
+    DOSE_CHECK: tuple(DOSE_CHECK_REASONS),
 }
