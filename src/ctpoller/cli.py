@@ -193,7 +193,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     Reads OpenREM study rows above the watermark, waits for each to be complete and unchanged for
     CTPOLLER_SETTLE_SECONDS, evaluates the rules, records and sends the notifications and rewrites
-    the archive. The first run only records where OpenREM ends: history is not notified.
+    the archive. The first run only records where OpenREM ends: history is not notified. Then the
+    heartbeat: when no new CT study arrived for CTPOLLER_SILENCE_AFTER (or a station stays silent far
+    longer than usual), CTPOLLER_ADMIN_MAIL_TO is told once, and once more when studies arrive again.
     """
     from ctpoller.jobs.cycle import run_once
 
@@ -201,7 +203,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     def cycle(c: Components, now: datetime) -> Report:
         parts = (c.source, c.state, c.rules, c.notifier, c.archive)
-        return run_once(*parts, now=now, timing=c.timing, dry_run=args.dry_run, mail_domain=c.mail_domain)
+        return run_once(
+            *parts, now=now, timing=c.timing, dry_run=args.dry_run, mail_domain=c.mail_domain, heartbeat=c.heartbeat
+        )
 
     what = "dry run" if args.dry_run else "run"
     return _journaled(settings, cycle, what, need_delivery=not args.dry_run, dry_run=args.dry_run)

@@ -42,6 +42,8 @@ class RunMetrics:
     studies_waiting: int | None = None
     watermark: int | None = None
     source_lag_seconds: float | None = None
+    source_silence_seconds: float | None = None
+    silence_alarm: bool | None = None
     exit_code: int = 0
 
 
@@ -63,6 +65,12 @@ _HELP: list[tuple[str, str, str]] = [
     ("ctpoller_studies_waiting", "studies_waiting", "OpenREM studies above the watermark not yet decided."),
     ("ctpoller_watermark", "watermark", "OpenREM study pk at and below which everything is decided."),
     ("ctpoller_source_lag_seconds", "source_lag_seconds", "Replay lag of the OpenREM replica (standby only)."),
+    (
+        "ctpoller_source_silence_seconds",
+        "source_silence_seconds",
+        "How long OpenREM has sent no new CT study (within CTPOLLER_SILENCE_HOURS if set).",
+    ),
+    ("ctpoller_silence_alarm", "silence_alarm", "1 while OpenREM's silence is announced (the heartbeat), else 0."),
 ]
 
 
@@ -154,6 +162,8 @@ def write_run_metrics(
             notifications_deferred=len(report.deferred),
             notifications_failed=len(report.failed),
             source_lag_seconds=report.source_lag_seconds,
+            source_silence_seconds=None if report.silence_seconds is None else round(report.silence_seconds),
+            silence_alarm=report.silence_alarm,
         )
     try:
         write_metrics(RunMetrics(**values), path)  # type: ignore[arg-type]

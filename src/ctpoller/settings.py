@@ -9,6 +9,7 @@ Every error names the variable to fix. Secrets are ``SecretStr`` and never print
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,6 +17,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ctpoller.core.rules.ruleset import is_address
+from ctpoller.core.silence import parse_duration, parse_hours
 from ctpoller.errors import ConfigError
 
 PREFIX = "CTPOLLER_"
@@ -67,6 +69,10 @@ class Settings(BaseSettings):
     outbox_dir: Path | None = None
     archive_path: Path | None = None
     metrics_file: Path | None = None
+    timezone: str | None = Field(default=None, description="the site's IANA time zone (default: the host's)")
+    silence_after: timedelta = Field(default=timedelta(hours=6), description="heartbeat: silence alarm after")
+    silence_hours: str | None = Field(default=None, description="heartbeat: count silence only within these hours")
+    admin_mail_to: str = Field(default="", description="who is told when OpenREM goes quiet and comes back")
 
     @field_validator(
         "source_url",
@@ -77,6 +83,8 @@ class Settings(BaseSettings):
         "outbox_dir",
         "archive_path",
         "metrics_file",
+        "timezone",
+        "silence_hours",
         mode="before",
     )
     @classmethod
@@ -92,7 +100,31 @@ class Settings(BaseSettings):
             raise ValueError("must be one e-mail address such as ctpoller@hospital.example")
         return value
 
-    @field_validator("mail_to")
+    @field_validator("silence_after", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return parse_duration(value) if isinstance(value, str) else value
+
+    @field_validator("silence_hours")
+    @classmethod
+    def _hours(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_hours(value)
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str | None) -> str | None:
+        if value is not None:
+            import zoneinfo
+
+            try:
+                zoneinfo.ZoneInfo(value)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"{value!r} is not an IANA time zone such as Europe/Berlin") from None
+        return value
+
+    @field_validator("mail_to", "admin_mail_to")
     @classmethod
     def _addresses(cls, value: str) -> str:
         for address in split_addresses(value):

@@ -140,6 +140,16 @@ MessageStatus = Literal["pending", "sending", "sent", "failed", "dismissed", "no
 
 
 @dataclass(frozen=True)
+class Notice:
+    """What a message that is not about an exam says (``kind``: ``silence``, ``digest``), rendered when
+    it is recorded, so that a re-sent notice says the same."""
+
+    kind: str
+    subject: str
+    body: str
+
+
+@dataclass(frozen=True)
 class Message:
     """One email: every new or risen exceedance of one exam found in one run.
 
@@ -157,6 +167,7 @@ class Message:
     attempts: int = 0
     sent_at: datetime | None = None
     last_error: str | None = None
+    notice: Notice | None = None  # a notice to people instead of an exam's notifications
 
     @property
     def is_update(self) -> bool:

@@ -10,6 +10,7 @@ from typing import Protocol
 from ctpoller.archive.base import XlsxArchive
 from ctpoller.core.rules import RuleSet
 from ctpoller.errors import ConfigError, CtpollerError, NotifyError, SourceError, StateError
+from ctpoller.jobs.heartbeat import Heartbeat
 from ctpoller.mail.base import Notifier
 from ctpoller.openrem.source import OpenremSource
 from ctpoller.settings import Settings
@@ -30,6 +31,8 @@ class Parts(Protocol):
     def notifier(self) -> Notifier | None: ...
 
     def archive(self) -> XlsxArchive | None: ...
+
+    def heartbeat(self) -> Heartbeat: ...
 
 
 Check = tuple[bool, str, CtpollerError | None]

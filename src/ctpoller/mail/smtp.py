@@ -22,7 +22,8 @@ from typing import Any, Literal
 
 from ctpoller.core.model import Message
 from ctpoller.errors import NotifyError
-from ctpoller.mail.render import one_line, render_email
+from ctpoller.mail.notice import render
+from ctpoller.mail.render import one_line
 
 Security = Literal["starttls", "ssl", "none"]
 SECURITY_MODES: tuple[Security, ...] = ("starttls", "ssl", "none")
@@ -119,7 +120,7 @@ class SmtpNotifier:
         """
         if not message.recipients:
             raise NotifyError("no recipients: set CTPOLLER_MAIL_TO or recipients in the rules file", permanent=True)
-        email_message = render_email(message, mail_from=self.mail_from)
+        email_message = render(message, mail_from=self.mail_from)
         smtp = self._connection()
         try:
             refused = smtp.send_message(email_message, from_addr=self.mail_from, to_addrs=list(message.recipients))

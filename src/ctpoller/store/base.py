@@ -25,9 +25,8 @@ from ctpoller.database import CLIENT_ENCODING, classify, describe, first_line, p
 from ctpoller.errors import ConfigError, LockedError, StateError
 from ctpoller.store.tables import (
     ADVISORY_LOCK_KEY,
-    EVENT_KEY_INDEX,
+    MIGRATIONS,
     SCHEMA_VERSION,
-    exceedance_table,
     meta_table,
     metadata,
 )
@@ -201,11 +200,13 @@ class StoreBase:
                 ) from e
         with self._tx("creating the schema") as conn:
             metadata.create_all(conn)
-            if not any(i["name"] == EVENT_KEY_INDEX for i in sa.inspect(conn).get_indexes(exceedance_table.name)):
-                # stores made before it too: the ledger looks irradiation event UIDs up under any exam
-                conn.execute(
-                    sa.text(f"CREATE INDEX IF NOT EXISTS {EVENT_KEY_INDEX} ON {exceedance_table.name} (event_key)")
-                )
+            for migration in MIGRATIONS:
+                if migration.column is not None:
+                    table, column = migration.column.split(".")
+                    if any(c["name"] == column for c in sa.inspect(conn).get_columns(table)):
+                        continue
+                log.debug("state store: %s", migration.name)
+                conn.execute(sa.text(migration.statement))
             version = conn.execute(
                 sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")
             ).scalar_one_or_none()
