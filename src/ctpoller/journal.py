@@ -3,13 +3,15 @@ metrics, written atomically after every run (``CTPOLLER_METRICS_FILE``).
 
 ``render_metrics`` is pure; ``write_metrics`` replaces the file atomically (temp file, fsync, rename)
 so node_exporter never reads half a file. Every value is a gauge about the last run or the state
-store, so nothing has to be carried from run to run.
+store, so nothing has to be carried from run to run. ``setup_logging``: where a run's log lines go.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +24,18 @@ from ctpoller.jobs.report import Report
 from ctpoller.store.store import StateStore
 
 log = logging.getLogger(__name__)
+
+
+def setup_logging(verbose: bool) -> None:
+    under_systemd = bool(os.environ.get("JOURNAL_STREAM"))
+    fmt = "%(levelname)s %(name)s: %(message)s" if under_systemd else "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(fmt))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    for noisy in ("sqlalchemy", "aiosmtpd", "mail.log"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 @dataclass(frozen=True)

@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     silence_after: timedelta = Field(default=timedelta(hours=6), description="heartbeat: silence alarm after")
     silence_hours: str | None = Field(default=None, description="heartbeat: count silence only within these hours")
     admin_mail_to: str = Field(default="", description="who is told when OpenREM goes quiet and comes back")
+    digest_to: str = Field(default="", description="digest recipients (default: the default recipients)")
+    review_due_days: int = Field(default=14, ge=1, le=3650, description="digest: open notifications older than")
+    report_html: str | None = Field(default=None, description="digest: the HTML report, a path or a URL")
 
     @field_validator(
         "source_url",
@@ -85,6 +88,7 @@ class Settings(BaseSettings):
         "metrics_file",
         "timezone",
         "silence_hours",
+        "report_html",
         mode="before",
     )
     @classmethod
@@ -124,7 +128,7 @@ class Settings(BaseSettings):
                 raise ValueError(f"{value!r} is not an IANA time zone such as Europe/Berlin") from None
         return value
 
-    @field_validator("mail_to", "admin_mail_to")
+    @field_validator("mail_to", "admin_mail_to", "digest_to")
     @classmethod
     def _addresses(cls, value: str) -> str:
         for address in split_addresses(value):

@@ -24,6 +24,7 @@ from ctpoller.store.store import StateStore
 if TYPE_CHECKING:
     from datetime import tzinfo
 
+    from ctpoller.jobs.digest import Digest
     from ctpoller.jobs.heartbeat import Heartbeat
 
 
@@ -157,6 +158,16 @@ class Parts:
 
     def heartbeat(self) -> Heartbeat:
         return heartbeat(self.settings)
+
+    def digest(self) -> Digest:
+        """The digest's settings: CTPOLLER_DIGEST_TO, else the rules file's default recipients and CTPOLLER_MAIL_TO."""
+        from ctpoller.jobs.digest import Digest
+        from ctpoller.settings import split_addresses
+
+        s = self.settings
+        recipients = tuple(split_addresses(s.digest_to)) or self.rules().default_recipients
+        due = timedelta(days=s.review_due_days)
+        return Digest(recipients, due, site_zone(s), s.report_html, mail_domain(s))
 
 
 class Components:
