@@ -7,7 +7,6 @@ import argparse
 import gc
 import inspect
 import logging
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -79,6 +78,8 @@ def console() -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from ctpoller.journal import setup_logging
+
     setup_logging(args.verbose)
     handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
     if handler is None:
@@ -152,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     reset = command("reset", cmd_reset, cmd_reset.__doc__ or "")
     reset.add_argument("--yes", action="store_true", help="really do it (without it, only say what would happen)")
     command("status", cmd_status, cmd_status.__doc__ or "")
+    command("digest", cmd_digest, cmd_digest.__doc__ or "")
     retry = command("retry", cmd_retry, cmd_retry.__doc__ or "")
     retry.add_argument("ids", nargs="*", metavar="ID", help="a failed notification's id (see status) or Message-ID")
     retry.add_argument("--all", action="store_true", help="every failed notification")
@@ -173,18 +175,6 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(args.env_file)
 
 
-def setup_logging(verbose: bool) -> None:
-    under_systemd = bool(os.environ.get("JOURNAL_STREAM"))
-    fmt = "%(levelname)s %(name)s: %(message)s" if under_systemd else "%(asctime)s %(levelname)s %(name)s: %(message)s"
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(fmt))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
-    for noisy in ("sqlalchemy", "aiosmtpd", "mail.log"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
 # -- commands ------------------------------------------------------------------------------------------
 
 
@@ -193,7 +183,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     Reads OpenREM study rows above the watermark, waits for each to be complete and unchanged for
     CTPOLLER_SETTLE_SECONDS, evaluates the rules, records and sends the notifications and rewrites
-    the archive. The first run only records where OpenREM ends: history is not notified.
+    the archive. The first run only records where OpenREM ends: history is not notified. Then the
+    heartbeat: CTPOLLER_ADMIN_MAIL_TO is told once when OpenREM goes quiet, once when it sends again.
     """
     from ctpoller.jobs.cycle import run_once
 
@@ -201,7 +192,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     def cycle(c: Components, now: datetime) -> Report:
         parts = (c.source, c.state, c.rules, c.notifier, c.archive)
-        return run_once(*parts, now=now, timing=c.timing, dry_run=args.dry_run, mail_domain=c.mail_domain)
+        return run_once(
+            *parts, now=now, timing=c.timing, dry_run=args.dry_run, mail_domain=c.mail_domain, heartbeat=c.heartbeat
+        )
 
     what = "dry run" if args.dry_run else "run"
     return _journaled(settings, cycle, what, need_delivery=not args.dry_run, dry_run=args.dry_run)
@@ -365,6 +358,17 @@ def cmd_dismiss(args: argparse.Namespace) -> int:
         Parts(_settings(args)), args.ids, everything=args.all, reason=args.reason, now=_now(), out=print
     )
     return EXIT_OK if report is None else _outbox_finish(report, "dismiss")
+
+
+def cmd_digest(args: argparse.Namespace) -> int:
+    """Email the digest once per week (its own timer): new notifications since the last digest, open
+    ones older than CTPOLLER_REVIEW_DUE_DAYS, per station and rule, to CTPOLLER_DIGEST_TO."""
+    from ctpoller.jobs.digest import send_digest
+    from ctpoller.wiring import Parts
+
+    line, report = send_digest(Parts(_settings(args)), now=_now())
+    print(line)
+    return _outbox_finish(report, "digest")
 
 
 def _outbox_finish(report: Report, what: str) -> int:

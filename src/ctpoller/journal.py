@@ -3,13 +3,15 @@ metrics, written atomically after every run (``CTPOLLER_METRICS_FILE``).
 
 ``render_metrics`` is pure; ``write_metrics`` replaces the file atomically (temp file, fsync, rename)
 so node_exporter never reads half a file. Every value is a gauge about the last run or the state
-store, so nothing has to be carried from run to run.
+store, so nothing has to be carried from run to run. ``setup_logging``: where a run's log lines go.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +24,18 @@ from ctpoller.jobs.report import Report
 from ctpoller.store.store import StateStore
 
 log = logging.getLogger(__name__)
+
+
+def setup_logging(verbose: bool) -> None:
+    under_systemd = bool(os.environ.get("JOURNAL_STREAM"))
+    fmt = "%(levelname)s %(name)s: %(message)s" if under_systemd else "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(fmt))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    for noisy in ("sqlalchemy", "aiosmtpd", "mail.log"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 @dataclass(frozen=True)
@@ -42,6 +56,8 @@ class RunMetrics:
     studies_waiting: int | None = None
     watermark: int | None = None
     source_lag_seconds: float | None = None
+    source_silence_seconds: float | None = None
+    silence_alarm: bool | None = None
     exit_code: int = 0
 
 
@@ -63,6 +79,12 @@ _HELP: list[tuple[str, str, str]] = [
     ("ctpoller_studies_waiting", "studies_waiting", "OpenREM studies above the watermark not yet decided."),
     ("ctpoller_watermark", "watermark", "OpenREM study pk at and below which everything is decided."),
     ("ctpoller_source_lag_seconds", "source_lag_seconds", "Replay lag of the OpenREM replica (standby only)."),
+    (
+        "ctpoller_source_silence_seconds",
+        "source_silence_seconds",
+        "How long OpenREM has sent no new CT study (within CTPOLLER_SILENCE_HOURS if set).",
+    ),
+    ("ctpoller_silence_alarm", "silence_alarm", "1 while OpenREM's silence is announced (the heartbeat), else 0."),
 ]
 
 
@@ -154,6 +176,8 @@ def write_run_metrics(
             notifications_deferred=len(report.deferred),
             notifications_failed=len(report.failed),
             source_lag_seconds=report.source_lag_seconds,
+            source_silence_seconds=None if report.silence_seconds is None else round(report.silence_seconds),
+            silence_alarm=report.silence_alarm,
         )
     try:
         write_metrics(RunMetrics(**values), path)  # type: ignore[arg-type]

@@ -9,6 +9,7 @@ Every error names the variable to fix. Secrets are ``SecretStr`` and never print
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -18,6 +19,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ctpoller.core.rules.ruleset import is_address
+from ctpoller.core.silence import parse_duration, parse_hours
 from ctpoller.errors import ConfigError
 
 PREFIX = "CTPOLLER_"
@@ -71,6 +73,12 @@ class Settings(BaseSettings):
     metrics_file: Path | None = None
     openrem_url: str | None = Field(default=None, description="OpenREM's web address, for links to exams")
     timezone: str | None = Field(default=None, description="the site's IANA time zone (default: the host's)")
+    silence_after: timedelta = Field(default=timedelta(hours=6), description="heartbeat: silence alarm after")
+    silence_hours: str | None = Field(default=None, description="heartbeat: count silence only within these hours")
+    admin_mail_to: str = Field(default="", description="who is told when OpenREM goes quiet and comes back")
+    digest_to: str = Field(default="", description="digest recipients (default: the default recipients)")
+    review_due_days: int = Field(default=14, ge=1, le=3650, description="digest: open notifications older than")
+    report_html: str | None = Field(default=None, description="digest: the HTML report, a path or a URL")
 
     @field_validator(
         "source_url",
@@ -83,6 +91,8 @@ class Settings(BaseSettings):
         "metrics_file",
         "openrem_url",
         "timezone",
+        "silence_hours",
+        "report_html",
         mode="before",
     )
     @classmethod
@@ -110,6 +120,18 @@ class Settings(BaseSettings):
             raise ValueError("must not hold a user name or password")
         return value.rstrip("/")
 
+    @field_validator("silence_after", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return parse_duration(value) if isinstance(value, str) else value
+
+    @field_validator("silence_hours")
+    @classmethod
+    def _hours(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_hours(value)
+        return value
+
     @field_validator("timezone")
     @classmethod
     def _zone(cls, value: str | None) -> str | None:
@@ -117,7 +139,7 @@ class Settings(BaseSettings):
             zone_info(value)
         return value
 
-    @field_validator("mail_to")
+    @field_validator("mail_to", "admin_mail_to", "digest_to")
     @classmethod
     def _addresses(cls, value: str) -> str:
         for address in split_addresses(value):

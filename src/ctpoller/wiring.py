@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from ctpoller.archive.base import XlsxArchive
 from ctpoller.core.rules import RuleSet, parse_rules
@@ -20,6 +21,12 @@ from ctpoller.mail.render import Look
 from ctpoller.openrem.source import OpenremSource
 from ctpoller.settings import Settings, zone_info
 from ctpoller.store.store import StateStore
+
+if TYPE_CHECKING:
+    from datetime import tzinfo
+
+    from ctpoller.jobs.digest import Digest
+    from ctpoller.jobs.heartbeat import Heartbeat
 
 
 def load_rules(settings: Settings) -> RuleSet:
@@ -111,6 +118,32 @@ def build_archive(settings: Settings) -> XlsxArchive | None:
     return XlsxArchive(settings.archive_path) if settings.archive_path else None
 
 
+def site_zone(settings: Settings) -> tzinfo:
+    """CTPOLLER_TIMEZONE, else the host's zone (``TZ``, else /etc/localtime), else the host's UTC offset now."""
+    import zoneinfo
+    from datetime import datetime
+
+    names = [settings.timezone, os.environ.get("TZ", "").removeprefix(":")]
+    with contextlib.suppress(OSError):
+        names.append(str(Path("/etc/localtime").resolve()).partition("/zoneinfo/")[2])
+    for name in names:
+        if name:
+            with contextlib.suppress(zoneinfo.ZoneInfoNotFoundError, ValueError):
+                return zoneinfo.ZoneInfo(name)
+    return datetime.now().astimezone().tzinfo or zoneinfo.ZoneInfo("UTC")
+
+
+def heartbeat(settings: Settings) -> Heartbeat:
+    """When silence counts (CTPOLLER_SILENCE_AFTER, _HOURS, CTPOLLER_TIMEZONE) and who is told."""
+    from ctpoller.core.silence import Policy, parse_hours
+    from ctpoller.jobs.heartbeat import Heartbeat
+    from ctpoller.settings import split_addresses
+
+    hours = parse_hours(settings.silence_hours) if settings.silence_hours else None
+    policy = Policy(after=settings.silence_after, zone=site_zone(settings), hours=hours)
+    return Heartbeat(policy, tuple(split_addresses(settings.admin_mail_to)), mail_domain(settings))
+
+
 class Parts:
     """Each part built from the settings when a job asks for it (``check``, ``status``, ``retry``)."""
 
@@ -132,6 +165,19 @@ class Parts:
     def archive(self) -> XlsxArchive | None:
         return build_archive(self.settings)
 
+    def heartbeat(self) -> Heartbeat:
+        return heartbeat(self.settings)
+
+    def digest(self) -> Digest:
+        """The digest's settings: CTPOLLER_DIGEST_TO, else the rules file's default recipients and CTPOLLER_MAIL_TO."""
+        from ctpoller.jobs.digest import Digest
+        from ctpoller.settings import split_addresses
+
+        s = self.settings
+        recipients = tuple(split_addresses(s.digest_to)) or self.rules().default_recipients
+        due = timedelta(days=s.review_due_days)
+        return Digest(recipients, due, site_zone(s), s.report_html, mail_domain(s))
+
 
 class Components:
     """Everything one command needs, built and checked in a sensible order, disposed at the end."""
@@ -148,6 +194,7 @@ class Components:
         # Not checked here: the emails never wait for the archive (a QA share may be away for a while).
         self.archive = build_archive(settings)
         self.mail_domain = mail_domain(settings)
+        self.heartbeat = heartbeat(settings)
         self.timing = timing(settings)
         self.state = build_state(settings)
         if dry_run and not self.state.exists():

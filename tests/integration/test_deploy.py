@@ -39,6 +39,34 @@ def test_systemd_analyze_verify_accepts_the_units_without_a_warning(tmp_path: Pa
     assert result.stdout.strip() == "" and result.stderr.strip() == "", result.stdout + result.stderr
 
 
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed here")
+def test_systemd_analyze_verify_accepts_the_digest_units_without_a_warning(tmp_path: Path) -> None:
+    ctpoller = Path(sys.executable).with_name("ctpoller")
+    service = (DEPLOY / "ctpoller-digest.service").read_text().replace("/opt/ctpoller/venv/bin/ctpoller", str(ctpoller))
+    (tmp_path / "ctpoller-digest.service").write_text(service)
+    shutil.copy(DEPLOY / "ctpoller-digest.timer", tmp_path / "ctpoller-digest.timer")
+    result = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", "ctpoller-digest.service", "ctpoller-digest.timer"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "" and result.stderr.strip() == "", result.stdout + result.stderr
+
+
+def test_the_digest_runs_weekly_hardened_like_the_service() -> None:
+    digest, service = unit("ctpoller-digest.service")["Service"], unit("ctpoller.service")["Service"]
+    assert digest["ExecStart"].endswith("ctpoller digest")
+    for key in ("DynamicUser", "StateDirectory", "ProtectSystem", "NoNewPrivileges", "RestrictAddressFamilies"):
+        assert digest[key] == service[key], key
+    assert digest["User"] == "ctpoller"  # the dynamic user of ctpoller.service: one owner of the state
+    timer = unit("ctpoller-digest.timer")["Timer"]
+    assert timer["OnCalendar"].startswith("Mon") and timer["Persistent"] == "true"
+
+
 def test_the_service_runs_ctpoller_run_hardened_with_credentials() -> None:
     service = unit("ctpoller.service")["Service"]
     assert service["Type"] == "oneshot"

@@ -15,6 +15,7 @@ from ctpoller.core.rules import RuleSet, parse_rules
 from ctpoller.core.settle import Timing
 from ctpoller.jobs.backfill import backfill
 from ctpoller.jobs.cycle import run_once
+from ctpoller.jobs.heartbeat import Heartbeat
 from ctpoller.jobs.report import Report
 from ctpoller.mail.base import Notifier
 from ctpoller.openrem.source import OpenremSource
@@ -35,6 +36,7 @@ class Harness:
     timing: Timing = field(default_factory=lambda: Timing(settle=SETTLE, give_up=timedelta(hours=6)))
     clock: datetime = T0
     settings_changes: dict[str, Any] = field(default_factory=dict)  # more settings, as a .env would add
+    heartbeat: Heartbeat | None = None
 
     def __post_init__(self) -> None:
         self.archive_path = self.tmp / "archive.xlsx"
@@ -88,6 +90,7 @@ class Harness:
                 timing=self.timing,
                 dry_run=dry_run,
                 mail_domain="hospital.example",
+                heartbeat=self.heartbeat,
             )
 
     def backfill(self, *, since=None, email: bool = True, dry_run: bool = False) -> Report:

@@ -150,6 +150,16 @@ MessageStatus = Literal["pending", "sending", "sent", "failed", "dismissed", "no
 
 
 @dataclass(frozen=True)
+class Notice:
+    """What a message that is not about an exam says (``kind``: ``silence``, ``digest``), rendered when
+    it is recorded, so that a re-sent notice says the same."""
+
+    kind: str
+    subject: str
+    body: str
+
+
+@dataclass(frozen=True)
 class Message:
     """One email: every new or risen exceedance of one exam found in one run.
 
@@ -168,6 +178,7 @@ class Message:
     sent_at: datetime | None = None
     last_error: str | None = None
     thread_root: str | None = None  # the Message-ID of the first email sent about this exam, if another
+    notice: Notice | None = None  # a notice to people instead of an exam's notifications
 
     @property
     def is_update(self) -> bool:

@@ -5,11 +5,15 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ctpoller.archive.base import XlsxArchive
 from ctpoller.core.rules import RuleSet
 from ctpoller.errors import ConfigError, CtpollerError, NotifyError, SourceError, StateError
+from ctpoller.jobs.heartbeat import Heartbeat
+
+if TYPE_CHECKING:
+    from ctpoller.jobs.digest import Digest
 from ctpoller.mail.base import Notifier
 from ctpoller.openrem.source import OpenremSource
 from ctpoller.settings import Settings
@@ -30,6 +34,10 @@ class Parts(Protocol):
     def notifier(self) -> Notifier | None: ...
 
     def archive(self) -> XlsxArchive | None: ...
+
+    def heartbeat(self) -> Heartbeat: ...
+
+    def digest(self) -> Digest: ...
 
 
 Check = tuple[bool, str, CtpollerError | None]

@@ -19,6 +19,7 @@ from ctpoller.core.rules import RuleSet
 from ctpoller.core.settle import DEFAULT_TIMING, Timing
 from ctpoller.errors import ConfigError, SourceError
 from ctpoller.jobs.deliver import deliver, write_archive
+from ctpoller.jobs.heartbeat import Heartbeat, check
 from ctpoller.jobs.news import evaluate_exams
 from ctpoller.jobs.report import Report
 from ctpoller.jobs.start import check_not_behind, first_run, late_window
@@ -42,12 +43,14 @@ def run_once(
     timing: Timing = DEFAULT_TIMING,
     dry_run: bool = False,
     mail_domain: str = "ctpoller.invalid",
+    heartbeat: Heartbeat | None = None,
 ) -> Report:
     """One poll cycle. With ``dry_run`` nothing is written and nothing is sent.
 
-    What is already in the outbox is delivered even when OpenREM cannot be read this time.
+    What is already in the outbox is delivered even when OpenREM cannot be read this time. After a
+    cycle that read OpenREM, the ``heartbeat`` is checked; what it records is delivered with the rest.
     """
-    report = Report()
+    report = Report(arrivals=[])
     try:
         _cycle(report, source, state, rules, now=now, timing=timing, dry_run=dry_run, mail_domain=mail_domain)
     except SourceError:
@@ -55,6 +58,8 @@ def run_once(
             deliver(state, notifier, report, now=now)
             write_archive(state, archive, report)
         raise
+    if heartbeat is not None and not dry_run:
+        check(state, report, heartbeat, now=now)
     if not dry_run and not report.initialised:
         deliver(state, notifier, report, now=now)
         write_archive(state, archive, report)

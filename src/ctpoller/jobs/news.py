@@ -111,6 +111,9 @@ def _evaluate_chunk(
         exam = Exam(uid=uid, rows=tuple(exam_rows))
         report.exams_evaluated += 1
         report.events_evaluated += len(exam.events)
+        if report.arrivals is not None:  # a run's heartbeat: the newest row of each exam and its station
+            newest = max(exam_rows, key=lambda r: r.pk)
+            report.arrivals.append((newest.pk, newest.display_name or newest.station_name or "(no station name)"))
         found = evaluate(exam, rules)
         report.exceedances += len(found)
         evaluated.append((exam, events_key(e.key for e in exam.events) if found else None, found))

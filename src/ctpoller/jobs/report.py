@@ -44,6 +44,9 @@ class Report:
     source_lag_seconds: float | None = None
     settings_problem: bool = False  # delivery stopped on the mail settings: a person must act
     failed_waiting: int = 0  # failed messages in the outbox, this run's and older, not retried nor dismissed
+    arrivals: list[tuple[int, str]] | None = None  # run: (pk, station) of each exam evaluated
+    silence_seconds: float | None = None  # run: how long OpenREM has sent no new CT study (the heartbeat)
+    silence_alarm: bool | None = None  # run: whether that silence is announced
 
     def problem(self) -> CtpollerError | None:
         """What went wrong in a run that otherwise completed, as an error (for the record and the

@@ -9,6 +9,7 @@ from ctpoller.core.model import Tracked
 from ctpoller.errors import CtpollerError
 from ctpoller.jobs.check import Parts
 from ctpoller.jobs.deliver import failed_line
+from ctpoller.jobs.heartbeat import status_lines as heartbeat_lines
 from ctpoller.store.store import StateStore
 from ctpoller.store.tables import LATE_WINDOW, OPENREM_BEHIND, OPENREM_RESTORED
 
@@ -42,6 +43,7 @@ def status_lines(parts: Parts, *, now: datetime) -> Iterator[str]:
             )
             for message in failed:
                 yield f"  {failed_line(message)}"
+        yield from heartbeat_lines(state, parts.heartbeat().policy, now)
         tracked = state.tracked_above(watermark)
         if parts.settings.source_url is None:
             waiting = [t for t in tracked.values() if t.status == "pending"]

@@ -15,7 +15,8 @@ from pathlib import Path
 from ctpoller.core.model import Message
 from ctpoller.errors import NotifyError
 from ctpoller.files import atomic_write
-from ctpoller.mail.render import PLAIN, Look, render_email
+from ctpoller.mail.notice import render
+from ctpoller.mail.render import PLAIN, Look
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._@+-]+")
 _READABLE_MAX = 80
@@ -51,7 +52,7 @@ class EmlDirectoryNotifier:
         """Write the message's file; return once it is durably in place, else raise ``NotifyError``."""
         if not message.recipients:
             raise NotifyError("no recipients: set CTPOLLER_MAIL_TO or recipients in the rules file", permanent=True)
-        data = render_email(message, mail_from=self.mail_from, look=self.look).as_bytes()  # its WIRE policy
+        data = render(message, mail_from=self.mail_from, look=self.look).as_bytes()  # its WIRE policy
         path = self.path_for(message)
         try:
             self.directory.mkdir(parents=True, exist_ok=True)

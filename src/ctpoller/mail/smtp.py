@@ -22,7 +22,8 @@ from typing import Any, Literal
 
 from ctpoller.core.model import Message
 from ctpoller.errors import NotifyError
-from ctpoller.mail.render import PLAIN, Look, one_line, render_email
+from ctpoller.mail.notice import render
+from ctpoller.mail.render import PLAIN, Look, one_line
 
 Security = Literal["starttls", "ssl", "none"]
 SECURITY_MODES: tuple[Security, ...] = ("starttls", "ssl", "none")
@@ -121,7 +122,7 @@ class SmtpNotifier:
         """
         if not message.recipients:
             raise NotifyError("no recipients: set CTPOLLER_MAIL_TO or recipients in the rules file", permanent=True)
-        email_message = render_email(message, mail_from=self.mail_from, look=self.look)
+        email_message = render(message, mail_from=self.mail_from, look=self.look)
         smtp = self._connection()
         try:
             refused = smtp.send_message(email_message, from_addr=self.mail_from, to_addrs=list(message.recipients))

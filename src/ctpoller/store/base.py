@@ -347,4 +347,8 @@ def migrate(conn: Connection) -> None:
                 if name not in have:
                     column = migration.table.c[name]
                     kind = column.type.compile(dialect=conn.dialect)
+                    default = column.server_default
+                    if isinstance(default, sa.DefaultClause) and isinstance(default.arg, str):
+                        quoted = default.arg.replace("'", "''")
+                        kind += f" NOT NULL DEFAULT '{quoted}'" if not column.nullable else f" DEFAULT '{quoted}'"
                     conn.execute(sa.text(f"ALTER TABLE {migration.table.name} ADD COLUMN {name} {kind}"))

@@ -11,10 +11,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from ctpoller.core.model import Message, MessageStatus
+from ctpoller.core.model import Message, MessageStatus, Notice
 from ctpoller.store.base import StoreBase, bump
 from ctpoller.store.notifications import _notification
-from ctpoller.store.tables import from_iso, iso, message_table, notification_table, stored_time
+from ctpoller.store.tables import EXAM, from_iso, iso, message_table, notification_table, stored_time
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,7 @@ class Outbox(StoreBase):
             sent_at=from_iso(row.sent_at),
             last_error=row.last_error,
             thread_root=self._thread_root(conn, row),
+            notice=None if row.kind == EXAM else Notice(row.kind, row.subject or "", row.body or ""),
         )
 
     @staticmethod

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from ctpoller.core.model import Tracked
 from ctpoller.errors import StateError
 from ctpoller.store.base import bump, chunks
+from ctpoller.store.notices import Notices
 from ctpoller.store.notifications import NewMessage, Notifications
 from ctpoller.store.outbox import Outbox
 from ctpoller.store.studies import Studies, _tracked_row
@@ -43,7 +44,7 @@ class CycleWrite:
         )
 
 
-class StateStore(Studies, Notifications, Outbox):
+class StateStore(Studies, Notifications, Outbox, Notices):
     """The state store. Create it, call ``ensure_schema``, hold ``lock()`` for a run."""
 
     def commit_cycle(self, write: CycleWrite, now: datetime) -> None:

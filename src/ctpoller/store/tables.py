@@ -12,8 +12,12 @@ Tables::
     ctp_exceedance    the ledger: highest value notified per (study uid, rule, metric, event key), indexed
                       by event key too; an exam-level value also under "events:" + a digest of the exam's
                       irradiation event UIDs (model.events_key) in place of the study uid
-    ctp_message       the outbox: one email per exam per run, with its fixed Message-ID and status
+    ctp_message       the outbox: one email per exam per run, with its fixed Message-ID and status; kind
+                      ``exam`` (its notifications are in ctp_notification), or a notice to people
+                      (``silence``, ``digest``: its subject and text are stored with it, its study_uid is "")
     ctp_notification  the exceedances each message tells about (what the email and the archive show)
+    ctp_station       per station: the newest study seen, the last gaps between studies, and whether its
+                      silence was announced (the heartbeat)
 """
 
 from __future__ import annotations
@@ -35,6 +39,14 @@ HISTORY = settle.HISTORY  # ctp_study status of a row remembered from before the
 OPENREM_BEHIND = "openrem_behind"
 OPENREM_RESTORED = "openrem_restored"
 LATE_WINDOW = "late_window"  # "floor xmax started-at" while the pks below a first run's start are watched
+#: ctp_meta keys of the heartbeat: the newest CT study seen ("pk iso-time"), and, while OpenREM is
+#: announced silent, the time of that study (compare-and-set: announced once, recovered once)
+LAST_STUDY = "last_study"
+SILENCE_ANNOUNCED = "silence_announced"
+#: ctp_meta keys of the digest: the last period sent (ISO week "2026-W10"), the newest notification id it told
+DIGEST_PERIOD = "digest_period"
+DIGEST_NOTIFICATION = "digest_notification"
+EXAM = "exam"  # ctp_message.kind of a message about an exam's exceedances
 
 metadata = sa.MetaData()
 
@@ -84,6 +96,9 @@ message_table = sa.Table(
     sa.Column("last_error", sa.Text, nullable=True),
     sa.Column("claimed_by", sa.String(32), nullable=True),
     sa.Column("claimed_at", sa.String(40), nullable=True),
+    sa.Column("kind", sa.String(16), nullable=False, server_default=EXAM),
+    sa.Column("subject", sa.Text, nullable=True),
+    sa.Column("body", sa.Text, nullable=True),
 )
 
 notification_table = sa.Table(
@@ -119,6 +134,17 @@ notification_table = sa.Table(
 )
 
 
+station_table = sa.Table(
+    "ctp_station",
+    metadata,
+    sa.Column("station", sa.Text, primary_key=True),
+    sa.Column("last_pk", sa.BigInteger, nullable=False),
+    sa.Column("last_at", sa.String(40), nullable=False),
+    sa.Column("gaps", sa.Text, nullable=False),  # JSON list of seconds between its studies, oldest first
+    sa.Column("silent_since", sa.String(40), nullable=True),  # last_at whose silence was announced
+)
+
+
 def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
@@ -146,7 +172,7 @@ class Migration:
     columns: tuple[str, ...] = ()
 
 
-#: Every migration, oldest first. ``create_all`` makes new stores complete; these mend older ones.
+#: Every migration, oldest first. ``create_all`` makes new stores (and new tables) complete; these mend older ones.
 MIGRATIONS = (
     Migration(
         "index the ledger by event key (irradiation event UIDs are looked up under any exam)",
@@ -166,5 +192,10 @@ MIGRATIONS = (
             "event_number",
             "reason",
         ),
+    ),
+    Migration(
+        "the outbox carries notices to people (heartbeat, digest) beside exam notifications",
+        table=message_table,
+        columns=("kind", "subject", "body"),
     ),
 )
