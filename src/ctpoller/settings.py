@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     mail_to: str = ""
     outbox_dir: Path | None = None
     archive_path: Path | None = None
+    archive_mode: str = Field(default="0640", description="the archive's permission bits (octal)")
+    timezone: str | None = Field(default=None, description="IANA time zone of the archive's times")
     metrics_file: Path | None = None
 
     @field_validator(
@@ -76,6 +78,7 @@ class Settings(BaseSettings):
         "rules_file",
         "outbox_dir",
         "archive_path",
+        "timezone",
         "metrics_file",
         mode="before",
     )
@@ -91,6 +94,32 @@ class Settings(BaseSettings):
         if value is not None and not is_address(value):
             raise ValueError("must be one e-mail address such as ctpoller@hospital.example")
         return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str | None) -> str | None:
+        if value is not None:
+            from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"{value!r} is not an IANA time zone name such as Europe/London") from None
+        return value
+
+    @field_validator("archive_mode")
+    @classmethod
+    def _mode(cls, value: str) -> str:
+        text = value.strip()
+        if (
+            not text
+            or any(c not in "01234567" for c in text.removeprefix("0o"))
+            or int(text.removeprefix("0o"), 8) > 0o777
+        ):
+            raise ValueError(f"{value!r} is not a file mode in octal such as 0640")
+        if int(text.removeprefix("0o"), 8) & 0o600 != 0o600:
+            raise ValueError(f"{value!r} would not let ctpoller read and write its own archive (0600 at least)")
+        return text
 
     @field_validator("mail_to")
     @classmethod
@@ -109,6 +138,10 @@ class Settings(BaseSettings):
     @property
     def recipients(self) -> tuple[str, ...]:
         return tuple(split_addresses(self.mail_to))
+
+    @property
+    def archive_file_mode(self) -> int:
+        return int(self.archive_mode.removeprefix("0o"), 8)
 
     @property
     def smtp_port_or_default(self) -> int:

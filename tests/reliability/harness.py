@@ -104,10 +104,15 @@ COLUMN = {
             "previous",
             "status",
             "sent_at",
+            "recipients",
             "error",
+            *("reviewed_by", "reviewed_on", "outcome", "reason", "comment", "action_taken", "regulator_reference"),
+            "changed_after_review",
+            "notified_at_utc",
             "message_id",
             "study_uid",
             "event",
+            "notification_key",
         )
     )
 }

@@ -66,7 +66,7 @@ def retry_failed(
             out(f"queued again: {queued} notifications (ids {', '.join(str(m.id) for m in chosen)})")
             report = Report()
             deliver(state, notifier, report, now=now)
-            write_archive(state, parts.archive(), report)
+            write_archive(state, parts.archive(), report, now=now)
             return report
     finally:
         state.dispose()
@@ -101,7 +101,7 @@ def dismiss_failed(
             done = state.dismiss([m.id for m in chosen], " ".join(reason.split()), now)
             out(f"dismissed: {done} notifications (ids {', '.join(str(m.id) for m in chosen)})")
             report = Report()
-            write_archive(state, parts.archive(), report)
+            write_archive(state, parts.archive(), report, now=now)
             warn_failed(state, report)
             return report
     finally:

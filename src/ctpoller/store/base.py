@@ -25,9 +25,9 @@ from ctpoller.database import CLIENT_ENCODING, classify, describe, first_line, p
 from ctpoller.errors import ConfigError, LockedError, StateError
 from ctpoller.store.tables import (
     ADVISORY_LOCK_KEY,
-    EVENT_KEY_INDEX,
+    MIGRATIONS,
     SCHEMA_VERSION,
-    exceedance_table,
+    message_table,
     meta_table,
     metadata,
 )
@@ -201,16 +201,18 @@ class StoreBase:
                 ) from e
         with self._tx("creating the schema") as conn:
             metadata.create_all(conn)
-            if not any(i["name"] == EVENT_KEY_INDEX for i in sa.inspect(conn).get_indexes(exceedance_table.name)):
-                # stores made before it too: the ledger looks irradiation event UIDs up under any exam
-                conn.execute(
-                    sa.text(f"CREATE INDEX IF NOT EXISTS {EVENT_KEY_INDEX} ON {exceedance_table.name} (event_key)")
-                )
+            for migration in MIGRATIONS:  # stores made by an earlier ctpoller
+                if isinstance(migration.statement, sa.Table):
+                    migration.statement.create(conn, checkfirst=True)
+                else:
+                    conn.execute(sa.text(migration.statement))
             version = conn.execute(
                 sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")
             ).scalar_one_or_none()
             if version is None:
                 conn.execute(sa.insert(meta_table).values(key="schema_version", value=str(SCHEMA_VERSION)))
+            elif int(version) < SCHEMA_VERSION:
+                put_meta(conn, "schema_version", str(SCHEMA_VERSION))
             elif int(version) > SCHEMA_VERSION:
                 raise StateError(
                     f"state store {self.where} has schema version {version}, newer than this ctpoller "
@@ -332,6 +334,18 @@ def meta_value(conn: Connection, key: str) -> str | None:
 
 def bump(conn: Connection, key: str) -> None:
     put_meta(conn, key, str(int(meta_value(conn, key) or 0) + 1))
+
+
+def bump_archive(conn: Connection, *, message_ids: Sequence[int] = (), year: int | None = None) -> None:
+    """Rows of the archive changed: bump its generation and that of each year concerned (the year a
+    message was recorded, UTC), so that a run rewrites only those years' workbooks."""
+    bump(conn, "archive_generation")
+    years = {year} if year is not None else set()
+    for chunk in chunks(list(message_ids), 500):
+        created = conn.execute(sa.select(message_table.c.created_at).where(message_table.c.id.in_(chunk)))
+        years.update(int(text[:4]) for text in created.scalars())
+    for one in sorted(years):
+        bump(conn, f"archive_generation:{one}")
 
 
 def chunks(items: Sequence[Any], size: int) -> Iterator[list[Any]]:

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
 from ctpoller.core.model import Tracked
 from ctpoller.errors import StateError
-from ctpoller.store.base import bump, chunks
+from ctpoller.store.base import bump_archive, chunks
 from ctpoller.store.notifications import NewMessage, Notifications
 from ctpoller.store.outbox import Outbox
+from ctpoller.store.reviews import Reviews
 from ctpoller.store.studies import Studies, _tracked_row
 from ctpoller.store.tables import meta_table, study_table
 
@@ -43,7 +44,7 @@ class CycleWrite:
         )
 
 
-class StateStore(Studies, Notifications, Outbox):
+class StateStore(Studies, Notifications, Outbox, Reviews):
     """The state store. Create it, call ``ensure_schema``, hold ``lock()`` for a run."""
 
     def commit_cycle(self, write: CycleWrite, now: datetime) -> None:
@@ -76,4 +77,4 @@ class StateStore(Studies, Notifications, Outbox):
             if write.messages:
                 self._insert_messages(conn, write.messages, now)
             if write.messages:
-                bump(conn, "archive_generation")
+                bump_archive(conn, year=now.astimezone(UTC).year)

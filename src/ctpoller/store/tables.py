@@ -14,6 +14,14 @@ Tables::
                       irradiation event UIDs (model.events_key) in place of the study uid
     ctp_message       the outbox: one email per exam per run, with its fixed Message-ID and status
     ctp_notification  the exceedances each message tells about (what the email and the archive show)
+    ctp_review_change the review record, append-only: one row per change of one review field of one
+                      notification (by its key, core.review.notification_key): old, new, who, when
+    ctp_archived_row  notifications adopted from an existing workbook that this store did not record
+                      (a replaced store): the row's cells, so that no archived row ever disappears
+
+    ctp_meta also holds, per archive year YYYY: archive_generation:YYYY (bumped whenever a row of that
+    year changes), archive_written:YYYY (the generation last written) and archive_seen:YYYY (the
+    workbook's size and mtime when ctpoller last wrote or read it).
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ import sqlalchemy as sa
 
 from ctpoller.core import settle
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the review record (an older ctpoller would rewrite the archive without it)
 ADVISORY_LOCK_KEY = 0x63_74_70_6F_6C_6C  # "ctpoll"
 EVENT_KEY_INDEX = "ctp_exceedance_event_key"
 HISTORY = settle.HISTORY  # ctp_study status of a row remembered from before the first run (never evaluated)
@@ -109,6 +117,31 @@ notification_table = sa.Table(
 )
 
 
+review_table = sa.Table(
+    "ctp_review_change",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("notification_key", sa.String(64), nullable=False, index=True),
+    sa.Column("field", sa.String(32), nullable=False),
+    sa.Column("old_value", sa.Text, nullable=True),
+    sa.Column("new_value", sa.Text, nullable=True),
+    sa.Column("changed_by", sa.Text, nullable=False),
+    sa.Column("changed_at", sa.String(40), nullable=False),
+)
+
+archived_row_table = sa.Table(
+    "ctp_archived_row",
+    metadata,
+    sa.Column("notification_key", sa.String(64), primary_key=True),
+    sa.Column("year", sa.Integer, nullable=False, index=True),
+    sa.Column("seq", sa.Integer, nullable=False),  # the order it was adopted in (the workbook's row order)
+    sa.Column("cells", sa.Text, nullable=False),
+    sa.Column("adopted_at", sa.String(40), nullable=False),
+)
+
+MESSAGE_CREATED_INDEX = "ctp_message_created_at"
+
+
 def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
@@ -124,10 +157,12 @@ def stored_time(text: str) -> datetime:
 
 @dataclass(frozen=True)
 class Migration:
-    """One step that brings an older store up to date: idempotent, applied in order at every start."""
+    """One step that brings an older store up to date: idempotent, applied in order at every start.
+
+    ``statement`` is SQL, or a table to create when it is missing (its own dialect's DDL)."""
 
     name: str
-    statement: str
+    statement: str | sa.Table
 
 
 #: Every migration, oldest first. ``create_all`` makes new stores complete; these mend older ones.
@@ -135,5 +170,11 @@ MIGRATIONS = (
     Migration(
         "index the ledger by event key (irradiation event UIDs are looked up under any exam)",
         f"CREATE INDEX IF NOT EXISTS {EVENT_KEY_INDEX} ON ctp_exceedance (event_key)",
+    ),
+    Migration("keep the review record: every change of every review field, append-only", review_table),
+    Migration("adopt the rows of an existing archive that the store did not record", archived_row_table),
+    Migration(
+        "index messages by creation time (the archive is written one year at a time)",
+        f"CREATE INDEX IF NOT EXISTS {MESSAGE_CREATED_INDEX} ON ctp_message (created_at)",
     ),
 )
