@@ -283,3 +283,59 @@ def test_review_values_from_excel_read_the_same_as_they_were_written() -> None:
     assert cell_value(date(2026, 3, 3)) == "2026-03-03"
     assert cell_value(12345.0) == "12345" and cell_value("  ") is None
     assert replace is not None
+
+
+@pytest.mark.parametrize("deidentify", [False, True])
+@pytest.mark.parametrize("fmt", ["csv", "xlsx"])
+def test_export_writes_every_notification_with_its_review_history(
+    fmt: str, deidentify: bool, state_url: str, tmp_path: Path
+) -> None:
+    import csv
+
+    from support.process import ctpoller
+
+    archive = XlsxArchive(tmp_path / "archive.xlsx")
+    state = open_store(state_url)
+    try:
+        record(state, "1.2.3.1", T0, accession_number="ACC0042")
+        record(state, "1.2.3.2", T0 + timedelta(days=40))  # after --until: not exported
+        run(state, archive, T0)
+        review_as_excel_would(archive.path, "1.2.3.1", Outcome="under investigation")
+        run(state, archive, T0 + timedelta(hours=1))
+        review_as_excel_would(archive.path, "1.2.3.1", Outcome="justified", **{"Reviewed by": "A. Physicist"})
+        run(state, archive, T0 + timedelta(hours=2))
+    finally:
+        state.dispose()
+    output = tmp_path / f"audit.{fmt}"
+    args = ["export", "--since", "2026-03-01", "--until", "2026-03-31", "--format", fmt, "--output", str(output)]
+    env = {"CTPOLLER_STATE_URL": state_url, "TMPDIR": str(tmp_path)}
+    result = ctpoller(*args, *(["--deidentify"] if deidentify else []), env=env, cwd=tmp_path).assert_ok()
+    assert "exported 1 notifications and 3 review changes" in result.stdout
+
+    if fmt == "csv":
+        with output.open(encoding="utf-8-sig", newline="") as file:
+            notes = list(csv.DictReader(file))
+        with (tmp_path / "audit-history.csv").open(encoding="utf-8-sig", newline="") as file:
+            history = list(csv.DictReader(file))
+    else:
+        workbook = openpyxl.load_workbook(output)
+        sheets = []
+        for title in ("Notifications", "Review history"):
+            values = list(workbook[title].iter_rows(values_only=True))
+            sheets.append(
+                [{k: ("" if v is None else str(v)) for k, v in zip(values[0], row, strict=True)} for row in values[1:]]
+            )
+        notes, history = sheets
+    assert len(notes) == 1 and notes[0]["Outcome"] == "justified" and notes[0]["Reviewed by"] == "A. Physicist"
+    assert [(h["Field"], h["Old value"], h["New value"], h["Changed by"]) for h in history] == [
+        ("Outcome", "", "under investigation", "unknown"),
+        ("Reviewed by", "", "A. Physicist", "A. Physicist"),
+        ("Outcome", "under investigation", "justified", "A. Physicist"),
+    ]
+    assert {h["Notification key"] for h in history} == {notes[0]["Notification key"]}
+    everything = output.read_bytes() + (tmp_path / "audit-history.csv").read_bytes() if fmt == "csv" else b""
+    if deidentify:
+        assert "Accession number" not in notes[0] and "Study Instance UID" not in notes[0]
+        assert b"ACC0042" not in everything and b"1.2.3.1" not in everything
+    else:
+        assert notes[0]["Accession number"] == "ACC0042" and notes[0]["Study Instance UID"] == "1.2.3.1"
