@@ -14,7 +14,19 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ctpoller.errors import ConfigError, CtpollerError, LockedError
+from ctpoller.errors import (  # noqa: F401
+    EXIT_CODES_HELP,
+    EXIT_CONFIG,
+    EXIT_LOCKED,
+    EXIT_OK,
+    EXIT_PERMANENT,
+    EXIT_TEMPORARY,
+    ConfigError,
+    CtpollerError,
+    LockedError,
+    exit_code,
+    severity,
+)
 
 if TYPE_CHECKING:
     from ctpoller.jobs.report import Report
@@ -32,33 +44,13 @@ class _Version(argparse.Action):
         parser.exit()
 
 
-EXIT_OK = 0
-EXIT_PERMANENT = 1
-EXIT_CONFIG = 2
-EXIT_LOCKED = 3
-EXIT_TEMPORARY = 75
-
-EXIT_CODES_HELP = """exit codes:
-  0   success (exceedances found is still success)
-  1   permanent failure: a person must act
-  2   configuration error: nothing was done
-  3   another ctpoller run holds the lock
-  75  temporary failure: the next run retries
-"""
-
 log = logging.getLogger("ctpoller")
 
 
 def console() -> int:
-    """``ctpoller`` as a program of its own: the console script and ``python -m ctpoller``.
-
-    The libraries every command uses (SQLAlchemy, psycopg, pydantic) are imported first with the
-    cyclic garbage collector paused, and the few hundred thousand long-lived objects they build are
-    then frozen (``gc.freeze``): the collector no longer walks them during the run, nor once more when
-    the interpreter exits. On the benchmark machine that is about a third of an idle timer run
-    (bench/RESULTS.md). ``main`` leaves the collector alone: it also runs inside other programs'
-    processes, such as the tests.
-    """
+    """``ctpoller`` as a program: the libraries are imported with the cyclic garbage collector paused,
+    then frozen (``gc.freeze``), so the collector never walks them (a third of an idle run, see
+    bench/RESULTS.md). ``main`` leaves the collector alone: tests call it in their own process."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:
@@ -103,14 +95,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_PERMANENT
-
-
-def exit_code(error: CtpollerError) -> int:
-    if isinstance(error, ConfigError):
-        return EXIT_CONFIG
-    if isinstance(error, LockedError):
-        return EXIT_LOCKED
-    return EXIT_TEMPORARY if error.temporary else EXIT_PERMANENT
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -161,6 +145,13 @@ def build_parser() -> argparse.ArgumentParser:
     dismiss.add_argument("ids", nargs="*", metavar="ID", help="a failed notification's id (see status) or Message-ID")
     dismiss.add_argument("--all", action="store_true", help="every failed notification")
     dismiss.add_argument("--reason", metavar="TEXT", help="why it is not sent (kept in the archive); required")
+
+    export = command("export", cmd_export, cmd_export.__doc__ or "")
+    export.add_argument("--since", required=True, type=_date, metavar="YYYY-MM-DD", help="first day (UTC) notified")
+    export.add_argument("--until", type=_date, metavar="YYYY-MM-DD", help="last day (UTC) notified (default: today)")
+    export.add_argument("--format", choices=("csv", "xlsx"), default="csv", help="csv (two files) or xlsx (two sheets)")
+    export.add_argument("--deidentify", action="store_true", help="leave out accession numbers, UIDs and Message-IDs")
+    export.add_argument("--output", type=Path, metavar="PATH", help="where to write (default ./ctpoller-export.FORMAT)")
 
     demo = command("demo", cmd_demo, cmd_demo.__doc__ or "")
     demo.add_argument(
@@ -282,7 +273,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     for ok, line, error in run_checks(Parts(_settings(args)), args.env_file):
         print(f"{'ok     ' if ok else 'PROBLEM'} {line}")
         if error is not None:
-            worst = max(worst, exit_code(error), key=_severity)
+            worst = max(worst, exit_code(error), key=severity)
     return worst
 
 
@@ -338,11 +329,11 @@ def cmd_retry(args: argparse.Namespace) -> int:
     sent once); it stays queued if the mail server is away. A dismissed one may be retried by ID.
     Without ID and --all: lists the failed notifications and changes nothing.
     """
-    from ctpoller.jobs.retry import retry_failed
+    from ctpoller.jobs.retry import outbox_finish, retry_failed
     from ctpoller.wiring import Parts
 
     report = retry_failed(Parts(_settings(args)), args.ids, everything=args.all, now=_now(), out=print)
-    return EXIT_OK if report is None else _outbox_finish(report, "retry")
+    return EXIT_OK if report is None else outbox_finish(report, "retry")
 
 
 def cmd_dismiss(args: argparse.Namespace) -> int:
@@ -351,31 +342,44 @@ def cmd_dismiss(args: argparse.Namespace) -> int:
     They are marked dismissed and stay in the archive with the reason; 'ctpoller retry ID' can
     still send one. Without ID and --all: lists the failed notifications and changes nothing.
     """
-    from ctpoller.jobs.retry import dismiss_failed
+    from ctpoller.jobs.retry import dismiss_failed, outbox_finish
     from ctpoller.wiring import Parts
 
     report = dismiss_failed(
         Parts(_settings(args)), args.ids, everything=args.all, reason=args.reason, now=_now(), out=print
     )
-    return EXIT_OK if report is None else _outbox_finish(report, "dismiss")
+    return EXIT_OK if report is None else outbox_finish(report, "dismiss")
 
 
 def cmd_digest(args: argparse.Namespace) -> int:
     """Email the digest once per week (its own timer): new notifications since the last digest, open
     ones older than CTPOLLER_REVIEW_DUE_DAYS, per station and rule, to CTPOLLER_DIGEST_TO."""
     from ctpoller.jobs.digest import send_digest
+    from ctpoller.jobs.retry import outbox_finish
     from ctpoller.wiring import Parts
 
     line, report = send_digest(Parts(_settings(args)), now=_now())
     print(line)
-    return _outbox_finish(report, "digest")
+    return outbox_finish(report, "digest")
 
 
-def _outbox_finish(report: Report, what: str) -> int:
-    detail = f"{report.sent} emails sent, {len(report.failed)} refused again, {len(report.deferred)} deferred, "
-    log.info("%s: %s%d failed waiting", what, detail if what == "retry" else "", report.failed_waiting)
-    problem = report.problem()
-    return EXIT_OK if problem is None else exit_code(problem)
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write the notifications notified --since..--until (UTC days) with their reviews and review history.
+
+    csv: PATH, one row per notification, and PATH-history, one row per review change; xlsx: two sheets.
+    --deidentify leaves out accession numbers, UIDs and Message-IDs (the notification key links both)."""
+    from ctpoller.jobs.export import export
+    from ctpoller.wiring import build_state
+
+    state = build_state(_settings(args))
+    try:
+        count, changes, files = export(
+            state, since=args.since, until=args.until, fmt=args.format, deidentify=args.deidentify, output=args.output
+        )
+    finally:
+        state.dispose()
+    print(f"exported {count} notifications and {changes} review changes to {', '.join(map(str, files))}")
+    return EXIT_OK
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -407,10 +411,6 @@ def finish(report: Report, what: str, *, dry_run: bool) -> int:
     log.info("%s", report.summary(what))
     problem = report.problem()
     return EXIT_OK if problem is None else exit_code(problem)
-
-
-def _severity(code: int) -> int:
-    return {EXIT_OK: 0, EXIT_TEMPORARY: 1, EXIT_LOCKED: 1, EXIT_PERMANENT: 2, EXIT_CONFIG: 3}.get(code, 2)
 
 
 def _date(text: str) -> date:

@@ -73,3 +73,32 @@ class NotifyError(CtpollerError):
         self.permanent = permanent
         self.scope: NotifyScope = "message" if permanent else scope
         self.temporary = not permanent and scope != "settings"
+
+
+# -- exit codes: every command's (also in the README and --help), and which error gets which ------------
+
+EXIT_OK = 0
+EXIT_PERMANENT = 1
+EXIT_CONFIG = 2
+EXIT_LOCKED = 3
+EXIT_TEMPORARY = 75
+
+EXIT_CODES_HELP = """exit codes:
+  0   success (exceedances found is still success)
+  1   permanent failure: a person must act
+  2   configuration error: nothing was done
+  3   another ctpoller run holds the lock
+  75  temporary failure: the next run retries
+"""
+
+
+def exit_code(error: CtpollerError) -> int:
+    if isinstance(error, ConfigError):
+        return EXIT_CONFIG
+    if isinstance(error, LockedError):
+        return EXIT_LOCKED
+    return EXIT_TEMPORARY if error.temporary else EXIT_PERMANENT
+
+
+def severity(code: int) -> int:
+    return {EXIT_OK: 0, EXIT_TEMPORARY: 1, EXIT_LOCKED: 1, EXIT_PERMANENT: 2, EXIT_CONFIG: 3}.get(code, 2)

@@ -70,6 +70,7 @@ class Settings(BaseSettings):
     mail_to: str = ""
     outbox_dir: Path | None = None
     archive_path: Path | None = None
+    archive_mode: str = Field(default="0640", description="the archive's permission bits (octal)")
     metrics_file: Path | None = None
     openrem_url: str | None = Field(default=None, description="OpenREM's web address, for links to exams")
     timezone: str | None = Field(default=None, description="the site's IANA time zone (default: the host's)")
@@ -88,6 +89,7 @@ class Settings(BaseSettings):
         "rules_file",
         "outbox_dir",
         "archive_path",
+        "timezone",
         "metrics_file",
         "openrem_url",
         "timezone",
@@ -139,6 +141,20 @@ class Settings(BaseSettings):
             zone_info(value)
         return value
 
+    @field_validator("archive_mode")
+    @classmethod
+    def _mode(cls, value: str) -> str:
+        text = value.strip()
+        if (
+            not text
+            or any(c not in "01234567" for c in text.removeprefix("0o"))
+            or int(text.removeprefix("0o"), 8) > 0o777
+        ):
+            raise ValueError(f"{value!r} is not a file mode in octal such as 0640")
+        if int(text.removeprefix("0o"), 8) & 0o600 != 0o600:
+            raise ValueError(f"{value!r} would not let ctpoller read and write its own archive (0600 at least)")
+        return text
+
     @field_validator("mail_to", "admin_mail_to", "digest_to")
     @classmethod
     def _addresses(cls, value: str) -> str:
@@ -156,6 +172,10 @@ class Settings(BaseSettings):
     @property
     def recipients(self) -> tuple[str, ...]:
         return tuple(split_addresses(self.mail_to))
+
+    @property
+    def archive_file_mode(self) -> int:
+        return int(self.archive_mode.removeprefix("0o"), 8)
 
     @property
     def smtp_port_or_default(self) -> int:

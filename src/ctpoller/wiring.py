@@ -7,7 +7,7 @@ import contextlib
 import os
 import stat
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -115,7 +115,29 @@ def timing(settings: Settings) -> Timing:
 
 
 def build_archive(settings: Settings) -> XlsxArchive | None:
-    return XlsxArchive(settings.archive_path) if settings.archive_path else None
+    if not settings.archive_path:
+        return None
+    zone, name = site_timezone(settings)
+    return XlsxArchive(settings.archive_path, zone=zone, zone_name=name, mode=settings.archive_file_mode)
+
+
+def site_timezone(settings: Settings) -> tuple[tzinfo, str]:
+    """``CTPOLLER_TIMEZONE``, else the host's zone (``TZ``, then /etc/localtime), else the host's
+    current UTC offset, named "local"."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    names = [settings.timezone] if settings.timezone else []
+    names.append(os.environ.get("TZ", "").lstrip(":"))
+    with contextlib.suppress(OSError):
+        target = os.readlink("/etc/localtime")
+        if "zoneinfo/" in target:
+            names.append(target.split("zoneinfo/", 1)[1])
+    for name in names:
+        if name:
+            with contextlib.suppress(ZoneInfoNotFoundError, ValueError):
+                return ZoneInfo(name), name
+    local = datetime.now().astimezone().tzinfo
+    return (local or UTC), "local"
 
 
 def site_zone(settings: Settings) -> tzinfo:

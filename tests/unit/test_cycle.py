@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -22,7 +22,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from ctpoller.core.model import ArchiveRow, Message
+from ctpoller.archive.columns import Column, columns
+from ctpoller.archive.readback import ReadBack, Signature
+from ctpoller.core.model import Message
 from ctpoller.core.rules import parse_rules
 from ctpoller.core.settle import Timing
 from ctpoller.demo.exams import (
@@ -127,14 +129,29 @@ class RecordingNotifier:
 
 
 class Shelf:
-    """An archive that keeps the rows it was last given."""
+    """An archive that keeps the rows (cells by header) it was last given, and that nobody edits."""
+
+    path = Path("shelf.xlsx")
+    zone, zone_name = UTC, "UTC"
 
     def __init__(self) -> None:
-        self.rows: list[ArchiveRow] | None = None
+        self.rows: list[dict[str, Any]] | None = None
 
-    def write(self, rows: Iterator[ArchiveRow]) -> int:
-        self.rows = list(rows)
+    def columns(self) -> tuple[Column, ...]:
+        return columns(self.zone_name)
+
+    def write(self, rows: Iterable[Mapping[str, Any]], *, before_replace: Callable[[], None] | None = None) -> int:
+        self.rows = [dict(row) for row in rows]
         return len(self.rows)
+
+    def read(self) -> ReadBack:
+        return ReadBack()
+
+    def signature(self) -> Signature | None:
+        return None if self.rows is None else Signature(len(self.rows), 0, "")
+
+    def lock_file(self) -> Path | None:
+        return None
 
     def exists(self) -> bool:
         return self.rows is not None
@@ -424,7 +441,7 @@ def test_a_permanent_refusal_marks_the_message_failed_and_the_next_run_warns(
     problem = failed.problem()
     assert isinstance(problem, NotifyError) and problem.permanent  # exit 1: a person must act
     assert site.outbox() == {"failed": 1}
-    assert site.archive.rows is not None and {r.status for r in site.archive.rows} == {"failed"}
+    assert site.archive.rows is not None and {r["Status"] for r in site.archive.rows} == {"failed"}
 
     site.notifier.accept(SIEMENS_FLASH_QA.uid)
     with caplog.at_level(logging.WARNING, logger="ctpoller.jobs.deliver"):
@@ -466,7 +483,7 @@ def test_backfill_without_email_records_history_and_never_sends_it(site: Site) -
     assert report.sent == 0 and site.notifier.tried == []
     assert site.archive.rows is not None
     assert len(site.archive.rows) == 3  # Flash QA (CTDIvol, DLP total) + PixelMed (head CTDIvol)
-    assert {r.status for r in site.archive.rows} == {"not_sent"}
+    assert {r["Status"] for r in site.archive.rows} == {"recorded, not emailed"}
     assert site.cycle(after=timedelta(hours=1)).sent == 0
     assert site.backfill(since=date(2000, 1, 1), email=True).messages == []  # already recorded
     assert site.notifier.tried == []

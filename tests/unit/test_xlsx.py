@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Iterator
-from datetime import datetime, time
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime, time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -15,34 +15,30 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ctpoller.archive.xlsx import CELL_TEXT_MAX, COLUMNS, build_workbook, cell_text, write_archive
+from ctpoller.archive import xlsx
+from ctpoller.archive.columns import columns, row_cells
+from ctpoller.archive.xlsx import CELL_TEXT_MAX, cell_text
 from ctpoller.core.model import ArchiveRow, MessageStatus
 from ctpoller.errors import NotifyError
 from support.factories import archive_row
 
-HEADERS = [
-    "Notified at (UTC)",
-    "Study date",
-    "Study time",
-    "Station",
-    "Display name",
-    "Accession number",
-    "Study description",
-    "Protocol",
-    "Rule",
-    "Metric",
-    "Value",
-    "Limit",
-    "Unit",
-    "Ratio",
-    "Previous value",
-    "Status",
-    "Sent at (UTC)",
-    "Error",
-    "Message-ID",
-    "Study Instance UID",
-    "Irradiation event",
-]
+COLUMNS = columns("UTC")
+HEADERS = [column.header for column in COLUMNS]
+
+
+def _cells(rows: Iterable[ArchiveRow]) -> Iterator[dict[str, Any]]:
+    for row in rows:
+        yield row_cells(row, "nkey", {}, None, UTC, "UTC")
+
+
+def build_workbook(rows: Iterable[ArchiveRow]) -> Any:
+    return xlsx.build_workbook(COLUMNS, _cells(rows))
+
+
+def write_archive(rows: Iterable[ArchiveRow], path: Path, **options: Any) -> int:
+    return xlsx.write_archive(COLUMNS, _cells(rows), path, **options)
+
+
 HOSTILE = ['=HYPERLINK("http://x","y")', "+1", "-2+3", "@SUM(A1)", "\t=1", "\r=1", "=1"]
 
 
@@ -57,7 +53,7 @@ def load_cells(rows: list[ArchiveRow]) -> list[list[Any]]:
     build_workbook(rows).save(buffer)
     workbook = openpyxl.load_workbook(io.BytesIO(buffer.getvalue()))
     try:
-        assert workbook.sheetnames == ["Notifications"]
+        assert workbook.sheetnames == ["Notifications", "Lists"]
         sheet = workbook["Notifications"]
         for row in sheet.iter_rows():
             for cell in row:
@@ -69,7 +65,16 @@ def load_cells(rows: list[ArchiveRow]) -> list[list[Any]]:
 
 def test_header_row_names_every_column_in_order() -> None:
     assert load([])[0] == HEADERS
-    assert [title for title, _ in COLUMNS] == HEADERS
+    assert HEADERS[:2] == ["Notified at (UTC time)", "Study date"] and HEADERS[-1] == "Notification key"
+    assert HEADERS[19:26] == [
+        "Reviewed by",
+        "Reviewed on",
+        "Outcome",
+        "Reason",
+        "Comment",
+        "Action taken",
+        "Regulator reference",
+    ]
 
 
 def test_row_holds_the_notification_with_real_dates_and_numbers() -> None:
@@ -77,7 +82,7 @@ def test_row_holds_the_notification_with_real_dates_and_numbers() -> None:
     by_header = dict(zip(HEADERS, row, strict=True))
 
     assert by_header == {
-        "Notified at (UTC)": datetime(2026, 3, 2, 9, 0),
+        "Notified at (UTC time)": datetime(2026, 3, 2, 9, 0),
         "Study date": datetime(2026, 3, 2, 0, 0),
         "Study time": time(8, 15, 30),
         "Station": "CTAWP00001",
@@ -93,11 +98,16 @@ def test_row_holds_the_notification_with_real_dates_and_numbers() -> None:
         "Ratio": pytest.approx(1.5224),
         "Previous value": 60.5,
         "Status": "sent",
-        "Sent at (UTC)": datetime(2026, 3, 2, 9, 0, 5),
+        "Sent at (UTC time)": datetime(2026, 3, 2, 9, 0, 5),
+        "Recipients": None,
         "Error": None,
+        **dict.fromkeys(HEADERS[19:26]),
+        "Changed after review": None,
+        "Notified at (UTC)": datetime(2026, 3, 2, 9, 0),
         "Message-ID": "<ctpoller.7@hospital.example>",
         "Study Instance UID": "1.2.826.0.1.3680043.8.498.1",
         "Irradiation event": "1.2.3.4.5",
+        "Notification key": "nkey",
     }
 
 
@@ -123,7 +133,7 @@ def test_missing_values_and_a_zero_limit_leave_cells_empty() -> None:
     assert by_header["Previous value"] is None
     assert by_header["Protocol"] is None
     assert by_header["Study time"] is None
-    assert by_header["Sent at (UTC)"] is None
+    assert by_header["Sent at (UTC time)"] is None
 
 
 def test_sheet_has_frozen_header_autofilter_and_column_widths(tmp_path: Path) -> None:
@@ -133,7 +143,7 @@ def test_sheet_has_frozen_header_autofilter_and_column_widths(tmp_path: Path) ->
     sheet = workbook["Notifications"]
 
     assert sheet.freeze_panes == "A2"
-    assert sheet.auto_filter.ref == "A1:U3"
+    assert sheet.auto_filter.ref == f"A1:{openpyxl.utils.get_column_letter(len(HEADERS))}3"
     assert sheet.column_dimensions["G"].width == 30
     workbook.close()
 
@@ -302,11 +312,12 @@ def test_read_only_directory_keeps_the_old_archive(tmp_path: Path) -> None:
     assert path.read_bytes() == before
 
 
-def test_rewrite_keeps_the_permissions_of_the_existing_archive(tmp_path: Path) -> None:
+def test_the_archive_gets_the_configured_mode_also_when_it_existed_with_another(tmp_path: Path) -> None:
     path = tmp_path / "archive.xlsx"
     write_archive([archive_row()], path)
-    path.chmod(0o644)
+    assert path.stat().st_mode & 0o777 == 0o640  # readable by a QA group, by default
+    path.chmod(0o600)
 
-    write_archive([archive_row()], path)
+    write_archive([archive_row()], path, mode=0o644)
 
     assert path.stat().st_mode & 0o777 == 0o644

@@ -1,10 +1,17 @@
-"""The QA archive: every notification with its delivery status, as one .xlsx sheet.
+"""The QA archive workbook: every notification with its review, as one .xlsx sheet (a form and a view).
 
 ``build_workbook`` is pure and streams (openpyxl write-only mode), so memory stays flat however many
-rows there are. ``write_archive`` replaces the file atomically: the old archive stays intact on failure.
+rows there are. ``write_archive`` replaces the file atomically: the old archive stays intact on failure,
+and ``before_replace`` runs right before the rename (the archive job checks there that nobody saved
+the workbook meanwhile).
+
+The sheet: a frozen, filtered header; values with 2 decimals and their unit, the ratio as ``0.00"×"``
+coloured at 2× and 3× the limit; the review columns with drop-downs (``Outcome``, ``Reason``: lists on
+a hidden sheet, by defined name, as Excel's 255-character limit on an inline list requires); the
+notification's identity in the hidden "Notification key" column; landscape pages repeating the header.
 
 Every text cell is a plain string, never a formula: text that a spreadsheet would read as a formula
-(starting with ``=``, ``+``, ``-``, ``@``, tab or carriage return) gets a leading ``'``, characters a
+(starting with ``=``, ``+``, ``-``, ``@``, tab or carriage return) is marked quoted, characters a
 worksheet cannot hold become U+FFFD, line breaks become LF, and text is cut at Excel's 32,767
 characters per cell.
 """
@@ -13,66 +20,40 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import math
 import re
 import zipfile
-from collections.abc import Iterable
-from datetime import UTC, date, datetime, time
-from decimal import Decimal
+from collections.abc import Callable, Iterable, Mapping
+from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any
 
 from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
-from openpyxl.styles import Alignment, Font
-from openpyxl.utils import get_column_letter
+from openpyxl.formatting.rule import CellIsRule
+from openpyxl.styles import Alignment, Font, PatternFill
+from openpyxl.utils import get_column_letter, quote_sheetname
+from openpyxl.workbook.defined_name import DefinedName
+from openpyxl.worksheet.datavalidation import DataValidation
 from openpyxl.writer.excel import ExcelWriter
 
-from ctpoller.core.model import ArchiveRow
+from ctpoller.archive.columns import Column
+from ctpoller.core.review import OUTCOMES, REASONS
 from ctpoller.errors import NotifyError
 from ctpoller.files import atomic_write
 
 SHEET_TITLE = "Notifications"
+LISTS_TITLE = "Lists"
 CELL_TEXT_MAX = 32_767
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-STATUS_WORDS: dict[str, str] = {
-    "pending": "pending",
-    "sending": "being sent",
-    "sent": "sent",
-    "failed": "failed",
-    "dismissed": "dismissed",
-    "not_sent": "recorded, not emailed",
-}
-
-#: (header, column width) in column order.
-COLUMNS: tuple[tuple[str, float], ...] = (
-    ("Notified at (UTC)", 20),
-    ("Study date", 12),
-    ("Study time", 10),
-    ("Station", 16),
-    ("Display name", 18),
-    ("Accession number", 18),
-    ("Study description", 30),
-    ("Protocol", 30),
-    ("Rule", 20),
-    ("Metric", 28),
-    ("Value", 10),
-    ("Limit", 10),
-    ("Unit", 8),
-    ("Ratio", 8),
-    ("Previous value", 14),
-    ("Status", 20),
-    ("Sent at (UTC)", 20),
-    ("Error", 40),
-    ("Message-ID", 40),
-    ("Study Instance UID", 40),
-    ("Irradiation event", 40),
-)
+DROP_DOWNS = {"Outcome": ("ctpoller_outcomes", OUTCOMES), "Reason": ("ctpoller_reasons", REASONS)}
+RATIO_FORMAT = '0.00"×"'
+DEFAULT_MODE = 0o640
 
 # What openpyxl refuses (control characters), plus what XML 1.0 cannot hold at all.
 _UNWRITABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 _FORMATS = {datetime: "yyyy-mm-dd hh:mm:ss", date: "yyyy-mm-dd", time: "hh:mm:ss"}
+_AMBER = PatternFill(start_color="FFE699", end_color="FFE699", fill_type="solid")
+_RED = PatternFill(start_color="F4B084", end_color="F4B084", fill_type="solid")
 
 
 def cell_text(text: str) -> str:
@@ -83,51 +64,13 @@ def cell_text(text: str) -> str:
     return text[:CELL_TEXT_MAX]
 
 
-def _utc(moment: datetime | None) -> datetime | None:
-    """A naive UTC datetime (Excel has no time zones); a naive input is taken to be UTC already."""
-    if moment is None:
-        return None
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC).replace(tzinfo=None)
-    return moment
+def value_format(unit: Any) -> str:
+    """Two decimals and the unit, e.g. ``0.00" mGy"``: the cell stays a number."""
+    unit = str(unit or "").replace('"', "")
+    return f'0.00" {unit}"' if unit else "0.00"
 
 
-def _number(value: Decimal | None) -> float | None:
-    if value is None or not value.is_finite():
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
-
-
-def _values(row: ArchiveRow) -> list[Any]:
-    n = row.notification
-    study_time = n.study_time.replace(tzinfo=None) if n.study_time is not None else None
-    return [
-        _utc(row.created_at),
-        n.study_date,
-        study_time,
-        n.station_name,
-        n.display_name,
-        n.accession_number,
-        n.description,
-        n.protocol,
-        n.rule,
-        n.metric_label,
-        _number(n.value),
-        _number(n.limit),
-        n.unit,
-        _number(n.ratio),
-        _number(n.previous_value),
-        STATUS_WORDS.get(row.status, str(row.status)),
-        _utc(row.sent_at),
-        row.error,
-        row.message_id,
-        n.study_uid,
-        n.event_key or "(whole exam)",
-    ]
-
-
-def _cell(sheet: Any, value: Any) -> Any:
+def _cell(sheet: Any, value: Any, column: Column, unit: Any) -> Any:
     if value is None:
         return None
     if isinstance(value, str):
@@ -137,30 +80,70 @@ def _cell(sheet: Any, value: Any) -> Any:
         cell.quotePrefix = value.startswith(FORMULA_STARTS)
         return cell
     cell = WriteOnlyCell(sheet, value=value)
-    for kind, number_format in _FORMATS.items():
-        if type(value) is kind:
-            cell.number_format = number_format
+    if column.kind == "value":
+        cell.number_format = value_format(unit)
+    elif column.kind == "ratio":
+        cell.number_format = RATIO_FORMAT
+    else:
+        for kind, number_format in _FORMATS.items():
+            if type(value) is kind:
+                cell.number_format = number_format
     return cell
 
 
-def _fill(workbook: Workbook, rows: Iterable[ArchiveRow]) -> int:
+def _lists(workbook: Workbook) -> None:
+    """The drop-down lists on a hidden sheet, each under a workbook-wide name."""
+    sheet = workbook.create_sheet(LISTS_TITLE)
+    sheet.sheet_state = "hidden"
+    longest = max(len(items) for _, items in DROP_DOWNS.values())
+    for index in range(longest):
+        sheet.append([items[index] if index < len(items) else None for _, items in DROP_DOWNS.values()])
+    for number, (name, items) in enumerate(DROP_DOWNS.values(), 1):
+        letter = get_column_letter(number)
+        reference = f"{quote_sheetname(LISTS_TITLE)}!${letter}$1:${letter}${len(items)}"
+        workbook.defined_names[name] = DefinedName(name, attr_text=reference)
+
+
+def _fill(workbook: Workbook, columns: tuple[Column, ...], rows: Iterable[Mapping[str, Any]]) -> int:
     sheet = workbook.create_sheet(SHEET_TITLE)
-    for index, (_, width) in enumerate(COLUMNS, 1):
-        sheet.column_dimensions[get_column_letter(index)].width = width
-    sheet.freeze_panes = "A2"
+    last = get_column_letter(len(columns))
+    for index, column in enumerate(columns, 1):
+        dimension = sheet.column_dimensions[get_column_letter(index)]
+        dimension.width = column.width
+        dimension.hidden = column.kind == "key"
+    sheet.freeze_panes = "A2"  # before the first append, or openpyxl does not write it
+    sheet.print_title_rows = "1:1"
+    sheet.page_setup.orientation = "landscape"
+    sheet.page_setup.fitToWidth = 1
+    sheet.page_setup.fitToHeight = 0
+    sheet.sheet_properties.pageSetUpPr.fitToPage = True
     bold = Font(bold=True)
     header = []
-    for title, _ in COLUMNS:
-        cell = WriteOnlyCell(sheet, value=title)
+    for column in columns:
+        cell = WriteOnlyCell(sheet, value=column.header)
         cell.font = bold
-        cell.alignment = Alignment(vertical="top")
+        cell.alignment = Alignment(vertical="top", wrap_text=True)
         header.append(cell)
     sheet.append(header)
     count = 0
     for row in rows:
-        sheet.append([_cell(sheet, value) for value in _values(row)])
+        unit = row.get("Unit")
+        sheet.append([_cell(sheet, row.get(column.header), column, unit) for column in columns])
         count += 1
-    sheet.auto_filter.ref = f"A1:{get_column_letter(len(COLUMNS))}{count + 1}"
+    end = max(count + 1, 2)
+    sheet.auto_filter.ref = f"A1:{last}{count + 1}"
+    headers = [column.header for column in columns]
+    for title, (name, _) in DROP_DOWNS.items():
+        letter = get_column_letter(headers.index(title) + 1)
+        validation = DataValidation(type="list", formula1=f"={name}", allow_blank=True)
+        validation.error = f"choose one of the list ({title})"
+        validation.errorTitle = title
+        validation.add(f"{letter}2:{letter}{end}")
+        sheet.data_validations.append(validation)
+    ratio = get_column_letter(headers.index("Ratio") + 1)
+    area = f"{ratio}2:{ratio}{end}"
+    sheet.conditional_formatting.add(area, CellIsRule(operator="greaterThanOrEqual", formula=["3"], fill=_RED))
+    sheet.conditional_formatting.add(area, CellIsRule(operator="greaterThanOrEqual", formula=["2"], fill=_AMBER))
     return count
 
 
@@ -179,24 +162,31 @@ def _discard(workbook: Workbook) -> None:
                 writer.cleanup()
 
 
-def build_workbook(rows: Iterable[ArchiveRow]) -> Workbook:
-    """A write-only workbook with one "Notifications" sheet: a header row, then one row per item.
-
-    Save it once (``workbook.save(path_or_file)``); a write-only workbook cannot be read back.
-    """
+def build_workbook(columns: tuple[Column, ...], rows: Iterable[Mapping[str, Any]]) -> Workbook:
+    """A write-only workbook: the "Notifications" sheet (a header row, then one row per item) and the
+    hidden "Lists" sheet. Save it once; a write-only workbook cannot be read back."""
     workbook = Workbook(write_only=True)
     try:
-        _fill(workbook, rows)
+        _fill(workbook, columns, rows)
+        _lists(workbook)
     except BaseException:
         _discard(workbook)
         raise
     return workbook
 
 
-def write_archive(rows: Iterable[ArchiveRow], path: Path) -> int:
+def write_archive(
+    columns: tuple[Column, ...],
+    rows: Iterable[Mapping[str, Any]],
+    path: Path,
+    *,
+    mode: int = DEFAULT_MODE,
+    before_replace: Callable[[], None] | None = None,
+) -> int:
     """Replace the archive at ``path`` with ``rows``; return how many rows were written.
 
-    Raises ``NotifyError`` (see ``archive_error``) on any ``OSError``; the old archive is then left intact.
+    Raises ``NotifyError`` (see ``archive_error``) on any ``OSError``; the old archive is then left
+    intact. An exception from ``before_replace`` also leaves it intact, and propagates.
     """
     path = Path(path)
     workbook = Workbook(write_only=True)
@@ -206,7 +196,8 @@ def write_archive(rows: Iterable[ArchiveRow], path: Path) -> int:
         nonlocal count
         archive = zipfile.ZipFile(file, "w", zipfile.ZIP_DEFLATED, allowZip64=True)
         try:
-            count = _fill(workbook, rows)
+            count = _fill(workbook, columns, rows)
+            _lists(workbook)
             ExcelWriter(workbook, archive).save()
         except BaseException:
             # Close the zip now: left to the garbage collector it prints a traceback on stderr.
@@ -214,9 +205,11 @@ def write_archive(rows: Iterable[ArchiveRow], path: Path) -> int:
                 archive.close()
             _discard(workbook)
             raise
+        if before_replace is not None:
+            before_replace()
 
     try:
-        atomic_write(path, write)
+        atomic_write(path, write, mode=mode)
     except OSError as error:
         raise archive_error(path, error) from error
     return count

@@ -156,7 +156,7 @@ def backfill(
     if not dry_run:
         if email:
             deliver(state, notifier, report, now=now)
-        write_archive(state, archive, report)
+        write_archive(state, archive, report, now=now)
     return report
 
 

@@ -56,13 +56,13 @@ def run_once(
     except SourceError:
         if not dry_run:
             deliver(state, notifier, report, now=now)
-            write_archive(state, archive, report)
+            write_archive(state, archive, report, now=now)
         raise
     if heartbeat is not None and not dry_run:
         check(state, report, heartbeat, now=now)
     if not dry_run and not report.initialised:
         deliver(state, notifier, report, now=now)
-        write_archive(state, archive, report)
+        write_archive(state, archive, report, now=now)
     return report
 
 

@@ -107,16 +107,8 @@ def failed_line(message: Message) -> str:
     return f"id {message.id} (study date {when}, {message.attempts} attempts): {error}"
 
 
-def write_archive(state: StateStore, archive: Archive | None, report: Report) -> None:
-    """Rebuild the QA archive from the state store when anything in it changed."""
-    if archive is None or (archive.exists() and not state.archive_due()):
-        return
-    generation = state.get_meta("archive_generation")
-    try:
-        report.archive_rows = archive.write(state.archive_rows())
-    except NotifyError as e:
-        report.archive_error = str(e)
-        report.archive_needs_a_person = not e.temporary
-        log.error("%s (nothing is lost: the next run that can write the archive rebuilds it)", e)
-        return
-    state.archive_written(generation)
+def write_archive(state: StateStore, archive: Archive | None, report: Report, *, now: datetime | None = None) -> None:
+    """Read the reviews back from the QA archive and rewrite it when anything in it changed (``jobs.archive``)."""
+    from ctpoller.jobs.archive import write_archive as update
+
+    update(state, archive, report, now=now)

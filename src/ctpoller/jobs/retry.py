@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from ctpoller.core.model import Message
-from ctpoller.errors import ConfigError
+from ctpoller.errors import ConfigError, exit_code
 from ctpoller.jobs.check import Parts
 from ctpoller.jobs.deliver import deliver, failed_line, warn_failed, write_archive
 from ctpoller.jobs.report import Report
 from ctpoller.store.store import StateStore
+
+log = logging.getLogger(__name__)
 
 
 def chosen_messages(
@@ -66,7 +69,7 @@ def retry_failed(
             out(f"queued again: {queued} notifications (ids {', '.join(str(m.id) for m in chosen)})")
             report = Report()
             deliver(state, notifier, report, now=now)
-            write_archive(state, parts.archive(), report)
+            write_archive(state, parts.archive(), report, now=now)
             return report
     finally:
         state.dispose()
@@ -101,7 +104,7 @@ def dismiss_failed(
             done = state.dismiss([m.id for m in chosen], " ".join(reason.split()), now)
             out(f"dismissed: {done} notifications (ids {', '.join(str(m.id) for m in chosen)})")
             report = Report()
-            write_archive(state, parts.archive(), report)
+            write_archive(state, parts.archive(), report, now=now)
             warn_failed(state, report)
             return report
     finally:
@@ -116,3 +119,11 @@ def _list_failed(state: StateStore, out: Callable[[str], None], hint: str) -> No
     out(f"{len(failed)} notifications failed permanently; nothing was changed: {hint}")
     for message in failed:
         out(f"  {failed_line(message)}")
+
+
+def outbox_finish(report: Report, what: str) -> int:
+    """Log what ``retry``/``dismiss`` did and return the exit code of its problem."""
+    detail = f"{report.sent} emails sent, {len(report.failed)} refused again, {len(report.deferred)} deferred, "
+    log.info("%s: %s%d failed waiting", what, detail if what == "retry" else "", report.failed_waiting)
+    problem = report.problem()
+    return 0 if problem is None else exit_code(problem)

@@ -32,6 +32,9 @@ def status_lines(parts: Parts, *, now: datetime) -> Iterator[str]:
             value = state.get_meta(key)
             if value:
                 yield f"{key.replace('_', ' ')}: {value}"
+        problem = state.get_meta("archive_problem")
+        if problem:
+            yield f"archive: PROBLEM {problem}"
         counts = state.outbox_counts()
         outbox = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
         yield f"outbox: {outbox or 'empty'} (pending = waiting to be sent; failed = refused, see below)"

@@ -27,6 +27,7 @@ from ctpoller.store.tables import (
     ADVISORY_LOCK_KEY,
     MIGRATIONS,
     SCHEMA_VERSION,
+    message_table,
     meta_table,
     metadata,
 )
@@ -206,6 +207,8 @@ class StoreBase:
             ).scalar_one_or_none()
             if version is None:
                 conn.execute(sa.insert(meta_table).values(key="schema_version", value=str(SCHEMA_VERSION)))
+            elif int(version) < SCHEMA_VERSION:
+                put_meta(conn, "schema_version", str(SCHEMA_VERSION))
             elif int(version) > SCHEMA_VERSION:
                 raise StateError(
                     f"state store {self.where} has schema version {version}, newer than this ctpoller "
@@ -329,6 +332,18 @@ def bump(conn: Connection, key: str) -> None:
     put_meta(conn, key, str(int(meta_value(conn, key) or 0) + 1))
 
 
+def bump_archive(conn: Connection, *, message_ids: Sequence[int] = (), year: int | None = None) -> None:
+    """Rows of the archive changed: bump its generation and that of each year concerned (the year a
+    message was recorded, UTC), so that a run rewrites only those years' workbooks."""
+    bump(conn, "archive_generation")
+    years = {year} if year is not None else set()
+    for chunk in chunks(list(message_ids), 500):
+        created = conn.execute(sa.select(message_table.c.created_at).where(message_table.c.id.in_(chunk)))
+        years.update(int(text[:4]) for text in created.scalars())
+    for one in sorted(years):
+        bump(conn, f"archive_generation:{one}")
+
+
 def chunks(items: Sequence[Any], size: int) -> Iterator[list[Any]]:
     items = list(items)
     for start in range(0, len(items), size):
@@ -339,6 +354,8 @@ def migrate(conn: Connection) -> None:
     """Apply ``MIGRATIONS`` in order; each is idempotent, so a store already up to date is unchanged."""
     inspector = sa.inspect(conn)
     for migration in MIGRATIONS:
+        if migration.creates is not None:
+            migration.creates.create(conn, checkfirst=True)
         if migration.statement:
             conn.execute(sa.text(migration.statement))
         if migration.table is not None:

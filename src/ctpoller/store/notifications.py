@@ -116,8 +116,8 @@ class Notifications(StoreBase):
             ],
         )
 
-    def archive_rows(self) -> Iterator[ArchiveRow]:
-        """Every notification ever recorded, oldest first, streamed."""
+    def archive_rows(self, since: datetime | None = None, until: datetime | None = None) -> Iterator[ArchiveRow]:
+        """Every notification recorded (in ``[since, until)`` when given), oldest first, streamed."""
         query = (
             sa.select(
                 notification_table,
@@ -131,6 +131,10 @@ class Notifications(StoreBase):
             .join(message_table, message_table.c.id == notification_table.c.message)
             .order_by(notification_table.c.id)
         )
+        if since is not None:
+            query = query.where(message_table.c.created_at >= iso(since))
+        if until is not None:
+            query = query.where(message_table.c.created_at < iso(until))
         try:
             with self.engine.connect() as conn:
                 for row in conn.execution_options(yield_per=1000).execute(query):

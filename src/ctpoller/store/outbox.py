@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from ctpoller.core.model import Message, MessageStatus, Notice
-from ctpoller.store.base import StoreBase, bump
+from ctpoller.store.base import StoreBase, bump_archive
 from ctpoller.store.notifications import _notification
 from ctpoller.store.tables import EXAM, from_iso, iso, message_table, notification_table, stored_time
 
@@ -98,7 +98,7 @@ class Outbox(StoreBase):
                     last_error=note,
                 )
             )
-            bump(conn, "archive_generation")
+            bump_archive(conn, message_ids=[message.id])
 
     def mark_failed(self, message: Message, now: datetime, error: str, *, permanent: bool) -> None:
         with self._tx("recording a failed delivery") as conn:
@@ -115,7 +115,7 @@ class Outbox(StoreBase):
                 )
             )
             if permanent:  # a message that stays pending looks the same in the archive
-                bump(conn, "archive_generation")
+                bump_archive(conn, message_ids=[message.id])
 
     def outbox_counts(self) -> dict[str, int]:
         with self._tx("counting the outbox") as conn:
@@ -154,7 +154,7 @@ class Outbox(StoreBase):
                 .where(message_table.c.id.in_(list(ids)), message_table.c.status.in_(("failed", "dismissed")))
                 .values(status="pending", claimed_by=None, claimed_at=None)
             )
-            bump(conn, "archive_generation")
+            bump_archive(conn, message_ids=list(ids))
             return int(done.rowcount or 0)
 
     def dismiss(self, ids: Sequence[int], reason: str, now: datetime) -> int:
@@ -177,5 +177,5 @@ class Outbox(StoreBase):
                     .values(status="dismissed", last_error=note[:2000])
                 )
                 count += int(done.rowcount or 0)
-            bump(conn, "archive_generation")
+            bump_archive(conn, message_ids=[row.id for row in rows])
         return count

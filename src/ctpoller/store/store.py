@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
 from ctpoller.core.model import Tracked
 from ctpoller.errors import StateError
-from ctpoller.store.base import bump, chunks
+from ctpoller.store.base import bump_archive, chunks
 from ctpoller.store.notices import Notices
 from ctpoller.store.notifications import NewMessage, Notifications
 from ctpoller.store.outbox import Outbox
+from ctpoller.store.reviews import Reviews
 from ctpoller.store.studies import Studies, _tracked_row
 from ctpoller.store.tables import meta_table, study_table
 
@@ -44,7 +45,7 @@ class CycleWrite:
         )
 
 
-class StateStore(Studies, Notifications, Outbox, Notices):
+class StateStore(Studies, Notifications, Outbox, Notices, Reviews):
     """The state store. Create it, call ``ensure_schema``, hold ``lock()`` for a run."""
 
     def commit_cycle(self, write: CycleWrite, now: datetime) -> None:
@@ -77,4 +78,4 @@ class StateStore(Studies, Notifications, Outbox, Notices):
             if write.messages:
                 self._insert_messages(conn, write.messages, now)
             if write.messages:
-                bump(conn, "archive_generation")
+                bump_archive(conn, year=now.astimezone(UTC).year)

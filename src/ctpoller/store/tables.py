@@ -18,6 +18,14 @@ Tables::
     ctp_notification  the exceedances each message tells about (what the email and the archive show)
     ctp_station       per station: the newest study seen, the last gaps between studies, and whether its
                       silence was announced (the heartbeat)
+    ctp_review_change the review record, append-only: one row per change of one review field of one
+                      notification (by its key, core.review.notification_key): old, new, who, when
+    ctp_archived_row  notifications adopted from an existing workbook that this store did not record
+                      (a replaced store): the row's cells, so that no archived row ever disappears
+
+    ctp_meta also holds, per archive year YYYY: archive_generation:YYYY (bumped whenever a row of that
+    year changes), archive_written:YYYY (the generation last written) and archive_seen:YYYY (the
+    workbook's size and mtime when ctpoller last wrote or read it).
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ import sqlalchemy as sa
 
 from ctpoller.core import settle
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the review record (an older ctpoller would rewrite the archive without it)
 ADVISORY_LOCK_KEY = 0x63_74_70_6F_6C_6C  # "ctpoll"
 EVENT_KEY_INDEX = "ctp_exceedance_event_key"
 HISTORY = settle.HISTORY  # ctp_study status of a row remembered from before the first run (never evaluated)
@@ -145,6 +153,31 @@ station_table = sa.Table(
 )
 
 
+review_table = sa.Table(
+    "ctp_review_change",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("notification_key", sa.String(64), nullable=False, index=True),
+    sa.Column("field", sa.String(32), nullable=False),
+    sa.Column("old_value", sa.Text, nullable=True),
+    sa.Column("new_value", sa.Text, nullable=True),
+    sa.Column("changed_by", sa.Text, nullable=False),
+    sa.Column("changed_at", sa.String(40), nullable=False),
+)
+
+archived_row_table = sa.Table(
+    "ctp_archived_row",
+    metadata,
+    sa.Column("notification_key", sa.String(64), primary_key=True),
+    sa.Column("year", sa.Integer, nullable=False, index=True),
+    sa.Column("seq", sa.Integer, nullable=False),  # the order it was adopted in (the workbook's row order)
+    sa.Column("cells", sa.Text, nullable=False),
+    sa.Column("adopted_at", sa.String(40), nullable=False),
+)
+
+MESSAGE_CREATED_INDEX = "ctp_message_created_at"
+
+
 def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
@@ -163,13 +196,14 @@ class Migration:
     """One step that brings an older store up to date: idempotent, applied in order at every start.
 
     ``statement`` runs as it is; ``columns`` (of ``table``, as declared above) are added where missing,
-    NULL in the rows already there.
+    NULL (or their declared default) in the rows already there; ``creates`` is a table made where missing.
     """
 
     name: str
     statement: str = ""
     table: sa.Table | None = None
     columns: tuple[str, ...] = ()
+    creates: sa.Table | None = None
 
 
 #: Every migration, oldest first. ``create_all`` makes new stores (and new tables) complete; these mend older ones.
@@ -197,5 +231,11 @@ MIGRATIONS = (
         "the outbox carries notices to people (heartbeat, digest) beside exam notifications",
         table=message_table,
         columns=("kind", "subject", "body"),
+    ),
+    Migration("keep the review record: every change of every review field, append-only", creates=review_table),
+    Migration("adopt the rows of an existing archive that the store did not record", creates=archived_row_table),
+    Migration(
+        "index messages by creation time (the archive is written one year at a time)",
+        f"CREATE INDEX IF NOT EXISTS {MESSAGE_CREATED_INDEX} ON ctp_message (created_at)",
     ),
 )
