@@ -200,8 +200,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = _settings(args)
 
     def cycle(c: Components, now: datetime) -> Report:
-        parts = (c.source, c.state, c.rules, c.notifier, c.archive)
-        return run_once(*parts, now=now, timing=c.timing, dry_run=args.dry_run, mail_domain=c.mail_domain)
+        parts, dry, html = (c.source, c.state, c.rules, c.notifier, c.archive), args.dry_run, c.report_html
+        return run_once(*parts, now=now, timing=c.timing, dry_run=dry, mail_domain=c.mail_domain, report_html=html)
 
     what = "dry run" if args.dry_run else "run"
     return _journaled(settings, cycle, what, need_delivery=not args.dry_run, dry_run=args.dry_run)
@@ -269,6 +269,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
             dry_run=args.dry_run,
             timing=c.timing,
             mail_domain=c.mail_domain,
+            report_html=c.report_html,
         )
         if args.no_email and not args.dry_run:  # a backfill that sends warns like one that does
             warn_failed(c.state, report)

@@ -66,6 +66,7 @@ class Settings(BaseSettings):
     mail_to: str = ""
     outbox_dir: Path | None = None
     archive_path: Path | None = None
+    report_html: Path | None = None
     metrics_file: Path | None = None
 
     @field_validator(
@@ -76,6 +77,7 @@ class Settings(BaseSettings):
         "rules_file",
         "outbox_dir",
         "archive_path",
+        "report_html",
         "metrics_file",
         mode="before",
     )

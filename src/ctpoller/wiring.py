@@ -12,6 +12,7 @@ from pathlib import Path
 from types import TracebackType
 
 from ctpoller.archive.base import XlsxArchive
+from ctpoller.archive.html import HtmlReport
 from ctpoller.core.rules import RuleSet, parse_rules
 from ctpoller.core.settle import Timing
 from ctpoller.errors import ConfigError
@@ -102,6 +103,10 @@ def build_archive(settings: Settings) -> XlsxArchive | None:
     return XlsxArchive(settings.archive_path) if settings.archive_path else None
 
 
+def build_report_html(settings: Settings) -> HtmlReport | None:
+    return HtmlReport(settings.report_html) if settings.report_html else None
+
+
 class Parts:
     """Each part built from the settings when a job asks for it (``check``, ``status``, ``retry``)."""
 
@@ -138,6 +143,7 @@ class Components:
             )
         # Not checked here: the emails never wait for the archive (a QA share may be away for a while).
         self.archive = build_archive(settings)
+        self.report_html = build_report_html(settings)
         self.mail_domain = mail_domain(settings)
         self.timing = timing(settings)
         self.state = build_state(settings)

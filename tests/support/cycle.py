@@ -36,6 +36,7 @@ class Harness:
 
     def __post_init__(self) -> None:
         self.archive_path = self.tmp / "archive.xlsx"
+        self.report_html = self.tmp / "report.html"
 
     @property
     def rules(self) -> RuleSet:
@@ -54,6 +55,7 @@ class Harness:
             smtp_timeout=10,
             mail_from="ctpoller@hospital.example",
             archive_path=self.archive_path,
+            report_html=self.report_html,
         )
 
     @contextlib.contextmanager
@@ -85,6 +87,7 @@ class Harness:
                 timing=self.timing,
                 dry_run=dry_run,
                 mail_domain="hospital.example",
+                report_html=wiring.build_report_html(self.settings()),
             )
 
     def backfill(self, *, since=None, email: bool = True, dry_run: bool = False) -> Report:
@@ -101,4 +104,5 @@ class Harness:
                 dry_run=dry_run,
                 timing=self.timing,
                 mail_domain="hospital.example",
+                report_html=wiring.build_report_html(self.settings()),
             )

@@ -11,6 +11,7 @@ import logging
 from datetime import datetime
 
 from ctpoller.archive.base import Archive
+from ctpoller.archive.html import HtmlReport
 from ctpoller.core import settle
 from ctpoller.core.model import (
     StudyHead,
@@ -20,6 +21,7 @@ from ctpoller.core.settle import DEFAULT_TIMING, Timing
 from ctpoller.errors import ConfigError, SourceError
 from ctpoller.jobs.deliver import deliver, write_archive
 from ctpoller.jobs.news import evaluate_exams
+from ctpoller.jobs.publish import write_report_html
 from ctpoller.jobs.report import Report
 from ctpoller.jobs.start import check_not_behind, first_run, late_window
 from ctpoller.mail.base import Notifier
@@ -42,6 +44,7 @@ def run_once(
     timing: Timing = DEFAULT_TIMING,
     dry_run: bool = False,
     mail_domain: str = "ctpoller.invalid",
+    report_html: HtmlReport | None = None,
 ) -> Report:
     """One poll cycle. With ``dry_run`` nothing is written and nothing is sent.
 
@@ -54,10 +57,12 @@ def run_once(
         if not dry_run:
             deliver(state, notifier, report, now=now)
             write_archive(state, archive, report)
+            write_report_html(state, report_html, report, now=now)
         raise
     if not dry_run and not report.initialised:
         deliver(state, notifier, report, now=now)
         write_archive(state, archive, report)
+        write_report_html(state, report_html, report, now=now)
     return report
 
 
