@@ -28,6 +28,7 @@ from openpyxl.styles import Alignment, Font
 from openpyxl.utils import get_column_letter
 from openpyxl.writer.excel import ExcelWriter
 
+from ctpoller.archive.summary import Tally, add_summary
 from ctpoller.core.model import ArchiveRow
 from ctpoller.errors import NotifyError
 from ctpoller.files import atomic_write
@@ -156,11 +157,12 @@ def _fill(workbook: Workbook, rows: Iterable[ArchiveRow]) -> int:
         cell.alignment = Alignment(vertical="top")
         header.append(cell)
     sheet.append(header)
-    count = 0
-    for row in rows:
+    count, tally = 0, Tally()
+    for row in tally.counting(rows):
         sheet.append([_cell(sheet, value) for value in _values(row)])
         count += 1
     sheet.auto_filter.ref = f"A1:{get_column_letter(len(COLUMNS))}{count + 1}"
+    add_summary(workbook, tally)
     return count
 
 
