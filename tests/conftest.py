@@ -18,9 +18,10 @@ pytest.register_assert_rewrite("support")
 
 pytest_plugins = ["support.pg", "support.smtp", "support.process"]
 
-from support.pg import REQUIRE_VARIABLE, URL_VARIABLE  # noqa: E402  (after the line above)
+from support import browser  # noqa: E402  (after the line above)
+from support.pg import REQUIRE_VARIABLE, URL_VARIABLE  # noqa: E402
 
-_KEEP = frozenset({URL_VARIABLE, REQUIRE_VARIABLE})
+_KEEP = frozenset({URL_VARIABLE, REQUIRE_VARIABLE, browser.REQUIRE_VARIABLE})
 
 
 @pytest.fixture(autouse=True)

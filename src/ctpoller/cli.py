@@ -183,9 +183,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     def cycle(c: Components, now: datetime) -> Report:
         parts = (c.source, c.state, c.rules, c.notifier, c.archive)
-        return run_once(
-            *parts, now=now, timing=c.timing, dry_run=args.dry_run, mail_domain=c.mail_domain, heartbeat=c.heartbeat
-        )
+        return run_once(*parts, now=now, dry_run=args.dry_run, **c.cycle_options())
 
     what = "dry run" if args.dry_run else "run"
     return _journaled(settings, cycle, what, need_delivery=not args.dry_run, dry_run=args.dry_run)
@@ -253,6 +251,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
             dry_run=args.dry_run,
             timing=c.timing,
             mail_domain=c.mail_domain,
+            report_html=c.report_html,
         )
         if args.no_email and not args.dry_run:  # a backfill that sends warns like one that does
             warn_failed(c.state, report)

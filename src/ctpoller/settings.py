@@ -79,7 +79,7 @@ class Settings(BaseSettings):
     admin_mail_to: str = Field(default="", description="who is told when OpenREM goes quiet and comes back")
     digest_to: str = Field(default="", description="digest recipients (default: the default recipients)")
     review_due_days: int = Field(default=14, ge=1, le=3650, description="digest: open notifications older than")
-    report_html: str | None = Field(default=None, description="digest: the HTML report, a path or a URL")
+    report_html: Path | None = Field(default=None, description="the HTML report, rewritten by runs that changed it")
 
     @field_validator(
         "source_url",

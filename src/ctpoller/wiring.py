@@ -10,9 +10,10 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ctpoller.archive.base import XlsxArchive
+from ctpoller.archive.html import HtmlReport
 from ctpoller.core.rules import RuleSet, parse_rules
 from ctpoller.core.settle import Timing
 from ctpoller.errors import ConfigError
@@ -166,6 +167,10 @@ def heartbeat(settings: Settings) -> Heartbeat:
     return Heartbeat(policy, tuple(split_addresses(settings.admin_mail_to)), mail_domain(settings))
 
 
+def build_report_html(settings: Settings) -> HtmlReport | None:
+    return HtmlReport(settings.report_html) if settings.report_html else None
+
+
 class Parts:
     """Each part built from the settings when a job asks for it (``check``, ``status``, ``retry``)."""
 
@@ -198,7 +203,8 @@ class Parts:
         s = self.settings
         recipients = tuple(split_addresses(s.digest_to)) or self.rules().default_recipients
         due = timedelta(days=s.review_due_days)
-        return Digest(recipients, due, site_zone(s), s.report_html, mail_domain(s))
+        report = str(s.report_html) if s.report_html else None
+        return Digest(recipients, due, site_zone(s), report, mail_domain(s))
 
 
 class Components:
@@ -215,6 +221,7 @@ class Components:
             )
         # Not checked here: the emails never wait for the archive (a QA share may be away for a while).
         self.archive = build_archive(settings)
+        self.report_html = build_report_html(settings)
         self.mail_domain = mail_domain(settings)
         self.heartbeat = heartbeat(settings)
         self.timing = timing(settings)
@@ -233,6 +240,12 @@ class Components:
     def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
         self.source.dispose()
         self.state.dispose()
+
+    def cycle_options(self) -> dict[str, Any]:
+        """What a poll cycle takes besides its parts, from the settings."""
+        return dict(
+            timing=self.timing, mail_domain=self.mail_domain, heartbeat=self.heartbeat, report_html=self.report_html
+        )
 
     @contextlib.contextmanager
     def locked(self, dry_run: bool) -> Iterator[None]:

@@ -40,6 +40,7 @@ class Harness:
 
     def __post_init__(self) -> None:
         self.archive_path = self.tmp / "archive.xlsx"
+        self.report_html = self.tmp / "report.html"
 
     @property
     def rules(self) -> RuleSet:
@@ -59,6 +60,7 @@ class Harness:
             mail_from="ctpoller@hospital.example",
             archive_path=self.archive_path,
             **self.settings_changes,
+            report_html=self.report_html,
         )
 
     @contextlib.contextmanager
@@ -91,6 +93,7 @@ class Harness:
                 dry_run=dry_run,
                 mail_domain="hospital.example",
                 heartbeat=self.heartbeat,
+                report_html=wiring.build_report_html(self.settings()),
             )
 
     def backfill(self, *, since=None, email: bool = True, dry_run: bool = False) -> Report:
@@ -107,4 +110,5 @@ class Harness:
                 dry_run=dry_run,
                 timing=self.timing,
                 mail_domain="hospital.example",
+                report_html=wiring.build_report_html(self.settings()),
             )

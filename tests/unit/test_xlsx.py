@@ -53,7 +53,7 @@ def load_cells(rows: list[ArchiveRow]) -> list[list[Any]]:
     build_workbook(rows).save(buffer)
     workbook = openpyxl.load_workbook(io.BytesIO(buffer.getvalue()))
     try:
-        assert workbook.sheetnames == ["Notifications", "Lists"]
+        assert workbook.sheetnames == ["Notifications", "Summary", "Lists"]
         sheet = workbook["Notifications"]
         for row in sheet.iter_rows():
             for cell in row:

@@ -37,6 +37,7 @@ from openpyxl.worksheet.datavalidation import DataValidation
 from openpyxl.writer.excel import ExcelWriter
 
 from ctpoller.archive.columns import Column
+from ctpoller.archive.summary import Tally, add_summary
 from ctpoller.core.review import OUTCOMES, REASONS
 from ctpoller.errors import NotifyError
 from ctpoller.files import atomic_write
@@ -125,8 +126,8 @@ def _fill(workbook: Workbook, columns: tuple[Column, ...], rows: Iterable[Mappin
         cell.alignment = Alignment(vertical="top", wrap_text=True)
         header.append(cell)
     sheet.append(header)
-    count = 0
-    for row in rows:
+    count, tally = 0, Tally()
+    for row in tally.counting_cells(rows):
         unit = row.get("Unit")
         sheet.append([_cell(sheet, row.get(column.header), column, unit) for column in columns])
         count += 1
@@ -144,6 +145,7 @@ def _fill(workbook: Workbook, columns: tuple[Column, ...], rows: Iterable[Mappin
     area = f"{ratio}2:{ratio}{end}"
     sheet.conditional_formatting.add(area, CellIsRule(operator="greaterThanOrEqual", formula=["3"], fill=_RED))
     sheet.conditional_formatting.add(area, CellIsRule(operator="greaterThanOrEqual", formula=["2"], fill=_AMBER))
+    add_summary(workbook, tally)
     return count
 
 

@@ -68,6 +68,7 @@ def run_demo(directory: Path, *, out: Callable[[str], None] = print) -> int:
     rules_file.write_text(DEMO_RULES, encoding="utf-8")
     outbox = directory / "outbox"
     archive = directory / "ctpoller-notifications.xlsx"
+    report_html = directory / "ctpoller-report.html"
 
     writer = sa.create_engine(f"sqlite:///{source_file}")
     create_schema(writer)
@@ -80,6 +81,7 @@ def run_demo(directory: Path, *, out: Callable[[str], None] = print) -> int:
         rules_file=rules_file,
         outbox_dir=outbox,
         archive_path=archive,
+        report_html=report_html,
         mail_from="ctpoller@hospital.example",
         settle_seconds=int(SETTLE.total_seconds()),
     )
@@ -90,7 +92,15 @@ def run_demo(directory: Path, *, out: Callable[[str], None] = print) -> int:
         with Components(settings, need_delivery=True) as c, c.locked(dry_run=False):
             c.source.connect()
             report = run_once(
-                c.source, c.state, c.rules, c.notifier, c.archive, now=clock, timing=c.timing, mail_domain=c.mail_domain
+                c.source,
+                c.state,
+                c.rules,
+                c.notifier,
+                c.archive,
+                now=clock,
+                timing=c.timing,
+                mail_domain=c.mail_domain,
+                report_html=c.report_html,
             )
         _tell(out, title, report)
         return report
@@ -138,6 +148,7 @@ def run_demo(directory: Path, *, out: Callable[[str], None] = print) -> int:
     out(f"Written in {directory}:")
     out(f"  {len(emails)} emails as .eml files in {outbox} (open them with any mail client)")
     out(f"  the QA archive {archive} (one row per notification)")
+    out(f"  the HTML report {report_html} (open it in a browser)")
     out(f"  the OpenREM-shaped database {source_file}, ctpoller's state {directory / 'ctpoller-state.sqlite3'}")
     out(f"  the rules used: {rules_file}")
     out("Next: point CTPOLLER_SOURCE_URL at your OpenREM database and run 'ctpoller check' (see README.md).")

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Protocol
 
 from ctpoller.archive.base import Archive
+from ctpoller.archive.html import HtmlReport
 from ctpoller.core.model import (
     Ledger,
     Screened,
@@ -19,6 +20,7 @@ from ctpoller.core.settle import DEFAULT_TIMING, Timing
 from ctpoller.jobs.cycle import connect_for
 from ctpoller.jobs.deliver import deliver, write_archive
 from ctpoller.jobs.news import ExamStore, evaluate_exams
+from ctpoller.jobs.publish import write_report_html
 from ctpoller.jobs.report import KEPT_MESSAGES, Report
 from ctpoller.mail.base import Notifier
 from ctpoller.openrem.history import History
@@ -94,6 +96,7 @@ def backfill(
     timing: Timing = DEFAULT_TIMING,
     mail_domain: str = "ctpoller.invalid",
     screened: bool = True,
+    report_html: HtmlReport | None = None,
 ) -> Report:
     """Evaluate complete CT studies at or below the watermark on purpose, de-duplicated by the ledger.
 
@@ -157,6 +160,7 @@ def backfill(
         if email:
             deliver(state, notifier, report, now=now)
         write_archive(state, archive, report, now=now)
+        write_report_html(state, report_html, report, now=now)
     return report
 
 

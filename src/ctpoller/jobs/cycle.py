@@ -11,6 +11,7 @@ import logging
 from datetime import datetime
 
 from ctpoller.archive.base import Archive
+from ctpoller.archive.html import HtmlReport
 from ctpoller.core import settle
 from ctpoller.core.model import (
     StudyHead,
@@ -21,6 +22,7 @@ from ctpoller.errors import ConfigError, SourceError
 from ctpoller.jobs.deliver import deliver, write_archive
 from ctpoller.jobs.heartbeat import Heartbeat, check
 from ctpoller.jobs.news import evaluate_exams
+from ctpoller.jobs.publish import write_report_html
 from ctpoller.jobs.report import Report
 from ctpoller.jobs.start import check_not_behind, first_run, late_window
 from ctpoller.mail.base import Notifier
@@ -44,6 +46,7 @@ def run_once(
     dry_run: bool = False,
     mail_domain: str = "ctpoller.invalid",
     heartbeat: Heartbeat | None = None,
+    report_html: HtmlReport | None = None,
 ) -> Report:
     """One poll cycle. With ``dry_run`` nothing is written and nothing is sent.
 
@@ -57,12 +60,14 @@ def run_once(
         if not dry_run:
             deliver(state, notifier, report, now=now)
             write_archive(state, archive, report, now=now)
+            write_report_html(state, report_html, report, now=now)
         raise
     if heartbeat is not None and not dry_run:
         check(state, report, heartbeat, now=now)
     if not dry_run and not report.initialised:
         deliver(state, notifier, report, now=now)
         write_archive(state, archive, report, now=now)
+        write_report_html(state, report_html, report, now=now)
     return report
 
 

@@ -41,6 +41,9 @@ class Report:
     archive_rows: int | None = None
     archive_error: str | None = None
     archive_needs_a_person: bool = False  # the archive directory is missing or not writable
+    report_html_rows: int | None = None
+    report_html_error: str | None = None
+    report_html_needs_a_person: bool = False  # the HTML report's directory is missing or not writable
     source_lag_seconds: float | None = None
     settings_problem: bool = False  # delivery stopped on the mail settings: a person must act
     failed_waiting: int = 0  # failed messages in the outbox, this run's and older, not retried nor dismissed
@@ -65,10 +68,14 @@ class Report:
             return NotifyError("delivery stopped: the mail settings need attention", permanent=False, scope="settings")
         if self.archive_error and self.archive_needs_a_person:
             return NotifyError(self.archive_error, permanent=False, scope="settings")
+        if self.report_html_error and self.report_html_needs_a_person:
+            return NotifyError(self.report_html_error, permanent=False, scope="settings")
         if self.deferred:
             return NotifyError(f"{len(self.deferred)} notification(s) deferred to the next run", permanent=False)
         if self.archive_error:
             return NotifyError(self.archive_error, permanent=False)
+        if self.report_html_error:
+            return NotifyError(self.report_html_error, permanent=False)
         return None
 
     def summary(self, what: str = "run") -> str:
@@ -96,6 +103,8 @@ class Report:
             parts.append(f"{self.failed_waiting} failed waiting for retry or dismiss")
         if self.archive_error:
             parts.append("archive not written")
+        if self.report_html_error:
+            parts.append("HTML report not written")
         state = "ok" if self.problem() is None else "with problems"
         return f"{what} {state}: " + ", ".join(parts) + f", {moved}"
 
