@@ -9,6 +9,8 @@ from datetime import timedelta
 import pytest
 
 from ctpoller import wiring
+from ctpoller.archive.items import notification_key
+from ctpoller.core.review import Change
 from ctpoller.demo.exams import GE_VCT
 from ctpoller.jobs.digest import _notice, period_of, send_digest
 from ctpoller.store.store import StateStore
@@ -77,3 +79,23 @@ def test_two_hosts_deciding_the_same_digest_at_once_record_it_once_and_a_crash_d
     assert "recorded before" in line and "1 emails sent" in line
     send_digest(parts, now=T0 + timedelta(hours=2))
     assert len(digests(inbox)) == 1
+
+
+def test_a_notification_reviewed_in_the_archive_is_no_longer_open_in_the_digest(
+    openrem_db, openrem, state_pg_url, inbox, tmp_path
+):
+    h = Harness(openrem_db, state_pg_url, RULES, inbox.port, tmp_path)
+    h.cycle()
+    openrem.import_study(GE_VCT)
+    h.cycle(after=timedelta(seconds=1))
+    h.cycle(after=timedelta(minutes=3))
+    state = StateStore(state_pg_url)
+    try:
+        [row, _] = list(state.archive_rows())  # two exceedances of one exam
+        key = notification_key(row)
+        state.record_changes([Change(key, "outcome", None, "justified", "QA reviewer", T0 + timedelta(days=1))])
+    finally:
+        state.dispose()
+    line, _ = send_digest(host(h), now=T0 + timedelta(days=15))
+    assert "2 new notifications, 1 open" in line
+    assert digests(inbox)[-1].endswith(": 2 new, 1 open older than 14 days")

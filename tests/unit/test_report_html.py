@@ -45,7 +45,7 @@ def test_without_reviews_every_item_is_open_and_a_review_closes_it() -> None:
     row = archive_row()
     (item,) = report_items([row])
     assert item.open and item.outcome is None
-    reviews = {notification_key(row.notification): Verdict("justified", "patient size / habitus")}
+    reviews = {notification_key(row): Verdict("justified", "patient size / habitus")}
     (reviewed,) = report_items([row], reviews)
     assert not reviewed.open and (reviewed.outcome, reviewed.reason) == ("justified", "patient size / habitus")
 

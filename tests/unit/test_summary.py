@@ -102,8 +102,8 @@ def test_the_archive_has_a_summary_sheet_with_a_native_bar_chart_of_months_and_s
 def test_reviews_move_items_from_open_to_their_outcome_and_reason(tmp_path: Path) -> None:
     made = rows()
     reviews = {
-        notification_key(made[0].notification): Verdict("justified", "patient size / habitus"),
-        notification_key(made[1].notification): Verdict("false positive", None),
+        notification_key(made[0]): Verdict("justified", "patient size / habitus"),
+        notification_key(made[1]): Verdict("false positive", None),
     }
     workbook = openpyxl.Workbook()
     add_summary(workbook, made, reviews, now=NOW)

@@ -16,9 +16,10 @@ from decimal import Decimal
 from typing import Protocol
 
 from ctpoller.core.model import ArchiveRow, Notification
+from ctpoller.core.review import notification_key as review_key
 
 #: A notification's identity, as the state store keys its exceedances: (study UID, rule, metric, event).
-NotificationKey = tuple[str, str, str, str]
+NotificationKey = str  # core.review.notification_key: the workbook's hidden key column
 
 
 class Review(Protocol):
@@ -31,8 +32,10 @@ class Review(Protocol):
     def reason(self) -> str | None: ...
 
 
-def notification_key(notification: Notification) -> NotificationKey:
-    return (notification.study_uid, notification.rule, notification.metric, notification.event_key)
+def notification_key(row: ArchiveRow) -> NotificationKey:
+    """The key the review record keeps a notification's review under."""
+    n = row.notification
+    return review_key(n.study_uid, n.rule, n.metric, n.event_key, row.message_id)
 
 
 @dataclass(frozen=True)
@@ -104,5 +107,5 @@ def report_items(rows: Iterable[ArchiveRow], reviews: Mapping[NotificationKey, R
     Streams: a caller that folds the items keeps memory flat however long the record is.
     """
     for row in rows:
-        review = reviews.get(notification_key(row.notification)) if reviews else None
+        review = reviews.get(notification_key(row)) if reviews else None
         yield item(row, review)

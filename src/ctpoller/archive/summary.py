@@ -62,7 +62,7 @@ class Tally:
     reasons: Counter[str] = field(default_factory=Counter)
 
     def add(self, row: ArchiveRow) -> None:
-        review = self.reviews.get(notification_key(row.notification)) if self.reviews else None
+        review = self.reviews.get(notification_key(row)) if self.reviews else None
         self.add_item(item(row, review))
 
     def add_item(self, entry: Item) -> None:

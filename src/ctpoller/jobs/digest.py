@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 
+from ctpoller.archive.items import notification_key
 from ctpoller.core.model import ArchiveRow, Notice
 from ctpoller.errors import ConfigError, LockedError
 from ctpoller.jobs.check import Parts
@@ -72,7 +73,12 @@ def record_and_deliver(state: StateStore, notifier: Notifier, digest: Digest, *,
         done = f"the digest for {period} was recorded before"
     else:
         newest, new = state.notifications_after(told)
-        open_rows = state.open_notifications(now - digest.due)
+        reviews = state.reviews()  # an outcome in the archive's review columns closes a notification
+        open_rows = [
+            row
+            for row in state.open_notifications(now - digest.due)
+            if not reviews.get(notification_key(row), {}).get("outcome")
+        ]
         notice = _notice(period, new, open_rows, now, digest)
         if state.commit_digest(period, before, newest, notice, now):
             done = f"digest for {period}: {len(new)} new notifications, {len(open_rows)} open"

@@ -8,6 +8,7 @@ cannot be written is retried by the next run, and the emails and the workbook ar
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime
 
 from ctpoller.archive.html import HtmlReport
@@ -18,6 +19,16 @@ from ctpoller.store.store import StateStore
 log = logging.getLogger(__name__)
 
 GENERATION = "archive_generation"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A review's outcome and reason, as the report shows them."""
+
+    outcome: str | None
+    reason: str | None
+
+
 WRITTEN = "report_html_written_generation"
 
 
@@ -35,7 +46,8 @@ def write_report_html(state: StateStore, target: HtmlReport | None, report: Repo
         return
     generation = state.get_meta(GENERATION)
     try:
-        report.report_html_rows = target.write(state.archive_rows(), now=now)
+        reviews = {key: Verdict(fields.get("outcome"), fields.get("reason")) for key, fields in state.reviews().items()}
+        report.report_html_rows = target.write(state.archive_rows(), now=now, reviews=reviews)
     except NotifyError as e:
         report.report_html_error = str(e)
         report.report_html_needs_a_person = not e.temporary

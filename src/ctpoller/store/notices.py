@@ -128,11 +128,8 @@ class Notices(StoreBase):
         return newest, [row for _, row in rows]
 
     def open_notifications(self, older_than: datetime) -> list[ArchiveRow]:
-        """Notifications recorded before ``older_than`` that no one has marked reviewed.
-
-        Reviews are kept in the archive's review columns when the store holds them; a store
-        without them knows of no review, so every notification older than that is open.
-        """
+        """Notifications recorded before ``older_than``; the digest leaves out those whose review
+        (the archive's review columns, read back into the review record) has an outcome."""
         return [row for _, row in self._notification_rows(message_table.c.created_at < iso(older_than))]
 
     def _notification_rows(self, condition: Any) -> Iterator[tuple[int, ArchiveRow]]:
