@@ -98,7 +98,9 @@ def run_checks(parts: Parts, env_file: str | None = None) -> Iterator[Check]:
         try:
             rules = parts.rules()
             where = parts.settings.rules_file
-            yield True, f"rules file {where}: {len(rules.rules)} rules, each with recipients", None
+            routes = f", {len(rules.routes)} routes" if rules.routes else ""
+            yield True, f"rules file {where}: {len(rules.rules)} rules{routes}, each with recipients", None
+            yield from ((True, line, None) for line in who_receives(rules))
         except CtpollerError as e:
             yield False, str(e), e
     if parts.settings.source_url is not None:
@@ -119,6 +121,25 @@ def run_checks(parts: Parts, env_file: str | None = None) -> Iterator[Check]:
             yield True, check_archive_path(parts.settings.archive_path), None
         except CtpollerError as e:
             yield False, str(e), e
+
+
+def who_receives(rules: RuleSet) -> list[str]:
+    """Who receives what, one line per route, the defaults, each rule and the Dose Check."""
+
+    def listed(addresses: tuple[str, ...]) -> str:
+        return ", ".join(addresses) or "nobody"
+
+    lines = [
+        f"recipients: route '{route.name}': {route.shown()} -> {listed(route.recipients)}" for route in rules.routes
+    ]
+    others = "exams no route matches" if rules.routes else "every exam"
+    lines.append(f"recipients: [defaults] ({others}) -> {listed(rules.default_recipients)}")
+    base = "the route's recipients or the defaults" if rules.routes else "the defaults"
+    named = [(f"rule '{rule.name}'", rule.recipients) for rule in rules.rules]
+    if rules.dose_check.notify:
+        named.append(("[dose_check]", rules.dose_check.recipients))
+    lines.extend(f"recipients: {name} -> {base}{', plus ' + ', '.join(own) if own else ''}" for name, own in named)
+    return lines
 
 
 def _source_checks(parts: Parts, rules: RuleSet | None) -> Iterator[Check]:

@@ -7,13 +7,17 @@ questions the database can answer per study row, so that ``backfill`` reads in f
 that could exceed something. See ``examples/rules.toml`` for a commented file.
 
 The file
-    ``[defaults] recipients`` are told about every exceedance. Each ``[[rule]]`` has a unique
+    ``[defaults] recipients`` are told about every exceedance of an exam that no ``[[route]]``
+    matches. A ``[[route]]`` has a unique ``name``, ``station`` and/or ``not_station`` (as in a
+    rule: station name or display name of any row of the exam) and ``recipients`` (required): the
+    exams it matches go to the recipients of every route that matches them instead of the defaults.
+    Each ``[[rule]]`` has a unique
     ``name`` (its identity is ``core.model.rule_identity``: case and spacing do not count; "Scanner Dose
     Check" is reserved), criteria, at least one
-    limit and optional ``recipients`` (added to the defaults). ``[dose_check] notify = true`` also
-    reports the scanner's own NEMA XR-25 Dose Check values (optional ``recipients``, added to the
-    defaults). Any other key, anywhere, is an error. Addresses need one "@" with text on both sides
-    and no spaces, commas, semicolons, quotes, angle brackets or control characters.
+    limit and optional ``recipients`` (added to the defaults or the routes' recipients).
+    ``[dose_check] notify = true`` also reports the scanner's own NEMA XR-25 Dose Check values
+    (optional ``recipients``, added likewise). Any other key, anywhere, is an error. Addresses need
+    one "@" with text on both sides and no spaces, commas, semicolons, quotes, angle brackets or control characters.
 
 Criteria (all optional; different keys must all pass, entries of one key are alternatives)
     ``study`` (study description), ``procedure`` (requested procedure or procedure code meaning),
@@ -49,9 +53,9 @@ Order of the results: rules in file order (the Dose Check last); within a rule `
 exam order. Every matching rule reports: two rules give two exceedances for one event.
 """
 
-from ctpoller.core.rules.evaluate import evaluate
+from ctpoller.core.rules.evaluate import evaluate, routed_recipients, routes_of
 from ctpoller.core.rules.parse import parse_rules
-from ctpoller.core.rules.ruleset import DOSE_CHECK_RULE, DoseCheckConfig, Entry, Rule, RuleSet
+from ctpoller.core.rules.ruleset import DOSE_CHECK_RULE, DoseCheckConfig, Entry, Route, Rule, RuleSet
 from ctpoller.core.rules.screen import SCREEN_MARGIN, Bound, Screen, screen
 
 __all__ = [
@@ -60,10 +64,13 @@ __all__ = [
     "Bound",
     "DoseCheckConfig",
     "Entry",
+    "Route",
     "Rule",
     "RuleSet",
     "Screen",
     "evaluate",
     "parse_rules",
+    "routed_recipients",
+    "routes_of",
     "screen",
 ]

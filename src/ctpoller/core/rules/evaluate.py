@@ -7,7 +7,7 @@ from decimal import Decimal
 
 from ctpoller.core.exam import UNIT_MGY, UNIT_MGYCM, AgeRange, Event, Exam, Metric, finite
 from ctpoller.core.model import Exceedance
-from ctpoller.core.rules.ruleset import DOSE_CHECK_RULE, Criterion, Rule, RuleSet, unique_addresses
+from ctpoller.core.rules.ruleset import DOSE_CHECK_RULE, Criterion, Route, Rule, RuleSet, unique_addresses
 
 
 def evaluate(exam: Exam, rules: RuleSet) -> list[Exceedance]:
@@ -15,13 +15,29 @@ def evaluate(exam: Exam, rules: RuleSet) -> list[Exceedance]:
     events = exam.events
     row_names = {row.pk: row.standard_names for row in exam.rows}
     found: list[Exceedance] = []
+    base = routed_recipients(exam, rules)
     for rule in rules.rules:
-        recipients = unique_addresses((*rules.default_recipients, *rule.recipients))
+        recipients = unique_addresses((*base, *rule.recipients))
         found.extend(_apply(rule, exam, events, row_names, recipients))
     if rules.dose_check.notify:
-        recipients = unique_addresses((*rules.default_recipients, *rules.dose_check.recipients))
+        recipients = unique_addresses((*base, *rules.dose_check.recipients))
         found.extend(_dose_checks(events, recipients))
     return found
+
+
+def routes_of(exam: Exam, rules: RuleSet) -> tuple[Route, ...]:
+    """The routes whose stations match the exam (station or display name of any of its rows)."""
+    stations = exam.texts("station_name") + exam.texts("display_name")
+    return tuple(route for route in rules.routes if _passes(route.station, route.not_station, stations))
+
+
+def routed_recipients(exam: Exam, rules: RuleSet) -> tuple[str, ...]:
+    """Who is told about every exceedance of the exam: the recipients of all routes that match it, in
+    file order, or the default recipients when no route does. Each rule's own recipients come on top."""
+    routes = routes_of(exam, rules)
+    if not routes:
+        return rules.default_recipients
+    return unique_addresses(address for route in routes for address in route.recipients)
 
 
 def _apply(

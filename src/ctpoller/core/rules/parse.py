@@ -17,6 +17,7 @@ from ctpoller.core.rules.ruleset import (
     _NAME_MAX,
     _NOT_CRITERIA,
     _PHANTOMS,
+    _ROUTE_KEYS,
     _RULE_KEYS,
     _TEXT_CRITERIA,
     _TOP_KEYS,
@@ -24,6 +25,7 @@ from ctpoller.core.rules.ruleset import (
     Criterion,
     DoseCheckConfig,
     Entry,
+    Route,
     Rule,
     RuleSet,
     _fold,
@@ -65,7 +67,41 @@ def parse_rules(text: str, *, source: str) -> RuleSet:
         rules.append(rule)
     if not rules and not dose_check.notify:
         raise ConfigError(f"{where}: has no [[rule]] and [dose_check] notify is not true: nothing to check")
-    return RuleSet(default_recipients=recipients, rules=tuple(rules), dose_check=dose_check)
+    routes = _parse_routes(document, where)
+    return RuleSet(default_recipients=recipients, rules=tuple(rules), dose_check=dose_check, routes=routes)
+
+
+def _parse_routes(document: dict[str, Any], where: str) -> tuple[Route, ...]:
+    tables = document.get("route", [])
+    if not isinstance(tables, list):
+        _fail(where, "route", f"must be an array of tables, written [[route]], not {_show(tables)}")
+    routes: list[Route] = []
+    seen: dict[str, int] = {}
+    for number, table in enumerate(tables, start=1):
+        if not isinstance(table, dict):
+            _fail(where, "route", f"entry #{number} must be a table, written [[route]], not {_show(table)}")
+        name = table.get("name")
+        valid_name = isinstance(name, str) and _name_problem(name) is None
+        here = (
+            f"{where}: route '{name.strip()}'" if valid_name and isinstance(name, str) else f"{where}: route #{number}"
+        )
+        _check_keys(table, _ROUTE_KEYS, here)
+        if not isinstance(name, str):
+            _fail(here, "name", "is required" if name is None else f"must be a string, not {_show(name)}")
+        problem = _name_problem(name)
+        if problem:
+            _fail(here, "name", problem)
+        if rule_identity(name) in seen:
+            _fail(here, "name", f"is already used by route #{seen[rule_identity(name)]}")
+        seen[rule_identity(name)] = number
+        criteria = {key: _criterion(table[key], here, key) for key in ("station", "not_station") if key in table}
+        if not criteria:
+            raise ConfigError(f"{here}: has no station: set station (or not_station) to the stations it routes")
+        recipients = _recipients(table, here)
+        if not recipients:
+            _fail(here, "recipients", "is required: the addresses that receive these stations' exams")
+        routes.append(Route(name=name.strip(), recipients=recipients, **criteria))
+    return tuple(routes)
 
 
 def _parse_rule(table: object, number: int, where: str) -> Rule:

@@ -27,7 +27,8 @@ _RULE_KEYS = (
     *_LIMITS,
     "recipients",
 )
-_TOP_KEYS = ("defaults", "rule", "dose_check")
+_ROUTE_KEYS = ("name", "station", "not_station", "recipients")
+_TOP_KEYS = ("defaults", "rule", "route", "dose_check")
 _PHANTOMS: tuple[Phantom, ...] = ("head", "body")
 _NOT_IN_ADDRESS = frozenset(",;<>\"'")
 _NAME_MAX = 200
@@ -82,6 +83,28 @@ class Rule:
 
 
 @dataclass(frozen=True)
+class Route:
+    """One ``[[route]]``: the exams of these stations (station or display name) go to ``recipients``
+    instead of the default recipients."""
+
+    name: str
+    station: Criterion = ()
+    not_station: Criterion = ()
+    recipients: tuple[str, ...] = ()
+
+    def shown(self) -> str:
+        """Its stations as the rules file wrote them (folded), e.g. ``station "ct north", "re:^NCT"``."""
+        keys = (("station", self.station), ("not_station", self.not_station))
+        return "; ".join(f"{key} {shown_criterion(value)}" for key, value in keys if value)
+
+
+def shown_criterion(criterion: Criterion) -> str:
+    """A criterion in one line: its entries quoted, a regular expression with its ``re:``."""
+    texts = (f"re:{e.regex.pattern}" if e.regex is not None else " ".join(e.words) for e in criterion)
+    return ", ".join('"' + "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in text) + '"' for text in texts)
+
+
+@dataclass(frozen=True)
 class DoseCheckConfig:
     """``[dose_check]``: whether to report the scanner's own Dose Check, and to whom besides defaults."""
 
@@ -91,11 +114,12 @@ class DoseCheckConfig:
 
 @dataclass(frozen=True)
 class RuleSet:
-    """A parsed rules file."""
+    """A parsed rules file. ``default_recipients`` receive the exams that no route matches."""
 
     default_recipients: tuple[str, ...] = ()
     rules: tuple[Rule, ...] = ()
     dose_check: DoseCheckConfig = field(default_factory=DoseCheckConfig)
+    routes: tuple[Route, ...] = ()
 
     def with_recipients(self, extra: Sequence[str]) -> RuleSet:
         """The same rules with ``extra`` default recipients (e.g. CTPOLLER_MAIL_TO) after the file's own."""
@@ -103,7 +127,7 @@ class RuleSet:
         return replace(self, default_recipients=unique_addresses((*self.default_recipients, *cleaned)))
 
     def without_recipients(self) -> list[str]:
-        """Names of the rules (and the Dose Check) that would notify nobody."""
+        """Names of the rules (and the Dose Check) that would notify nobody about an exam no route matches."""
         if self.default_recipients:
             return []
         missing = [rule.name for rule in self.rules if not rule.recipients]
