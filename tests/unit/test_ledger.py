@@ -122,6 +122,7 @@ def test_the_store_finds_rows_written_in_another_case_and_under_other_study_uids
 def test_a_store_made_before_gets_the_event_key_index(store: StateStore) -> None:
     with store.engine.begin() as conn:
         conn.execute(sa.text(f"DROP INDEX {EVENT_KEY_INDEX}"))
+        conn.execute(sa.text("DELETE FROM ctp_meta WHERE key = 'migrations_applied'"))  # written by this ctpoller
     store.ensure_schema()
     store.ensure_schema()
     with store.engine.connect() as conn:
@@ -139,6 +140,7 @@ def test_a_store_made_before_gets_the_emails_columns_null_in_the_rows_it_has(tmp
             conn.execute(sa.text(f"ALTER TABLE ctp_notification DROP COLUMN {column}"))
         conn.execute(sa.text("ALTER TABLE ctp_notification DROP COLUMN event_number"))
         conn.execute(sa.text("ALTER TABLE ctp_notification DROP COLUMN reason"))
+        conn.execute(sa.text("DELETE FROM ctp_meta WHERE key = 'migrations_applied'"))  # written by this ctpoller
     old.dispose()
     store = StateStore(url)
     try:

@@ -200,21 +200,21 @@ class StoreBase:
                     f"cannot create the state directory {self._directory}: {e.strerror}", temporary=False
                 ) from e
         with self._tx("creating the schema") as conn:
-            metadata.create_all(conn)
-            migrate(conn)
-            version = conn.execute(
-                sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")
-            ).scalar_one_or_none()
-            if version is None:
-                conn.execute(sa.insert(meta_table).values(key="schema_version", value=str(SCHEMA_VERSION)))
-            elif int(version) < SCHEMA_VERSION:
-                put_meta(conn, "schema_version", str(SCHEMA_VERSION))
-            elif int(version) > SCHEMA_VERSION:
+            metadata.create_all(conn)  # catalogue look-ups only, when the tables are there
+            version = meta_value(conn, "schema_version")
+            if version is not None and int(version) > SCHEMA_VERSION:
                 raise StateError(
                     f"state store {self.where} has schema version {version}, newer than this ctpoller "
                     f"understands ({SCHEMA_VERSION}): upgrade ctpoller",
                     temporary=False,
                 )
+            # Only when a migration is new to this store: their DDL takes table locks, which a run
+            # starting while another records its cycle must not take (a deadlock on PostgreSQL).
+            if int(meta_value(conn, MIGRATIONS_APPLIED) or 0) < len(MIGRATIONS):
+                migrate(conn)
+                put_meta(conn, MIGRATIONS_APPLIED, str(len(MIGRATIONS)))
+            if version is None or int(version) < SCHEMA_VERSION:
+                put_meta(conn, "schema_version", str(SCHEMA_VERSION))
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
@@ -348,6 +348,11 @@ def chunks(items: Sequence[Any], size: int) -> Iterator[list[Any]]:
     items = list(items)
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+#: ctp_meta: how many of ``MIGRATIONS`` this store has had applied (all of them run again, idempotently,
+#: whenever that is fewer than there are).
+MIGRATIONS_APPLIED = "migrations_applied"
 
 
 def migrate(conn: Connection) -> None:
