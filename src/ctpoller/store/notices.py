@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection
 from ctpoller.core.model import ArchiveRow, Notice
 from ctpoller.core.silence import Pulse, Station
 from ctpoller.store.base import StoreBase, meta_value, put_meta
-from ctpoller.store.notifications import _notification
+from ctpoller.store.notifications import archive_row, notification_query
 from ctpoller.store.tables import (
     DIGEST_NOTIFICATION,
     DIGEST_PERIOD,
@@ -133,34 +133,10 @@ class Notices(StoreBase):
         return [row for _, row in self._notification_rows(message_table.c.created_at < iso(older_than))]
 
     def _notification_rows(self, condition: Any) -> Iterator[tuple[int, ArchiveRow]]:
-        query = (
-            sa.select(
-                notification_table,
-                message_table.c.created_at,
-                message_table.c.status.label("msg_status"),
-                message_table.c.message_id,
-                message_table.c.sent_at,
-                message_table.c.last_error,
-                message_table.c.recipients,
-            )
-            .join(message_table, message_table.c.id == notification_table.c.message)
-            .where(condition, message_table.c.kind == EXAM)
-            .order_by(notification_table.c.id)
-        )
+        query = notification_query().where(condition, message_table.c.kind == EXAM)
         with self._tx("reading the notifications") as conn:
             for row in conn.execute(query).all():
-                yield (
-                    row.id,
-                    ArchiveRow(
-                        notification=_notification(row),
-                        created_at=stored_time(row.created_at),
-                        status=row.msg_status,
-                        message_id=row.message_id,
-                        sent_at=from_iso(row.sent_at),
-                        error=row.last_error,
-                        recipients=tuple(json.loads(row.recipients)),
-                    ),
-                )
+                yield row.id, archive_row(row)
 
     # -- the outbox --------------------------------------------------------------------------------
 

@@ -118,19 +118,7 @@ class Notifications(StoreBase):
 
     def archive_rows(self, since: datetime | None = None, until: datetime | None = None) -> Iterator[ArchiveRow]:
         """Every notification recorded (in ``[since, until)`` when given), oldest first, streamed."""
-        query = (
-            sa.select(
-                notification_table,
-                message_table.c.created_at,
-                message_table.c.status.label("msg_status"),
-                message_table.c.message_id,
-                message_table.c.sent_at,
-                message_table.c.last_error,
-                message_table.c.recipients,
-            )
-            .join(message_table, message_table.c.id == notification_table.c.message)
-            .order_by(notification_table.c.id)
-        )
+        query = notification_query()
         if since is not None:
             query = query.where(message_table.c.created_at >= iso(since))
         if until is not None:
@@ -138,15 +126,7 @@ class Notifications(StoreBase):
         try:
             with self.engine.connect() as conn:
                 for row in conn.execution_options(yield_per=1000).execute(query):
-                    yield ArchiveRow(
-                        notification=_notification(row),
-                        created_at=stored_time(row.created_at),
-                        status=row.msg_status,
-                        message_id=row.message_id,
-                        sent_at=from_iso(row.sent_at),
-                        error=row.last_error,
-                        recipients=tuple(json.loads(row.recipients)),
-                    )
+                    yield archive_row(row)
         except DBAPIError as e:
             raise self._failed("reading the archive", e, temporary=True) from e
 
@@ -215,4 +195,33 @@ def _notification(row: Any) -> Notification:
         series=row.series,
         event_number=row.event_number,
         reason=row.reason,
+    )
+
+
+def notification_query() -> sa.Select[Any]:
+    """Each notification with its message's delivery state, oldest first (rows for ``archive_row``)."""
+    return (
+        sa.select(
+            notification_table,
+            message_table.c.created_at,
+            message_table.c.status.label("msg_status"),
+            message_table.c.message_id,
+            message_table.c.sent_at,
+            message_table.c.last_error,
+            message_table.c.recipients,
+        )
+        .join(message_table, message_table.c.id == notification_table.c.message)
+        .order_by(notification_table.c.id)
+    )
+
+
+def archive_row(row: Any) -> ArchiveRow:
+    return ArchiveRow(
+        notification=_notification(row),
+        created_at=stored_time(row.created_at),
+        status=row.msg_status,
+        message_id=row.message_id,
+        sent_at=from_iso(row.sent_at),
+        error=row.last_error,
+        recipients=tuple(json.loads(row.recipients)),
     )
