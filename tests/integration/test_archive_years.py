@@ -13,6 +13,7 @@ import pytest
 
 from ctpoller.archive.base import XlsxArchive
 from ctpoller.jobs.archive_rows import Year, view_rows
+from ctpoller.jobs.check import archive_checks
 from support.workbooks import year_workbook
 
 from .test_review import open_store, record, review_as_excel_would, rows, run
@@ -155,3 +156,25 @@ def test_a_locked_single_workbook_of_an_earlier_ctpoller_is_split_only_once_it_i
         assert state.get_meta("archive_problem") is None
     finally:
         state.dispose()
+
+
+def test_check_names_a_locked_and_an_unreadable_workbook_and_says_what_it_proved_of_each_year(tmp_path: Path) -> None:
+    archive = XlsxArchive(tmp_path / "ctpoller-notifications.xlsx")
+    state = open_store(f"sqlite:///{tmp_path / 'state.sqlite3'}")
+    try:
+        for uid, when in (("1.2.3.1", Y2025 - timedelta(days=365)), ("1.2.3.2", Y2025), ("1.2.3.3", Y2026)):
+            record(state, uid, when)
+        run(state, archive, Y2026)
+    finally:
+        state.dispose()
+    (tmp_path / "~$ctpoller-notifications-2025.xlsx").write_bytes(b"\x0bA. Physicist")
+    year_workbook(archive.path, 2026).write_bytes(b"\x00garbage, not a workbook\xff" * 100)
+
+    [ok, locked, unreadable] = list(archive_checks(archive))
+    assert ok == (True, f"archive {year_workbook(archive.path, 2024)} (the workbook of 2024): read back in full, "
+                  "1 rows, not open in an office program", None)  # fmt: skip
+    assert not locked[0] and f"archive {year_workbook(archive.path, 2025)} " in locked[1]
+    assert "open in an office program" in locked[1] and locked[2] is not None and locked[2].temporary
+    assert not unreadable[0] and f"archive {year_workbook(archive.path, 2026)} " in unreadable[1]
+    assert "cannot be read" in unreadable[1]
+    assert unreadable[2] is not None and unreadable[2].scope == "settings"  # exit 1, as in a run
