@@ -5,6 +5,7 @@
     .venv/bin/python bench/run.py --size M        # backfill vs COPY, old script on ctp_bench_m
     .venv/bin/python bench/run.py --size all      # all three, then the table
     .venv/bin/python bench/run.py --report        # just print the table from bench/results.json
+    .venv/bin/python bench/run.py --archive       # the QA archive: 50,000 notifications over ten years
 
 A missing database is generated first (bench/generate.py); ``--regenerate`` rebuilds it, ``--drop``
 drops it after measuring. Every run merges its figures into bench/results.json, so the table can
@@ -30,7 +31,9 @@ This module is the command line and says what each database is measured for; the
 beside it: cycles.py (1, in-process), processes.py (1 and 3, whole processes and the start-up floor),
 backfill.py (2), child.py (3, a child's wall time and peak RSS), baseline.py (4), explain.py (5),
 parts.py (ctpoller's parts as the benchmark builds them), figures.py (the figures and results.json),
-report.py (the table and the targets), machine.py (machine, load and code in results.json).
+report.py (the table and the targets), machine.py (machine, load and code in results.json), and
+archive.py (``--archive``: the workbooks per year, an idle run against one that adds a notification;
+it needs no OpenREM database and prints its own figures).
 """
 
 from __future__ import annotations
@@ -159,7 +162,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--results", type=Path, default=RESULTS_FILE, help=f"merge figures into (default {RESULTS_FILE})"
     )
     parser.add_argument("--report", action="store_true", help="only print the table from --results")
+    parser.add_argument("--archive", action="store_true", help="measure the QA archive (bench/archive.py) only")
+    parser.add_argument(
+        "--archive-notifications", type=int, default=50_000, help="notifications for --archive (default 50,000)"
+    )
     args = parser.parse_args(argv)
+    if args.archive:
+        from bench.archive import measure
+
+        print("\n".join(measure(args.archive_notifications, repeats=args.repeats).lines()))
+        return 0
     results = Results()
     results.load(args.results)
     if args.report or not args.size:

@@ -134,3 +134,18 @@ def test_benchmark_runs_once_and_fills_every_row_of_the_table(bench_db: str, tmp
     again = figures.Results()
     again.load(saved)
     assert report.table(again) == text
+
+
+def test_the_archive_benchmark_runs_at_a_tiny_size_and_writes_one_workbook_per_year(tmp_path: Path) -> None:
+    from bench import archive
+
+    figures = archive.measure(notifications=60, years=3, repeats=2, tmp=tmp_path)
+    assert len(figures.idle) == len(figures.one_more) == 2
+    lines = figures.lines()
+    assert lines[0].startswith("archive: 60 notifications over 3 years") and "target" in lines[-1]
+    assert sorted(p.name for p in tmp_path.glob("ctpoller-notifications-*.xlsx")) == [
+        "ctpoller-notifications-2023.xlsx",
+        "ctpoller-notifications-2024.xlsx",
+        "ctpoller-notifications-2025.xlsx",
+        "ctpoller-notifications-2026.xlsx",
+    ]

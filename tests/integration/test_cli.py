@@ -16,6 +16,7 @@ from ctpoller.store.store import StateStore
 from support.ports import free_port
 from support.process import BODY_CTDIVOL_RULES, ctpoller, one_line
 from support.smtp import Recorder, start_server
+from support.workbooks import year_workbook
 
 
 @pytest.fixture
@@ -57,7 +58,8 @@ def test_demo_needs_no_server_and_writes_emails_and_archive(tmp_path):
     assert result.returncode == 0, result.stderr
     emails = list((tmp_path / "demo" / "outbox").glob("*.eml"))
     assert len(emails) >= 5
-    rows = list(openpyxl.load_workbook(tmp_path / "demo" / "ctpoller-notifications.xlsx").active.iter_rows())
+    workbook = year_workbook(tmp_path / "demo" / "ctpoller-notifications.xlsx")
+    rows = list(openpyxl.load_workbook(workbook).active.iter_rows())
     assert len(rows) > len(emails)
     assert "rose from" in result.stdout
     again = ctpoller("demo", "--dir", str(tmp_path / "demo"), env={}, cwd=tmp_path)
@@ -85,7 +87,7 @@ def test_run_notifies_once_and_writes_the_archive(openrem_db, env, tmp_path):
     assert second.returncode == 0, second.stderr
     assert "run ok:" in second.stderr and "2 emails sent" in second.stderr
     assert len(list((tmp_path / "outbox").glob("*.eml"))) == 2
-    assert openpyxl.load_workbook(tmp_path / "archive.xlsx").active.max_row == 3
+    assert openpyxl.load_workbook(year_workbook(tmp_path / "archive.xlsx")).active.max_row == 3
 
     third = ctpoller("run", env=env, cwd=tmp_path)
     assert third.returncode == 0 and "0 emails sent" in third.stderr
@@ -105,7 +107,9 @@ def test_backfill_without_email_records_history(openrem_db, env, tmp_path):
     assert result.returncode == 0, result.stderr
     assert not (tmp_path / "outbox").exists()
     cells = [
-        c for row in openpyxl.load_workbook(tmp_path / "archive.xlsx").active.iter_rows(values_only=True) for c in row
+        c
+        for row in openpyxl.load_workbook(year_workbook(tmp_path / "archive.xlsx")).active.iter_rows(values_only=True)
+        for c in row
     ]
     assert "recorded, not emailed" in cells
 

@@ -40,6 +40,29 @@ def test_systemd_analyze_verify_accepts_the_units_without_a_warning(tmp_path: Pa
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed here")
+def test_the_qa_group_drop_in_verifies_with_the_service_and_gives_the_group_the_archive_directory(
+    tmp_path: Path,
+) -> None:
+    drop_in = unit("qa-group.conf")
+    assert drop_in["Service"]["SupplementaryGroups"] and drop_in["Service"]["ReadWritePaths"]
+    assert "Group" not in drop_in["Service"] and "User" not in drop_in["Service"]  # the user stays dynamic
+    ctpoller = Path(sys.executable).with_name("ctpoller")
+    service = (DEPLOY / "ctpoller.service").read_text().replace("/opt/ctpoller/venv/bin/ctpoller", str(ctpoller))
+    (tmp_path / "ctpoller.service").write_text(service + "\n" + (DEPLOY / "qa-group.conf").read_text())
+    shutil.copy(DEPLOY / "ctpoller.timer", tmp_path / "ctpoller.timer")
+    result = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", "ctpoller.service", "ctpoller.timer"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "" and result.stderr.strip() == "", result.stdout + result.stderr
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed here")
 def test_systemd_analyze_verify_accepts_the_digest_units_without_a_warning(tmp_path: Path) -> None:
     ctpoller = Path(sys.executable).with_name("ctpoller")
     service = (DEPLOY / "ctpoller-digest.service").read_text().replace("/opt/ctpoller/venv/bin/ctpoller", str(ctpoller))

@@ -19,6 +19,7 @@ from ctpoller.demo.exams import GE_OPTIMA, GE_VCT
 from ctpoller.demo.openrem import OpenremImporter
 from support import pg
 from support.process import ctpoller
+from support.workbooks import year_workbook
 
 pytestmark = [pytest.mark.postgres]
 
@@ -122,7 +123,9 @@ def test_every_command_reads_a_sql_ascii_openrem_with_bytes_that_are_not_utf8(
     text = message.get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]
     assert "CT caf\ufffd" in text and "Thorax d\ufffdtail" in text
     cells = {
-        c for row in openpyxl.load_workbook(tmp_path / "archive.xlsx").active.iter_rows(values_only=True) for c in row
+        c
+        for row in openpyxl.load_workbook(year_workbook(tmp_path / "archive.xlsx")).active.iter_rows(values_only=True)
+        for c in row
     }
     assert "CT caf\ufffd" in cells
 

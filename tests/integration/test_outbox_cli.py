@@ -26,6 +26,7 @@ from ctpoller.store.store import StateStore
 from support import pg
 from support.process import BODY_CTDIVOL_RULES, CompletedRun, ctpoller, one_line
 from support.smtp import Recorder, Server
+from support.workbooks import year_workbook
 
 ROLE_SQL = Path(__file__).parents[2] / "sql" / "readonly_role.sql"
 WAITING = "notifications failed permanently and wait for 'ctpoller retry' or 'ctpoller dismiss'"
@@ -67,7 +68,7 @@ def metrics(settings: dict[str, str]) -> dict[str, str]:
 
 
 def archive_cells(settings: dict[str, str]) -> list[object]:
-    sheet = openpyxl.load_workbook(settings["CTPOLLER_ARCHIVE_PATH"]).active
+    sheet = openpyxl.load_workbook(year_workbook(Path(settings["CTPOLLER_ARCHIVE_PATH"]))).active
     return [cell for row in sheet.iter_rows(values_only=True) for cell in row]
 
 
@@ -241,7 +242,7 @@ def test_an_archive_directory_that_is_missing_exits_1_after_the_emails_went_out(
     archive.parent.mkdir()
     fixed = ctpoller("run", env=env, cwd=tmp_path)
     assert fixed.returncode == 0, fixed.stderr
-    assert archive.exists()  # nothing lost: the next run that can writes it
+    assert year_workbook(archive).exists()  # nothing lost: the next run that can writes it
 
 
 def _nobody_python(clean: dict[str, str]) -> tuple[str, dict[str, str]] | None:

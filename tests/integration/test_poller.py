@@ -251,7 +251,7 @@ def test_temporary_smtp_refusal_is_retried_and_permanent_refusal_is_recorded(har
     assert failed.failed and failed.sent == 0
     inbox.refuse_data = None
     assert harness.cycle(after=timedelta(minutes=1)).sent == 0  # not retried forever
-    rows = list(openpyxl.load_workbook(harness.archive_path).active.iter_rows(values_only=True))
+    rows = list(openpyxl.load_workbook(harness.workbook).active.iter_rows(values_only=True))
     assert any("failed" in str(cell) for row in rows[1:] for cell in row)
 
 
@@ -275,7 +275,7 @@ def test_backfill_without_email_records_history_and_never_sends_it(harness, open
     report = harness.backfill(since=date(2010, 1, 1), email=False)
     assert {m.study_uid for m in report.messages} == {GE_VCT.uid, GE_PIXELMED.uid}  # Optima (2006) is older
     assert report.sent == 0 and inbox.messages == []
-    rows = list(openpyxl.load_workbook(harness.archive_path).active.iter_rows(values_only=True))
+    rows = list(openpyxl.load_workbook(harness.workbook).active.iter_rows(values_only=True))
     assert len(rows) == 1 + 3  # header + VCT (CTDIvol, DLP total) + PixelMed (head CTDIvol)
     assert harness.cycle(after=timedelta(hours=1)).sent == 0
     assert harness.backfill(since=date(2000, 1, 1), email=True).messages == []  # already recorded
@@ -294,7 +294,7 @@ def test_every_seed_exam_is_evaluated_without_error_and_patient_data_never_leave
     for message in inbox.messages:
         raw = message.as_string()
         assert not any(secret and secret in raw for secret in secrets)
-    for row in openpyxl.load_workbook(harness.archive_path).active.iter_rows(values_only=True):
+    for row in openpyxl.load_workbook(harness.workbook).active.iter_rows(values_only=True):
         assert not any(secret and secret in str(cell) for cell in row for secret in secrets)
 
 

@@ -125,7 +125,7 @@ def test_a_dry_run_backfill_counts_both_reports_of_a_continued_exam_read_in_diff
     harness = Harness(real_openrem, f"sqlite:///{tmp_path / 's.sqlite3'}", rules, inbox.port, tmp_path)
     dry = harness.backfill(since=None, email=False, dry_run=True)
     assert {uid: value for uid, _, _, value in found(dry)}.get(CONTINUED) == Decimal("116.61")
-    assert not harness.archive_path.exists()
+    assert not harness.workbook.exists() and not harness.archive_path.exists()
     assert found(dry) == found(harness.backfill(since=None, email=False))
 
 

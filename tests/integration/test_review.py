@@ -20,6 +20,7 @@ from ctpoller.jobs.report import Report
 from ctpoller.store.notifications import NewMessage
 from ctpoller.store.store import CycleWrite, StateStore
 from support.factories import notification
+from support.workbooks import year_workbook
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
@@ -67,6 +68,11 @@ def review_as_excel_would(path: Path, uid: str, **cells: Any) -> None:
     workbook.save(path)
 
 
+def year_file_of(archive: XlsxArchive) -> Path:
+    """This archive's workbook of T0's year: every notification of these tests is recorded in 2026."""
+    return year_workbook(archive.path, T0.year)
+
+
 def run(state: StateStore, archive: XlsxArchive, now: datetime) -> Report:
     report = Report()
     write_archive(state, archive, report, now=now)
@@ -81,7 +87,7 @@ def test_a_reviewers_edit_survives_new_notifications_and_an_update_of_the_exam(s
         record(state, "1.2.3.2", T0)
         assert run(state, archive, T0).archive_error is None
         review_as_excel_would(
-            archive.path,
+            year_file_of(archive),
             "1.2.3.1",
             **{
                 "Reviewed by": "A. Physicist",
@@ -97,7 +103,7 @@ def test_a_reviewers_edit_survives_new_notifications_and_an_update_of_the_exam(s
         record(state, "1.2.3.1", T0 + timedelta(days=3), value=Decimal("90"), previous_value=Decimal("76"))
         assert run(state, archive, T0 + timedelta(days=3)).archive_error is None
 
-        by_uid = [(r["Study Instance UID"], r) for r in rows(archive.path)]
+        by_uid = [(r["Study Instance UID"], r) for r in rows(year_file_of(archive))]
         assert [uid for uid, _ in by_uid] == ["1.2.3.1", "1.2.3.2", "1.2.3.3", "1.2.3.1"]
         reviewed, updated = by_uid[0][1], by_uid[3][1]
         assert reviewed["Reviewed by"] == "A. Physicist"
@@ -132,16 +138,16 @@ def test_a_changed_review_is_appended_and_an_edit_without_a_reviewer_is_by_unkno
     try:
         record(state, "1.2.3.1", T0)
         run(state, archive, T0)
-        review_as_excel_would(archive.path, "1.2.3.1", Outcome="under investigation")
+        review_as_excel_would(year_file_of(archive), "1.2.3.1", Outcome="under investigation")
         run(state, archive, T0 + timedelta(hours=1))  # no new notification: the saved workbook is read anyway
-        review_as_excel_would(archive.path, "1.2.3.1", Outcome="reportable", **{"Regulator reference": 12345})
+        review_as_excel_would(year_file_of(archive), "1.2.3.1", Outcome="reportable", **{"Regulator reference": 12345})
         run(state, archive, T0 + timedelta(hours=2))
         assert [(c.field, c.old, c.new, c.who) for c in state.changes()] == [
             ("outcome", None, "under investigation", "unknown"),
             ("outcome", "under investigation", "reportable", "unknown"),
             ("regulator_reference", None, "12345", "unknown"),
         ]
-        assert rows(archive.path)[0]["Outcome"] == "reportable"
+        assert rows(year_file_of(archive))[0]["Outcome"] == "reportable"
     finally:
         state.dispose()
 
@@ -152,8 +158,8 @@ def test_drop_downs_and_colours_are_written_and_survive_a_reviewers_save(tmp_pat
     try:
         record(state, "1.2.3.1", T0)
         run(state, archive, T0)
-        review_as_excel_would(archive.path, "1.2.3.1", Outcome="justified")
-        workbook = openpyxl.load_workbook(archive.path)
+        review_as_excel_would(year_file_of(archive), "1.2.3.1", Outcome="justified")
+        workbook = openpyxl.load_workbook(year_file_of(archive))
         sheet = workbook["Notifications"]
         lists = {dv.formula1: str(dv.sqref) for dv in sheet.data_validations.dataValidation}
         assert set(lists) == {"=ctpoller_outcomes", "=ctpoller_reasons"}
@@ -172,7 +178,7 @@ def test_drop_downs_and_colours_are_written_and_survive_a_reviewers_save(tmp_pat
         assert ratio.number_format == '0.00"×"'
         assert sheet.cell(2, headers.index("Value") + 1).number_format == '0.00" mGy"'
         assert sheet.page_setup.orientation == "landscape" and sheet.print_title_rows == "$1:$1"
-        assert oct(archive.path.stat().st_mode & 0o777) == "0o640"
+        assert oct(year_file_of(archive).stat().st_mode & 0o777) == "0o640"
     finally:
         state.dispose()
 
@@ -185,8 +191,8 @@ def test_a_replaced_state_store_adopts_every_row_and_review_of_the_archive(tmp_p
         record(state, uid, T0)
     run(state, archive, T0)
     state.dispose()
-    review_as_excel_would(archive.path, "1.2.3.2", Outcome="false positive", **{"Reviewed by": "B. Physicist"})
-    before = rows(archive.path)
+    review_as_excel_would(year_file_of(archive), "1.2.3.2", Outcome="false positive", **{"Reviewed by": "B. Physicist"})
+    before = rows(year_file_of(archive))
     for path in tmp_path.glob("state.sqlite3*"):
         path.unlink()
 
@@ -194,7 +200,7 @@ def test_a_replaced_state_store_adopts_every_row_and_review_of_the_archive(tmp_p
     try:
         record(fresh, "1.2.3.4", T0 + timedelta(days=1))
         assert run(fresh, archive, T0 + timedelta(days=1)).archive_error is None
-        after = rows(archive.path)
+        after = rows(year_file_of(archive))
         assert [r["Study Instance UID"] for r in after] == ["1.2.3.1", "1.2.3.2", "1.2.3.3", "1.2.3.4"]
         assert after[:3] == before
         assert after[1]["Outcome"] == "false positive"
@@ -212,25 +218,25 @@ def test_a_locked_or_corrupt_workbook_is_kept_untouched_and_reported(damage: str
         record(state, "1.2.3.1", T0)
         run(state, archive, T0)
         if damage == "lock file":
-            review_as_excel_would(archive.path, "1.2.3.1", Outcome="justified")
-            (tmp_path / "~$ctpoller-notifications.xlsx").write_bytes(b"\x0bA. Physicist")
+            review_as_excel_would(year_file_of(archive), "1.2.3.1", Outcome="justified")
+            (tmp_path / "~$ctpoller-notifications-2026.xlsx").write_bytes(b"\x0bA. Physicist")
         else:
-            archive.path.write_bytes(b"\x00garbage, not a workbook\xff" * 100)
-        kept = archive.path.read_bytes()
+            year_file_of(archive).write_bytes(b"\x00garbage, not a workbook\xff" * 100)
+        kept = year_file_of(archive).read_bytes()
         record(state, "1.2.3.2", T0 + timedelta(days=1))
         report = run(state, archive, T0 + timedelta(days=1))
-        assert archive.path.read_bytes() == kept
-        assert report.archive_error is not None and str(archive.path) in report.archive_error
+        assert year_file_of(archive).read_bytes() == kept
+        assert report.archive_error is not None and str(year_file_of(archive)) in report.archive_error
         assert state.get_meta("archive_problem") == report.archive_error
         if damage == "lock file":
             assert "open in an office program" in report.archive_error and not report.archive_needs_a_person
             assert [c.new for c in state.changes()] == ["justified"]  # read, though not rewritten
-            (tmp_path / "~$ctpoller-notifications.xlsx").unlink()
+            (tmp_path / "~$ctpoller-notifications-2026.xlsx").unlink()
         else:
             assert "cannot be read" in report.archive_error and report.archive_needs_a_person
-            archive.path.unlink()  # a person moved it away
+            year_file_of(archive).unlink()  # a person moved it away
         assert run(state, archive, T0 + timedelta(days=2)).archive_error is None
-        assert len(rows(archive.path)) == 2 and state.get_meta("archive_problem") is None
+        assert len(rows(year_file_of(archive))) == 2 and state.get_meta("archive_problem") is None
     finally:
         state.dispose()
 
@@ -245,15 +251,15 @@ def test_a_workbook_saved_while_the_run_writes_is_read_again_before_it_is_replac
         write = archive.write
         saved = []
 
-        def write_while_someone_saves(rows: Any, **kwargs: Any) -> int:
+        def write_while_someone_saves(path: Path, rows: Any, **kwargs: Any) -> int:
             if not saved:  # the reviewer saves after ctpoller read the workbook, before it is replaced
-                review_as_excel_would(archive.path, "1.2.3.1", Outcome="justified", Comment="late save")
+                review_as_excel_would(path, "1.2.3.1", Outcome="justified", Comment="late save")
                 saved.append(True)
-            return write(rows, **kwargs)
+            return write(path, rows, **kwargs)
 
         archive.write = write_while_someone_saves  # type: ignore[method-assign]
         assert run(state, archive, T0 + timedelta(days=1)).archive_error is None
-        assert rows(archive.path)[0]["Comment"] == "late save"
+        assert rows(year_file_of(archive))[0]["Comment"] == "late save"
         assert {c.new for c in state.changes()} == {"justified", "late save"}
     finally:
         state.dispose()
@@ -301,9 +307,9 @@ def test_export_writes_every_notification_with_its_review_history(
         record(state, "1.2.3.1", T0, accession_number="ACC0042")
         record(state, "1.2.3.2", T0 + timedelta(days=40))  # after --until: not exported
         run(state, archive, T0)
-        review_as_excel_would(archive.path, "1.2.3.1", Outcome="under investigation")
+        review_as_excel_would(year_file_of(archive), "1.2.3.1", Outcome="under investigation")
         run(state, archive, T0 + timedelta(hours=1))
-        review_as_excel_would(archive.path, "1.2.3.1", Outcome="justified", **{"Reviewed by": "A. Physicist"})
+        review_as_excel_would(year_file_of(archive), "1.2.3.1", Outcome="justified", **{"Reviewed by": "A. Physicist"})
         run(state, archive, T0 + timedelta(hours=2))
     finally:
         state.dispose()

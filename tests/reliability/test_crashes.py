@@ -22,6 +22,7 @@ from ctpoller.store.notifications import NewMessage
 from ctpoller.store.store import CycleWrite, StateStore
 from support.process import base_env, ctpoller, wait_for
 from support.smtp import body, message_ids, parse, study_uids
+from support.workbooks import year_workbook
 
 from .harness import COLUMN, archive_rows, blocked_ctpoller_backend, initialise_state, state_view, table_locked
 
@@ -49,7 +50,7 @@ def test_run_killed_while_blocked_reading_openrem_records_nothing_and_the_next_r
     ctpoller("run", env=env, cwd=tmp_path).assert_ok()
     assert len(mail.handler.delivered) == 1
     assert state_view(env["CTPOLLER_STATE_URL"]).outbox == {"sent": 1}
-    assert {row[COLUMN["status"]] for row in archive_rows(tmp_path / "archive.xlsx")} == {"sent"}
+    assert {row[COLUMN["status"]] for row in archive_rows(year_workbook(tmp_path / "archive.xlsx"))} == {"sent"}
 
 
 def test_run_killed_while_the_mail_server_holds_data_sends_the_message_once_on_the_next_run(
@@ -71,7 +72,7 @@ def test_run_killed_while_the_mail_server_holds_data_sends_the_message_once_on_t
     ctpoller("run", env=env, cwd=tmp_path).assert_ok()
     assert message_ids(mail.handler.delivered) == view.unsent_ids
     assert state_view(env["CTPOLLER_STATE_URL"]).outbox == {"sent": 1}
-    assert len(archive_rows(tmp_path / "archive.xlsx")) == 2  # Body CTDIvol 176.12 and Exam DLP 2002.39
+    assert len(archive_rows(year_workbook(tmp_path / "archive.xlsx"))) == 2  # Body CTDIvol 176.12 and Exam DLP 2002.39
 
 
 def test_run_killed_after_the_server_accepted_a_message_sends_it_again_only_with_the_same_message_id(
@@ -151,7 +152,7 @@ def _record_history(state_url: str, start: int, count: int, per_message: int = 5
 def _archive_write_started(process: subprocess.Popen[str], directory: Path) -> float:
     """Wait until the run has begun writing the archive (its temporary file exists) or has ended; when."""
     wait_for(
-        lambda: process.poll() is not None or any(directory.glob(".archive.xlsx.*.tmp")),
+        lambda: process.poll() is not None or any(directory.glob(".archive-*.xlsx.*.tmp")),
         60,
         "the archive's temporary file",
         interval=0.005,
@@ -167,7 +168,7 @@ def test_run_killed_while_writing_the_archive_never_leaves_a_partial_or_missing_
     openrem_db, mail, processes, tmp_path
 ):
     env = base_env(tmp_path, source_url=openrem_db, smtp_port=mail.port)
-    archive = tmp_path / "archive.xlsx"
+    archive = year_workbook(tmp_path / "archive.xlsx")
     initialise_state(env["CTPOLLER_STATE_URL"])
     _record_history(env["CTPOLLER_STATE_URL"], 0, 600)
     writing = processes.start("run", env=env, cwd=tmp_path)
@@ -242,7 +243,7 @@ def test_runs_killed_at_random_moments_lose_nothing_and_repeat_at_most_the_messa
             kills += 1
         processes.kill(running)
         assert state_view(env["CTPOLLER_STATE_URL"]).integrity == "ok"
-        archive = tmp_path / "archive.xlsx"
+        archive = year_workbook(tmp_path / "archive.xlsx")
         if archive.exists():
             archive_rows(archive)  # a complete workbook whenever it exists
 
@@ -258,4 +259,4 @@ def test_runs_killed_at_random_moments_lose_nothing_and_repeat_at_most_the_messa
     assert len(told) - len(uids) <= kills
     view = state_view(env["CTPOLLER_STATE_URL"])
     assert view.outbox == {"sent": len(uids)} and not view.archive_due
-    assert len(archive_rows(tmp_path / "archive.xlsx")) == 2 * len(uids)
+    assert len(archive_rows(year_workbook(tmp_path / "archive.xlsx"))) == 2 * len(uids)

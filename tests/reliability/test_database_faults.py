@@ -26,6 +26,7 @@ from support import pg
 from support.ports import free_port
 from support.process import EXIT_PERMANENT, EXIT_TEMPORARY, base_env, ctpoller, wait_for
 from support.smtp import message_ids
+from support.workbooks import year_workbook
 
 from .harness import COLUMN, archive_rows, blocked_ctpoller_backend, initialise_state, state_view, table_locked
 
@@ -208,8 +209,8 @@ def test_disk_full_while_writing_the_archive_keeps_the_old_archive_and_the_next_
     openrem_db, openrem, mail, small_disk, tmp_path
 ):
     env = base_env(tmp_path, source_url=openrem_db, smtp_port=mail.port)
-    archive = small_disk / "archive.xlsx"
-    env["CTPOLLER_ARCHIVE_PATH"] = str(archive)
+    env["CTPOLLER_ARCHIVE_PATH"] = str(small_disk / "archive.xlsx")
+    archive = year_workbook(small_disk / "archive.xlsx")
     initialise_state(env["CTPOLLER_STATE_URL"])
     openrem.import_study(GE_VCT)
     ctpoller("run", env=env, cwd=tmp_path).assert_ok()
@@ -224,7 +225,7 @@ def test_disk_full_while_writing_the_archive_keeps_the_old_archive_and_the_next_
     for result in (full, again):
         result.assert_completed_with_problems(EXIT_TEMPORARY, "cannot write the archive", "CTPOLLER_ARCHIVE_PATH")
     assert archive.read_bytes() == old, "the old archive is left intact"
-    assert sorted(p.name for p in small_disk.iterdir()) == ["archive.xlsx", "filler"], "no temporary file left"
+    assert sorted(p.name for p in small_disk.iterdir()) == [archive.name, "filler"], "no temporary file left"
     view = state_view(env["CTPOLLER_STATE_URL"])
     assert view.archive_due and view.outbox == {"sent": 2} and view.integrity == "ok"
     assert len(mail.handler.delivered) == 2, "the email does not wait for the archive, and is sent once"
@@ -256,8 +257,8 @@ def test_file_size_limit_while_writing_the_archive_is_temporary_and_the_next_run
     limited = ctpoller("run", env=env, cwd=tmp_path, preexec_fn=_file_size_limit(2048))
 
     limited.assert_completed_with_problems(EXIT_TEMPORARY, "cannot write the archive")
-    archive = tmp_path / "archive.xlsx"
-    assert not archive.exists() and not list(tmp_path.glob(".archive.xlsx.*"))
+    archive = year_workbook(tmp_path / "archive.xlsx")
+    assert not list(tmp_path.glob("archive*.xlsx")) and not list(tmp_path.glob(".archive*.xlsx.*"))
     view = state_view(state_pg_url)
     assert view.archive_due and view.outbox == {"sent": 1} and view.watermark is not None
     ctpoller("run", env=env, cwd=tmp_path).assert_ok()

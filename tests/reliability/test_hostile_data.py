@@ -16,6 +16,7 @@ from ctpoller.demo.exams import BODY, GE_VCT, SIEMENS_FLASH_QA, SPIRAL
 from ctpoller.demo.openrem import SeedEvent
 from support.process import RULES, base_env, ctpoller
 from support.smtp import body, parse, study_uids
+from support.workbooks import year_workbook
 
 from .harness import COLUMN, archive_cells, archive_rows, initialise_state, sql, state_view
 
@@ -184,7 +185,7 @@ def test_hostile_openrem_rows_never_crash_a_run_and_never_reach_the_archive_as_f
         assert not any(word in line for line in values for word in ("NaN", "Infinity", "∞", "not a number"))
     assert FORMULAS[0] in emails[TEXTS.uid] and "P" * 10_000 in emails[TEXTS.uid].replace("\n", "")
 
-    cells = list(archive_cells(tmp_path / "archive.xlsx"))
+    cells = list(archive_cells(year_workbook(tmp_path / "archive.xlsx")))
     assert not [cell.coordinate for cell in cells if cell.data_type == "f"], "a formula cell in the archive"
     texts = [cell.value for cell in cells if isinstance(cell.value, str)]
     formula_like = [
@@ -193,7 +194,7 @@ def test_hostile_openrem_rows_never_crash_a_run_and_never_reach_the_archive_as_f
     assert all(cell.data_type == "s" and cell.quotePrefix for cell in formula_like), "formula-like text not quoted"
     assert FORMULAS[0] in texts and FORMULAS[1] in texts  # the value as OpenREM holds it
     assert any(t.startswith(LONG_PROTOCOL[:100]) and len(t) == len(LONG_PROTOCOL) for t in texts)
-    rows = archive_rows(tmp_path / "archive.xlsx")
+    rows = archive_rows(year_workbook(tmp_path / "archive.xlsx"))
     assert {row[COLUMN["status"]] for row in rows} == {"sent"}
     assert state_view(env["CTPOLLER_STATE_URL"]).integrity == "ok"
 

@@ -13,6 +13,7 @@ import pytest
 from ctpoller.demo.exams import GE_VCT, SIEMENS_FLASH_QA
 from support.process import EXIT_PERMANENT, EXIT_TEMPORARY, PHYSICS, base_env, ctpoller
 from support.smtp import Recorder, message_ids, parse
+from support.workbooks import year_workbook
 
 from .harness import COLUMN, archive_rows, initialise_state, state_view
 
@@ -54,14 +55,14 @@ def test_temporary_refusal_keeps_the_message_queued_and_a_later_run_delivers_it_
     refused.assert_completed_with_problems(EXIT_TEMPORARY, reply.split()[0])
     view = state_view(env["CTPOLLER_STATE_URL"])
     assert view.integrity == "ok" and len(view.unsent_ids) == 1 and handler.delivered == []
-    assert {row[COLUMN["status"]] for row in archive_rows(tmp_path / "archive.xlsx")} == {"pending"}
+    assert {row[COLUMN["status"]] for row in archive_rows(year_workbook(tmp_path / "archive.xlsx"))} == {"pending"}
 
     handler.rcpt_replies.clear()
     handler.mail_reply = None
     ctpoller("run", env=env, cwd=tmp_path).assert_ok()
     assert message_ids(handler.delivered) == view.unsent_ids
     assert state_view(env["CTPOLLER_STATE_URL"]).outbox == {"sent": 1}  # nothing left to send again
-    assert {row[COLUMN["status"]] for row in archive_rows(tmp_path / "archive.xlsx")} == {"sent"}
+    assert {row[COLUMN["status"]] for row in archive_rows(year_workbook(tmp_path / "archive.xlsx"))} == {"sent"}
 
 
 @pytest.mark.parametrize(
@@ -86,7 +87,7 @@ def test_permanent_refusal_is_reported_once_kept_as_failed_and_never_retried(
     refused = ctpoller("run", env=env, cwd=tmp_path)
     refused.assert_completed_with_problems(EXIT_PERMANENT, reply.split()[0])
     attempts = len(handler.data_peers)
-    rows = archive_rows(tmp_path / "archive.xlsx")
+    rows = archive_rows(year_workbook(tmp_path / "archive.xlsx"))
     assert {row[COLUMN["status"]] for row in rows} == {"failed"}
     assert all(reply.split()[0] in row[COLUMN["error"]] for row in rows)
 
@@ -99,7 +100,7 @@ def test_permanent_refusal_is_reported_once_kept_as_failed_and_never_retried(
     assert SIEMENS_FLASH_QA.uid in parse(delivered.content).get_body(("plain",)).get_content()
     view = state_view(env["CTPOLLER_STATE_URL"])
     assert view.outbox == {"failed": 1, "sent": 1} and view.integrity == "ok"
-    statuses = [row[COLUMN["status"]] for row in archive_rows(tmp_path / "archive.xlsx")]
+    statuses = [row[COLUMN["status"]] for row in archive_rows(year_workbook(tmp_path / "archive.xlsx"))]
     assert sorted(statuses) == ["failed", "failed", "sent", "sent"]  # Flash QA: CTDIvol 65.47, DLP 1590
 
 

@@ -21,6 +21,7 @@ from ctpoller.mail.base import Notifier
 from ctpoller.openrem.source import OpenremSource
 from ctpoller.settings import Settings
 from ctpoller.store.store import StateStore
+from support.workbooks import year_workbook
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 SETTLE = timedelta(seconds=120)
@@ -41,6 +42,11 @@ class Harness:
     def __post_init__(self) -> None:
         self.archive_path = self.tmp / "archive.xlsx"
         self.report_html = self.tmp / "report.html"
+
+    @property
+    def workbook(self) -> Path:
+        """The archive's workbook of the harness clock's year (one per year beside ``archive_path``)."""
+        return year_workbook(self.archive_path, self.clock.year)
 
     @property
     def rules(self) -> RuleSet:

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from ctpoller.archive.base import year_file
 from ctpoller.archive.columns import Column, columns
 from ctpoller.archive.readback import ReadBack, Signature
 from ctpoller.core.model import Message
@@ -129,32 +130,44 @@ class RecordingNotifier:
 
 
 class Shelf:
-    """An archive that keeps the rows (cells by header) it was last given, and that nobody edits."""
+    """An archive that keeps the rows (cells by header) it was last given per year, and that nobody edits."""
 
     path = Path("shelf.xlsx")
     zone, zone_name = UTC, "UTC"
 
     def __init__(self) -> None:
-        self.rows: list[dict[str, Any]] | None = None
+        self.files: dict[Path, list[dict[str, Any]]] = {}
+        self.rows: list[dict[str, Any]] | None = None  # every year's rows, a new list at each write
 
     def columns(self) -> tuple[Column, ...]:
         return columns(self.zone_name)
 
-    def write(self, rows: Iterable[Mapping[str, Any]], *, before_replace: Callable[[], None] | None = None) -> int:
-        self.rows = [dict(row) for row in rows]
-        return len(self.rows)
+    def file(self, year: int) -> Path:
+        return year_file(self.path, year)
 
-    def read(self) -> ReadBack:
+    def years_on_disk(self) -> set[int]:
+        return set()
+
+    def write(
+        self, path: Path, rows: Iterable[Mapping[str, Any]], *, before_replace: Callable[[], None] | None = None
+    ) -> int:
+        self.files[path] = [dict(row) for row in rows]
+        self.rows = [row for name in sorted(self.files) for row in self.files[name]]
+        return len(self.files[path])
+
+    def read(self, path: Path) -> ReadBack:
         return ReadBack()
 
-    def signature(self) -> Signature | None:
-        return None if self.rows is None else Signature(len(self.rows), 0, "")
+    def signature(self, path: Path) -> Signature | None:
+        rows = self.files.get(path)
+        return None if rows is None else Signature(len(rows), 0, "")
 
-    def lock_file(self) -> Path | None:
+    def stamp(self, path: Path) -> str | None:
+        signature = self.signature(path)
+        return None if signature is None else signature.short()
+
+    def lock_file(self, path: Path) -> Path | None:
         return None
-
-    def exists(self) -> bool:
-        return self.rows is not None
 
 
 @dataclasses.dataclass

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from ctpoller.archive.base import year_file
 from ctpoller.demo import exams
 from ctpoller.demo.openrem import OpenremImporter, SeedStudy, create_schema
 from ctpoller.jobs.cycle import run_once
@@ -147,7 +148,7 @@ def run_demo(directory: Path, *, out: Callable[[str], None] = print) -> int:
     out("")
     out(f"Written in {directory}:")
     out(f"  {len(emails)} emails as .eml files in {outbox} (open them with any mail client)")
-    out(f"  the QA archive {archive} (one row per notification)")
+    out(f"  the QA archive {year_file(archive, clock.year)} (one workbook per year, one row per notification)")
     out(f"  the HTML report {report_html} (open it in a browser)")
     out(f"  the OpenREM-shaped database {source_file}, ctpoller's state {directory / 'ctpoller-state.sqlite3'}")
     out(f"  the rules used: {rules_file}")
@@ -186,6 +187,8 @@ def _clean(directory: Path) -> None:
     for name in FILES:
         for path in (directory / name, directory / f"{name}-wal", directory / f"{name}-shm"):
             path.unlink(missing_ok=True)
+    for workbook in directory.glob("ctpoller-notifications-[0-9][0-9][0-9][0-9].xlsx"):  # one per year
+        workbook.unlink()
     outbox = directory / "outbox"
     if outbox.is_dir():
         for eml in outbox.glob("*.eml"):

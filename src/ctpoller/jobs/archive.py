@@ -1,183 +1,206 @@
 """The QA archive as a form: read back what reviewers typed, record every change, rewrite.
 
-The state store is the record; the workbook is a form and a view. Each run that rewrites the
-workbook first reads it back (by header name and the hidden "Notification key", never by row
-position) and appends every changed review field to ``ctp_review_change`` (who: the row's "Reviewed
-by", or "unknown"; when: this run's clock). A workbook saved since ctpoller last wrote or read it is
-read back even when nothing else changed. Right before the new file replaces the old one the old
-one's size, time and content are compared with what was read: if someone saved it meanwhile, it is
-read again and the rewrite starts over.
+The state store is the record; the workbooks are forms and views, one per calendar year of recording
+(UTC) beside ``CTPOLLER_ARCHIVE_PATH``: ``ctpoller-notifications.xlsx`` gives
+``ctpoller-notifications-2025.xlsx``, ``ctpoller-notifications-2026.xlsx``. A run rewrites only the
+years whose rows changed (``archive_generation:YYYY`` against ``archive_written:YYYY``), and reads back
+a year's workbook saved since ctpoller last wrote or read it (``archive_seen:YYYY``).
+
+Each year's workbook is first read back (by header name and the hidden "Notification key", never by
+row position) and every changed review field is appended to ``ctp_review_change`` (who: the row's
+"Reviewed by", or "unknown"; when: this run's clock). Right before the new file replaces the old one
+the old one's size, time and content are compared with what was read: if someone saved it meanwhile,
+it is read again and the rewrite starts over.
 
 Nothing is lost: rows of notifications the store does not know (a replaced store) are adopted with
 their reviews; a workbook that is open in Excel (its ``~$`` lock file) is read but not replaced; one
-that cannot be read is kept untouched. Either way the run says so in one line, ``status`` shows it,
-and the next run tries again. The emails never wait for this: it runs after delivery.
+that cannot be read is kept untouched. Each year on its own: a locked 2025 workbook never keeps 2026
+from being written. The run says so in one line per workbook, ``status`` and ``check`` show it, and
+the next run tries again. The emails never wait for this: it runs after delivery.
+
+The single workbook of an earlier ctpoller (at ``CTPOLLER_ARCHIVE_PATH`` itself) is read back once,
+its reviews recorded and its unknown rows adopted, then renamed ``<name>.before-per-year.xlsx`` (kept,
+never deleted) and the per-year workbooks written; until it can be read and renamed, no per-year
+workbook is written (a reviewer's edit in it must not be overtaken by one in a newer file).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-from collections.abc import Iterator
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from ctpoller.archive.base import Archive
-from ctpoller.archive.columns import KEY, UTC_HEADER, decode, encode, local, review_cell, row_cells
-from ctpoller.archive.readback import ReadBack, WorkbookUnreadable
-from ctpoller.core.model import rule_identity
-from ctpoller.core.review import FIELDS, Change, Review, diff, fold, notification_key, reviewed
+from ctpoller.archive.base import Archive, split_file
+from ctpoller.archive.readback import WorkbookUnreadable
 from ctpoller.errors import NotifyError
+from ctpoller.jobs.archive_rows import Year, harvest, store_keys, view_rows
 from ctpoller.jobs.report import Report
 from ctpoller.store.store import StateStore
 
 log = logging.getLogger(__name__)
 
 ATTEMPTS = 3
-PROBLEM = "archive_problem"  # ctp_meta: why the archive was not written, for ``status``
+PROBLEM = "archive_problem"  # ctp_meta: why workbooks were not written (status); per file: archive_problem:YYYY
 
 
 class SavedMeanwhile(Exception):
     """The workbook changed between reading it back and replacing it."""
 
 
+@dataclass
+class Problems:
+    """What kept workbooks from being written this run, by the key it is kept under in ``ctp_meta``."""
+
+    lines: dict[str, str] = field(default_factory=dict)
+    needs_a_person: bool = False
+
+
 def write_archive(state: StateStore, archive: Archive | None, report: Report, *, now: datetime | None = None) -> None:
-    """Record what reviewers typed into the workbook, then rewrite it when anything in it changed."""
+    """Record what reviewers typed into the workbooks, then rewrite each year's when anything in it changed."""
     if archive is None:
         return
     now = now or datetime.now(UTC)
     meta = state.archive_meta()
-    due = not archive.exists() or meta.get("archive_generation") != meta.get("archive_written_generation")
-    current = archive.signature()
-    edited = current is not None and current.short() != meta.get("archive_seen")
-    if not due and not edited:
-        return
-    generation = meta.get("archive_generation")
-    problem: str | None = None
-    try:
-        for _ in range(ATTEMPTS):
-            before = archive.signature()
-            if before is not None:
-                read = archive.read()
-                recorded = harvest(state, read, now)
-                if recorded:
-                    log.info("archive %s: %d review changes recorded", archive.path, recorded)
-            if not due and before is not None:
-                state.set_archive_meta({"archive_seen": before.short()})
-                break
-            lock = archive.lock_file()
-            if lock is not None:
-                problem = (
-                    f"archive {archive.path} is open in an office program (lock file {lock.name}): it was read "
-                    "but not rewritten; the next run rewrites it"
-                )
-                state.set_archive_meta({"archive_seen": before.short() if before else None})
-                report.archive_error = problem
-                break
-
-            def unchanged(before: Any = before) -> None:
-                if archive.signature() != before:
-                    raise SavedMeanwhile
-
-            try:
-                report.archive_rows = archive.write(view_rows(state, archive), before_replace=unchanged)
-            except SavedMeanwhile:
-                log.info("archive %s was saved by someone while it was rewritten: reading it again", archive.path)
-                continue
-            after = archive.signature()
-            state.set_archive_meta(
-                {"archive_written_generation": generation, "archive_seen": after.short() if after else None}
+    problems = Problems()
+    known = KnownKeys(state)
+    if _attempt(problems, f"{PROBLEM}:single", archive.path, lambda: split_single(state, archive, now, known)):
+        years = set(state.archive_years()) | archive.years_on_disk() | {now.astimezone(UTC).year}
+        for year in sorted(years):
+            _attempt(
+                problems,
+                f"{PROBLEM}:{year}",
+                archive.file(year),
+                lambda year=year: write_year(state, archive, year, meta, report, now, known),  # type: ignore[misc]
             )
-            break
-        else:
-            problem = f"archive {archive.path} kept being saved while it was rewritten; the next run tries again"
-            report.archive_error = problem
+    if problems.lines:
+        report.archive_error = "; ".join(problems.lines.values())
+        report.archive_needs_a_person = problems.needs_a_person
+        for line in problems.lines.values():
+            log.error("%s (nothing is lost: reviews and notifications are in the state store)", line)
+    wanted: dict[str, str | None] = {key: None for key in meta if key.startswith(f"{PROBLEM}:")}
+    wanted.update(problems.lines)
+    wanted[PROBLEM] = "; ".join(problems.lines.values()) or None
+    if not problems.lines:  # every year's workbook is up to date (``archive_due`` reads this)
+        wanted["archive_written_generation"] = meta.get("archive_generation")
+    changed = {key: value for key, value in wanted.items() if meta.get(key) != value}
+    if changed:
+        state.set_archive_meta(changed)
+
+
+def _attempt(problems: Problems, key: str, path: Path, step: Callable[[], str | None]) -> bool:
+    """Run one workbook's step; keep its problem (if any) under ``key``. True when it had none."""
+    try:
+        problem = step()
     except WorkbookUnreadable as e:
         problem = (
-            f"archive {archive.path} cannot be read ({e}): it is kept untouched; repair it or move it away, "
+            f"archive {path} cannot be read ({e}): it is kept untouched; repair it or move it away, "
             "then the next run writes it again"
         )
-        report.archive_error, report.archive_needs_a_person = problem, True
+        problems.needs_a_person = True
     except OSError as e:
-        problem = f"archive {archive.path} cannot be read: {e.strerror or e}; the next run tries again"
-        report.archive_error = problem
+        problem = f"archive {path} cannot be read: {e.strerror or e}; the next run tries again"
     except NotifyError as e:
         problem = str(e)
-        report.archive_error, report.archive_needs_a_person = problem, not e.temporary
+        problems.needs_a_person = problems.needs_a_person or not e.temporary
     if problem is not None:
-        log.error("%s (nothing is lost: reviews and notifications are in the state store)", problem)
-    if problem != meta.get(PROBLEM):
-        state.set_archive_meta({PROBLEM: problem})
+        problems.lines[key] = problem
+    return problem is None
 
 
-def harvest(state: StateStore, read: ReadBack, now: datetime) -> int:
-    """Record every review field that differs from the store's, and adopt the rows the store does
-    not know (with their reviews). Returns how many changes were recorded."""
-    known = {key for key, _ in store_keys(state)}
-    adopted_before = {key for key, _, _ in state.adopted_rows()}
-    reviews = state.reviews()
-    changes: list[Change] = []
-    adopted: list[tuple[str, int, dict[str, Any]]] = []
-    for key, seen, cells in read.rows:
-        if not key:  # a row typed in by hand: kept, under a key made from what it holds
-            key = "x" + hashlib.sha256(json.dumps(encode(cells), sort_keys=True).encode()).hexdigest()[:31]
-        if key not in known and key not in adopted_before:
-            when = cells.get(UTC_HEADER)
-            year = when.year if isinstance(when, datetime) else now.year
-            adopted.append((key, year, encode(cells)))
-            adopted_before.add(key)
-        found = diff(key, reviews.get(key, {}), seen, at=now)
-        if found:  # a second row with the same key (a copied row) is compared with this one's values
-            changes.extend(found)
-            review = dict(reviews.get(key, {}))
-            for change in found:
-                if change.new is None:
-                    review.pop(change.field, None)
-                else:
-                    review[change.field] = change.new
-            reviews[key] = review
-    state.record_changes(changes, adopted)
-    return len(changes)
+def write_year(
+    state: StateStore,
+    archive: Archive,
+    year: int,
+    meta: dict[str, str],
+    report: Report,
+    now: datetime,
+    known: KnownKeys,
+) -> str | None:
+    """Read back and (when due) rewrite the workbook of ``year``; the problem that kept it, if any."""
+    path = archive.file(year)
+    generation = meta.get(f"archive_generation:{year}")
+    seen = archive.stamp(path)
+    due = seen is None or generation != meta.get(f"archive_written:{year}")
+    if not due and (seen is None or seen == meta.get(f"archive_seen:{year}")):
+        return None
+    rows = Year.load(state, year)
+    for _ in range(ATTEMPTS):
+        before = archive.signature(path)
+        # What ctpoller wrote (or read) itself and nobody saved since holds nothing new to read back.
+        if before is not None and before.short() != meta.get(f"archive_seen:{year}"):
+            recorded = harvest(state, archive.read(path), now, known, rows)
+            if recorded:
+                log.info("archive %s: %d review changes recorded", path, recorded)
+        if not due and before is not None:
+            state.set_archive_meta({f"archive_seen:{year}": before.short()})
+            return None
+        lock = archive.lock_file(path)
+        if lock is not None:
+            state.set_archive_meta({f"archive_seen:{year}": before.short() if before else None})
+            return (
+                f"archive {path} is open in an office program (lock file {lock.name}): it was read "
+                "but not rewritten; the next run rewrites it"
+            )
+
+        def unchanged(before: Any = before) -> None:
+            if archive.signature(path) != before:
+                raise SavedMeanwhile
+
+        try:
+            written = archive.write(path, view_rows(state, archive, rows), before_replace=unchanged)
+        except SavedMeanwhile:
+            log.info("archive %s was saved by someone while it was rewritten: reading it again", path)
+            continue
+        report.archive_rows = (report.archive_rows or 0) + written
+        state.set_archive_meta({f"archive_written:{year}": generation, f"archive_seen:{year}": archive.stamp(path)})
+        return None
+    return f"archive {path} kept being saved while it was rewritten; the next run tries again"
 
 
-def store_keys(state: StateStore) -> Iterator[tuple[str, Any]]:
-    for row in state.archive_rows():
-        n = row.notification
-        yield notification_key(n.study_uid, n.rule, n.metric, n.event_key, row.message_id), row
-
-
-def view_rows(state: StateStore, archive: Archive) -> Iterator[dict[str, Any]]:
-    """The rows of the workbook: adopted rows first (oldest first), then the store's notifications,
-    each with its current review and whether its exam changed after the review."""
-    changes = state.changes()
-    reviews = fold(changes)
-    reviewed_at: dict[str, datetime] = {}
-    for change in changes:
-        reviewed_at[change.key] = max(change.at, reviewed_at.get(change.key, change.at))
-    for key, _, cells in state.adopted_rows():  # in the order the workbook had them
-        row = decode(cells)
-        row.update(_review_cells(reviews.get(key, {})))
-        row[KEY] = key
-        yield row
-    latest: dict[tuple[str, str, str, str], tuple[datetime, str, str]] = {}
-    for key, row in store_keys(state):
-        n = row.notification
-        latest[(n.study_uid, rule_identity(n.rule), n.metric, n.event_key)] = (
-            row.created_at,
-            key,
-            f"{n.value.normalize():f} {n.unit}",
+def split_single(state: StateStore, archive: Archive, now: datetime, known: KnownKeys) -> str | None:
+    """Read back the single workbook of an earlier ctpoller, then keep it under another name."""
+    path = archive.path
+    if archive.stamp(path) is None:
+        return None
+    lock = archive.lock_file(path)
+    if lock is not None:
+        return (
+            f"archive {path} (the single workbook of an earlier ctpoller) is open in an office program (lock file "
+            f"{lock.name}): once it is closed the next run reads it back and writes one workbook per year"
         )
-    for key, row in store_keys(state):
-        n = row.notification
-        review = reviews.get(key, {})
-        changed = None
-        newest_at, newest_key, value = latest[(n.study_uid, rule_identity(n.rule), n.metric, n.event_key)]
-        if newest_key != key and reviewed(review) and newest_at > reviewed_at.get(key, newest_at):
-            shown = local(newest_at, archive.zone)
-            changed = f"yes: {value} notified {shown:%Y-%m-%d %H:%M}" if shown else "yes"
-        yield row_cells(row, key, review, changed, archive.zone, archive.zone_name)
+    for _ in range(ATTEMPTS):
+        before = archive.signature(path)
+        read = archive.read(path)
+        recorded = harvest(state, read, now, known)
+        if archive.signature(path) != before:
+            continue  # saved while it was read: read it again
+        target = split_file(path)
+        os.rename(path, target)
+        log.warning(
+            "archive %s: the single workbook of an earlier ctpoller was read back (%d rows, %d review changes "
+            "recorded) and kept as %s; from now on one workbook per year: %s",
+            path,
+            len(read.rows),
+            recorded,
+            target.name,
+            archive.file(now.astimezone(UTC).year).name.replace(str(now.astimezone(UTC).year), "YYYY"),
+        )
+        return None
+    return f"archive {path} kept being saved while it was read; the next run tries again"
 
 
-def _review_cells(review: Review) -> dict[str, Any]:
-    return {header: review_cell(review.get(name)) for name, header in FIELDS}
+class KnownKeys:
+    """The keys of the notifications the store recorded, computed once a run and only when needed."""
+
+    def __init__(self, state: StateStore) -> None:
+        self.state = state
+        self._keys: set[str] | None = None
+
+    def all(self) -> set[str]:
+        if self._keys is None:
+            self._keys = {key for key, _ in store_keys(self.state.archive_rows())}
+        return self._keys

@@ -121,6 +121,10 @@ def run_checks(parts: Parts, env_file: str | None = None) -> Iterator[Check]:
             yield True, check_archive_path(parts.settings.archive_path), None
         except CtpollerError as e:
             yield False, str(e), e
+        else:
+            archive = parts.archive()
+            if archive is not None:
+                yield from archive_checks(archive)
 
 
 def who_receives(rules: RuleSet) -> list[str]:
@@ -220,3 +224,38 @@ def check_archive_path(path: Path) -> str:
         )
     state = "replaced by each run that changes it" if path.exists() else "not written yet"
     return f"archive {path}: directory {directory} exists and this user may write there ({state})"
+
+
+def archive_checks(archive: XlsxArchive) -> Iterator[Check]:
+    """Each workbook of the archive (one per year, and the single workbook of an earlier ctpoller):
+    open in an office program (a run reads it but does not replace it: temporary), unreadable (kept
+    untouched until a person repairs or moves it: exit 1, as in a run), or read back in full."""
+    from ctpoller.archive.readback import WorkbookUnreadable
+
+    files = [(f"the workbook of {year}", archive.file(year)) for year in sorted(archive.years_on_disk())]
+    if archive.path.exists():
+        files.insert(0, ("an earlier ctpoller's single workbook, split per year by the next run", archive.path))
+    for what, path in files:
+        lock = archive.lock_file(path)
+        if lock is not None:
+            e1 = NotifyError(
+                f"archive {path} ({what}) is open in an office program (lock file {lock.name}): runs read it "
+                "but do not replace it until it is closed",
+                permanent=False,
+            )
+            yield False, str(e1), e1
+            continue
+        try:
+            rows = len(archive.read(path).rows)
+        except WorkbookUnreadable as e:
+            e2 = NotifyError(
+                f"archive {path} ({what}) cannot be read ({e}): runs keep it untouched; repair it or move it away",
+                permanent=False,
+                scope="settings",
+            )
+            yield False, str(e2), e2
+        except OSError as e:
+            e3 = NotifyError(f"archive {path} ({what}) cannot be read: {e.strerror or e}", permanent=False)
+            yield False, str(e3), e3
+        else:
+            yield True, f"archive {path} ({what}): read back in full, {rows} rows, not open in an office program", None

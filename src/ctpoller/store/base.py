@@ -332,14 +332,22 @@ def bump(conn: Connection, key: str) -> None:
     put_meta(conn, key, str(int(meta_value(conn, key) or 0) + 1))
 
 
-def bump_archive(conn: Connection, *, message_ids: Sequence[int] = (), year: int | None = None) -> None:
+def bump_archive(
+    conn: Connection, *, message_ids: Sequence[int] = (), year: int | None = None, study_uids: Sequence[str] = ()
+) -> None:
     """Rows of the archive changed: bump its generation and that of each year concerned (the year a
-    message was recorded, UTC), so that a run rewrites only those years' workbooks."""
+    message was recorded, UTC), so that a run rewrites only those years' workbooks. ``study_uids``:
+    studies notified again, whose earlier rows (maybe in an earlier year's workbook) show whether the
+    exam changed after their review."""
     bump(conn, "archive_generation")
     years = {year} if year is not None else set()
     for chunk in chunks(list(message_ids), 500):
         created = conn.execute(sa.select(message_table.c.created_at).where(message_table.c.id.in_(chunk)))
         years.update(int(text[:4]) for text in created.scalars())
+    for chunk in chunks(sorted({uid for uid in study_uids if uid}), 500):
+        year_of = sa.func.substr(message_table.c.created_at, 1, 4)
+        created = conn.execute(sa.select(year_of).where(message_table.c.study_uid.in_(chunk)).distinct())
+        years.update(int(text) for text in created.scalars())
     for one in sorted(years):
         bump(conn, f"archive_generation:{one}")
 

@@ -116,13 +116,18 @@ class Notifications(StoreBase):
             ],
         )
 
-    def archive_rows(self, since: datetime | None = None, until: datetime | None = None) -> Iterator[ArchiveRow]:
-        """Every notification recorded (in ``[since, until)`` when given), oldest first, streamed."""
+    def archive_rows(
+        self, since: datetime | None = None, until: datetime | None = None, study_uids: Sequence[str] | None = None
+    ) -> Iterator[ArchiveRow]:
+        """Every notification recorded (in ``[since, until)``, of ``study_uids``, when given), oldest first,
+        streamed. ``study_uids`` is for a few studies (one query)."""
         query = notification_query()
         if since is not None:
             query = query.where(message_table.c.created_at >= iso(since))
         if until is not None:
             query = query.where(message_table.c.created_at < iso(until))
+        if study_uids is not None:
+            query = query.where(notification_table.c.study_uid.in_(list(study_uids)))
         try:
             with self.engine.connect() as conn:
                 for row in conn.execution_options(yield_per=1000).execute(query):

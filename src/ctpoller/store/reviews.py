@@ -12,7 +12,15 @@ import sqlalchemy as sa
 
 from ctpoller.core.review import Change, fold
 from ctpoller.store.base import StoreBase, chunks, meta_value, put_meta
-from ctpoller.store.tables import archived_row_table, iso, message_table, meta_table, review_table, stored_time
+from ctpoller.store.tables import (
+    archived_row_table,
+    iso,
+    message_table,
+    meta_table,
+    notification_table,
+    review_table,
+    stored_time,
+)
 
 
 class Reviews(StoreBase):
@@ -89,12 +97,11 @@ class Reviews(StoreBase):
 
     def archive_years(self) -> list[int]:
         """Every year (UTC) in which a notification was recorded or from which one was adopted."""
+        year_of = sa.func.substr(message_table.c.created_at, 1, 4)
+        notified = sa.select(year_of).join(notification_table, notification_table.c.message == message_table.c.id)
         with self._tx("reading the archive years") as conn:
-            first = conn.execute(sa.select(sa.func.min(message_table.c.created_at))).scalar()
-            last = conn.execute(sa.select(sa.func.max(message_table.c.created_at))).scalar()
-            years = set(conn.execute(sa.select(archived_row_table.c.year).distinct()).scalars())
-        if first and last:
-            years.update(range(stored_time(first).year, stored_time(last).year + 1))
+            years = {int(text) for text in conn.execute(notified.distinct()).scalars()}
+            years.update(conn.execute(sa.select(archived_row_table.c.year).distinct()).scalars())
         return sorted(years)
 
     def archive_meta(self) -> dict[str, str]:

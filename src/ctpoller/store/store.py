@@ -78,4 +78,4 @@ class StateStore(Studies, Notifications, Outbox, Notices, Reviews):
             if write.messages:
                 self._insert_messages(conn, write.messages, now)
             if write.messages:
-                bump_archive(conn, year=now.astimezone(UTC).year)
+                bump_archive(conn, year=now.astimezone(UTC).year, study_uids=[m.study_uid for m in write.messages])
