@@ -302,6 +302,20 @@ ALTER SEQUENCE remapp_ctdosecheckdetails_id_seq OWNED BY remapp_ctdosecheckdetai
 CREATE INDEX remapp_ctdo_ct_irra_c83fd2_idx ON remapp_ctdosecheckdetails (ct_irradiation_event_data_id);
 CREATE INDEX remapp_ctdosecheckdetails_ct_irradiation_event_data_id_178e316c ON remapp_ctdosecheckdetails (ct_irradiation_event_data_id);
 
+-- Only the columns ctpoller reads of OpenREM's person table (it has more, e.g. the person's role,
+-- 113850 "Irradiation Authorizing" for the rows linked to a Dose Check); not in the reference dump.
+CREATE SEQUENCE remapp_personparticipant_id_seq AS integer;
+CREATE TABLE remapp_personparticipant (
+    id integer NOT NULL DEFAULT nextval('remapp_personparticipant_id_seq'),
+    person_name text,
+    ct_dose_check_details_alert_id integer,
+    ct_dose_check_details_notification_id integer,
+    CONSTRAINT remapp_personparticipant_pkey PRIMARY KEY (id)
+);
+ALTER SEQUENCE remapp_personparticipant_id_seq OWNED BY remapp_personparticipant.id;
+CREATE INDEX remapp_personparticipant_ct_dose_check_details_alert_id ON remapp_personparticipant (ct_dose_check_details_alert_id);
+CREATE INDEX remapp_personparticipant_ct_dose_check_details_notification_id ON remapp_personparticipant (ct_dose_check_details_notification_id);
+
 CREATE SEQUENCE remapp_generalstudymoduleattr_standard_names_id_seq AS integer;
 CREATE TABLE remapp_generalstudymoduleattr_standard_names (
     id integer NOT NULL DEFAULT nextval('remapp_generalstudymoduleattr_standard_names_id_seq'),
@@ -334,6 +348,10 @@ ALTER TABLE remapp_ctaccumulateddosedata ADD CONSTRAINT remapp_ctaccumulated_ref
     FOREIGN KEY (reference_authority_code_id) REFERENCES remapp_contextid(id) DEFERRABLE INITIALLY DEFERRED;
 ALTER TABLE remapp_ctdosecheckdetails ADD CONSTRAINT remapp_ctdosecheckde_ct_irradiation_event_178e316c_fk_remapp_ct
     FOREIGN KEY (ct_irradiation_event_data_id) REFERENCES remapp_ctirradiationeventdata(id) DEFERRABLE INITIALLY DEFERRED;
+ALTER TABLE remapp_personparticipant ADD CONSTRAINT remapp_personparticipant_alert_fk
+    FOREIGN KEY (ct_dose_check_details_alert_id) REFERENCES remapp_ctdosecheckdetails(id) DEFERRABLE INITIALLY DEFERRED;
+ALTER TABLE remapp_personparticipant ADD CONSTRAINT remapp_personparticipant_notification_fk
+    FOREIGN KEY (ct_dose_check_details_notification_id) REFERENCES remapp_ctdosecheckdetails(id) DEFERRABLE INITIALLY DEFERRED;
 ALTER TABLE remapp_ctirradiationeventdata ADD CONSTRAINT remapp_ctirradiation_ct_acquisition_type__a5ea952c_fk_remapp_co
     FOREIGN KEY (ct_acquisition_type_id) REFERENCES remapp_contextid(id) DEFERRABLE INITIALLY DEFERRED;
 ALTER TABLE remapp_ctirradiationeventdata ADD CONSTRAINT remapp_ctirradiation_ct_radiation_dose_id_fd71dfdf_fk_remapp_ct

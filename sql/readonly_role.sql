@@ -54,3 +54,12 @@ BEGIN
     END IF;
 END
 $$;
+
+-- Who authorised proceeding past a scanner Dose Check (staff): the name only, shown in the emails.
+DO $$
+BEGIN
+    IF to_regclass('public.remapp_personparticipant') IS NOT NULL THEN
+        GRANT SELECT (id, person_name, ct_dose_check_details_alert_id, ct_dose_check_details_notification_id) ON remapp_personparticipant TO ctpoller_reader;
+    END IF;
+END
+$$;

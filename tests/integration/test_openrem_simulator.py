@@ -27,6 +27,10 @@ from ctpoller.demo.openrem import OpenremImporter
 from support import pg
 
 SUBSET_TABLES = sorted(openrem.METADATA.tables)
+#: Subset tables that OpenREM's reference dump (schema_ct.sql) does not hold: only the columns ctpoller
+#: reads, as the notes on OpenREM's data name them. Named one by one, so no other table escapes the check.
+NOT_IN_REFERENCE = ("remapp_personparticipant",)
+REFERENCE_TABLES = [table for table in SUBSET_TABLES if table not in NOT_IN_REFERENCE]
 OPENREM_SCHEMA = pg.OPENREM_DATA / "schema_ct.sql"
 
 postgres = pytest.mark.postgres
@@ -39,7 +43,7 @@ def source(openrem_db: str) -> Iterator[Engine]:
     engine.dispose()
 
 
-def _columns(url: str) -> list[tuple[Any, ...]]:
+def _columns(url: str, tables: list[str] = SUBSET_TABLES) -> list[tuple[Any, ...]]:
     engine = create_engine(url)
     try:
         with engine.connect() as conn:
@@ -52,14 +56,14 @@ def _columns(url: str) -> list[tuple[Any, ...]]:
                     " WHERE table_schema = 'public' AND table_name = ANY(:tables)"
                     " ORDER BY table_name, ordinal_position"
                 ),
-                {"tables": SUBSET_TABLES},
+                {"tables": tables},
             )
             return [tuple(row) for row in rows]
     finally:
         engine.dispose()
 
 
-def _indexes_and_foreign_keys(url: str) -> tuple[list[str], list[str]]:
+def _indexes_and_foreign_keys(url: str, tables: list[str] = SUBSET_TABLES) -> tuple[list[str], list[str]]:
     """Index and FK definitions with their names left out (real sites name them differently)."""
     engine = create_engine(url)
     try:
@@ -69,7 +73,7 @@ def _indexes_and_foreign_keys(url: str) -> tuple[list[str], list[str]]:
                     "SELECT tablename || ': ' || regexp_replace(indexdef, '^.* ON ', '')"
                     " FROM pg_indexes WHERE schemaname = 'public' AND tablename = ANY(:tables)"
                 ),
-                {"tables": SUBSET_TABLES},
+                {"tables": tables},
             ).scalars()
             fks = conn.execute(
                 text(
@@ -77,7 +81,7 @@ def _indexes_and_foreign_keys(url: str) -> tuple[list[str], list[str]]:
                     " FROM pg_constraint WHERE contype = 'f'"
                     " AND conrelid::regclass::text = ANY(:tables)"
                 ),
-                {"tables": SUBSET_TABLES},
+                {"tables": tables},
             ).scalars()
             return sorted(i.replace("public.", "") for i in indexes), sorted(f.replace("public.", "") for f in fks)
     finally:
@@ -98,11 +102,12 @@ def test_subset_sql_has_the_same_columns_types_and_nullability_as_openrem(
     with pg.throwaway_database(pg_server, "ctp_ref_") as reference:
         with psycopg.connect(pg.libpq_url(reference), autocommit=True) as conn:
             conn.execute(OPENREM_SCHEMA.read_text(encoding="utf-8"))  # type: ignore[arg-type]
-        expected = _columns(reference)
-        expected_indexes, expected_fks = _indexes_and_foreign_keys(reference)
-    assert len({row[0] for row in expected}) == len(SUBSET_TABLES)
-    assert _columns(openrem_db) == expected
-    indexes, fks = _indexes_and_foreign_keys(openrem_db)
+        expected = _columns(reference, REFERENCE_TABLES)
+        expected_indexes, expected_fks = _indexes_and_foreign_keys(reference, REFERENCE_TABLES)
+        assert not _columns(reference, list(NOT_IN_REFERENCE))  # else compare them too
+    assert len({row[0] for row in expected}) == len(REFERENCE_TABLES)
+    assert _columns(openrem_db, REFERENCE_TABLES) == expected
+    indexes, fks = _indexes_and_foreign_keys(openrem_db, REFERENCE_TABLES)
     assert fks == expected_fks
     assert indexes == expected_indexes
 

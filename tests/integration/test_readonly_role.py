@@ -14,7 +14,7 @@ from sqlalchemy.engine import make_url
 from ctpoller.demo.exams import GE_VCT, TOSHIBA_DOSECHECK
 from ctpoller.demo.openrem import OpenremImporter
 from ctpoller.errors import SourceError
-from ctpoller.openrem.tables import OPTIONAL, REQUIRED, SHOWN
+from ctpoller.openrem.tables import OPTIONAL, REQUIRED, SHOWN, SHOWN_TABLES
 from ctpoller.store.store import StateStore
 from support import pg
 from support.cycle import Harness
@@ -45,10 +45,10 @@ def as_reader(url: str, statement: str) -> None:
 
 def test_the_role_file_grants_exactly_the_columns_ctpoller_reads():
     text = ROLE_SQL.read_text(encoding="utf-8")
-    for table, columns in {**REQUIRED, **OPTIONAL}.items():
+    for table, columns in {**REQUIRED, **OPTIONAL, **SHOWN_TABLES}.items():
         granted = (*columns, *SHOWN.get(table, ()))  # and the columns only the emails show
         assert f"GRANT SELECT ({', '.join(granted)}) ON {table} TO {ROLE};" in text
-    assert text.count("GRANT SELECT (") == len(REQUIRED) + len(OPTIONAL)
+    assert text.count("GRANT SELECT (") == len(REQUIRED) + len(OPTIONAL) + len(SHOWN_TABLES)
     assert text.count("GRANT SELECT ON SEQUENCE") == 1  # the study pk sequence, to tell a restore
 
 
@@ -69,6 +69,10 @@ def test_ctpoller_works_through_the_read_only_role(openrem_db, reader_url, tmp_p
         report = harness.backfill(since=date(2000, 1, 1))
         assert {m.study_uid for m in report.messages} == {GE_VCT.uid, TOSHIBA_DOSECHECK.uid}
         assert len(inbox.messages) == 2
+        [dose_check] = [m for m in report.messages if m.study_uid == TOSHIBA_DOSECHECK.uid]
+        assert {n.authorised_by for n in dose_check.notifications} == {"Radiographer on duty"}
+        [sent] = [d.content for d in inbox.delivered if b"ToshibaDoseChk" in d.content]
+        assert b"Proceeding authorised by Radiographer on duty: no reason recorded" in sent
     finally:
         server.stop()
 
@@ -179,3 +183,30 @@ def test_a_role_granted_before_the_emails_showed_sex_and_reasons_keeps_working(
         assert row.patient_sex is None and row.events  # read, with the sex not recorded
     finally:
         source.dispose()
+
+
+@pytest.mark.parametrize(
+    "older",
+    [
+        "REVOKE SELECT (id, person_name, ct_dose_check_details_alert_id, ct_dose_check_details_notification_id) "
+        f"ON remapp_personparticipant FROM {ROLE}",
+        "DROP TABLE remapp_personparticipant",
+    ],
+    ids=["not granted", "absent"],
+)
+def test_without_the_person_table_the_emails_leave_out_who_authorised_proceeding_with_a_warning(
+    openrem_db, reader_url, tmp_path, caplog, older
+):
+    engine = sa.create_engine(openrem_db)
+    OpenremImporter(engine).import_study(TOSHIBA_DOSECHECK)
+    engine.dispose()
+    with psycopg.connect(pg.libpq_url(openrem_db), autocommit=True) as conn:
+        conn.execute(older)
+    rules = '[dose_check]\nnotify = true\n[defaults]\nrecipients = ["p@h.example"]\n'
+    harness = Harness(reader_url, f"sqlite:///{tmp_path / 's.sqlite3'}", rules, 1, tmp_path)
+    with caplog.at_level(logging.WARNING, logger="ctpoller.openrem.source"):
+        [message] = harness.backfill(since=date(2000, 1, 1), email=False).messages
+
+    assert message.notifications and all(n.authorised_by is None for n in message.notifications)
+    warnings = [r.getMessage() for r in caplog.records if "remapp_personparticipant" in r.getMessage()]
+    assert len(warnings) == 1 and "who authorised proceeding" in warnings[0] and "readonly_role.sql" in warnings[0]

@@ -17,7 +17,7 @@ from ctpoller.errors import ConfigError
 from ctpoller.jobs.news import message_id
 from ctpoller.store.notifications import NewMessage
 from ctpoller.store.store import CycleWrite, StateStore
-from ctpoller.store.tables import EVENT_KEY_INDEX, exceedance_table
+from ctpoller.store.tables import EVENT_KEY_INDEX, MIGRATIONS, exceedance_table
 
 NOW = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 EXAM_A, EXAM_B = "1.2.826.0.1.1", "1.2.826.0.1.2"
@@ -150,6 +150,31 @@ def test_a_store_made_before_gets_the_emails_columns_null_in_the_rows_it_has(tmp
         assert before.notifications[0].age is None and before.notifications[0].study_pk is None
         told = replace(
             notification("b", event="1.2.3.10"), age="17 y", sex="F", study_pk=8, reason="ok", event_number=2
+        )
+        store.commit_cycle(CycleWrite(messages=[NewMessage("<new@h>", EXAM_A, ("p@h.example",), (told,))]), NOW)
+        assert store.pending_messages()[1].notifications == (told,)
+    finally:
+        store.dispose()
+
+
+def test_a_store_of_the_ctpoller_before_gets_the_authoriser_column_by_its_own_migration(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.sqlite3'}"
+    old = StateStore(url)
+    old.ensure_schema()
+    old.commit_cycle(CycleWrite(messages=[NewMessage("<old@h>", EXAM_A, ("p@h.example",), (notification("a"),))]), NOW)
+    with old.engine.begin() as conn:  # as the ctpoller before left it: every earlier migration applied
+        conn.execute(sa.text("ALTER TABLE ctp_notification DROP COLUMN authorised_by"))
+        conn.execute(
+            sa.text("UPDATE ctp_meta SET value = :n WHERE key = 'migrations_applied'"), {"n": str(len(MIGRATIONS) - 1)}
+        )
+    old.dispose()
+    store = StateStore(url)
+    try:
+        store.ensure_schema()
+        [before] = store.pending_messages()
+        assert before.notifications[0].authorised_by is None
+        told = replace(
+            notification("b", event="1.2.3.10"), reason="large patient", authorised_by="Radiographer on duty"
         )
         store.commit_cycle(CycleWrite(messages=[NewMessage("<new@h>", EXAM_A, ("p@h.example",), (told,))]), NOW)
         assert store.pending_messages()[1].notifications == (told,)

@@ -46,7 +46,8 @@ SITE = Look(openrem_url="https://openrem.hospital.example", zone=ZoneInfo("Europ
 
 
 def golden_message() -> Message:
-    """An update about a real-looking exam: a rise, a new event and a Dose Check with a reason."""
+    """An update about a real-looking exam: a rise, a new event and a Dose Check with who authorised
+    proceeding past it and why."""
     exam = dict(
         requested_procedure="CT Head",
         age="17 y",
@@ -82,6 +83,7 @@ def golden_message() -> Message:
         phantom="body",
         event_number=4,
         reason="Large patient, <b>approved</b> by radiologist",
+        authorised_by="Radiographer on duty",
     )
     return message(rose, new, dose_check, created_at=datetime(2026, 7, 2, 9, 0, tzinfo=UTC), thread_root="<first@h>")
 
@@ -387,11 +389,38 @@ def test_each_exceedance_is_one_line_naming_its_rule_metric_and_event() -> None:
     assert "2. adult head: DLP (exam total) 76 mGy, limit 50 mGy, 1.52× (new)\n   whole exam;" in text
 
 
-def test_a_dose_check_exceedance_shows_the_operators_reason_escaped_in_html() -> None:
+def test_a_dose_check_exceedance_shows_who_authorised_proceeding_and_the_reason_escaped_in_html() -> None:
     _, text, rich = parts(render_email(golden_message(), mail_from=MAIL_FROM))
 
-    assert "Operator's reason for proceeding: Large patient, <b>approved</b> by radiologist" in text
-    assert "Large patient, &lt;b&gt;approved&lt;/b&gt; by radiologist" in rich
+    assert "Proceeding authorised by Radiographer on duty: Large patient, <b>approved</b> by radiologist" in text
+    assert "Proceeding authorised by Radiographer on duty: Large patient, &lt;b&gt;approved&lt;/b&gt; by" in rich
+
+
+@pytest.mark.parametrize(
+    ("reason", "authorised_by", "shown"),
+    [
+        ("Large patient", None, "Operator's reason for proceeding: Large patient"),
+        (
+            None,
+            "A <b>Radiographer</b>\nLuuk",
+            "Proceeding authorised by A <b>Radiographer</b> Luuk: no reason recorded",
+        ),
+        (None, None, None),
+    ],
+)
+def test_a_dose_check_exceedance_shows_what_is_recorded_of_proceeding(
+    reason: str | None, authorised_by: str | None, shown: str | None
+) -> None:
+    sent = notification(
+        metric="dose_check_dlp_alert", rule="Scanner Dose Check", reason=reason, authorised_by=authorised_by
+    )
+    _, text, rich = parts(render_email(message(sent), mail_from=MAIL_FROM))
+
+    if shown is None:
+        assert "authorised" not in text and "reason for proceeding" not in text
+    else:
+        assert f"   {shown}\n" in text
+        assert str(escape(shown)) in rich
 
 
 @pytest.mark.parametrize(

@@ -155,6 +155,8 @@ class DoseCheck:
     dlp_forward_estimate_mgycm: Decimal | None = None
     alert_reason: str | None = None  # the operator's reason for proceeding past the alert
     notification_reason: str | None = None  # ... past the notification
+    alert_authorised_by: str | None = None  # who authorised proceeding past the alert (staff, by name or role)
+    notification_authorised_by: str | None = None  # ... past the notification
 
 
 @dataclass(frozen=True)

@@ -132,6 +132,7 @@ class Notification:
     series: str | None = None  # the event's series description
     event_number: int | None = None  # the event's place in the exam, from 1
     reason: str | None = None  # a Dose Check exceedance: the operator's reason for proceeding
+    authorised_by: str | None = None  # ... and who authorised proceeding (staff, as the scanner recorded them)
 
     @property
     def ratio(self) -> Decimal:

@@ -523,6 +523,8 @@ _TOSHIBA_ALERTS: dict[str, D | bool | None] = {
     "dlp_notification_value_configured": False,
     "ctdivol_notification_value_configured": False,
 }
+#: Who authorised proceeding past the Toshiba's Dose Check alerts: a role, never a person's name.
+_AUTHORISED_BY = "Radiographer on duty"
 TOSHIBA_DOSECHECK = SeedStudy(
     uid=f"{_ROOT}.11",
     accession="DEMO0000000002",
@@ -551,6 +553,7 @@ TOSHIBA_DOSECHECK = SeedStudy(
             D("251.20"),
             BODY,
             dose_check=MappingProxyType({**_TOSHIBA_ALERTS, "accumulated_dlp_forward_estimate": D("251.20000000")}),
+            alert_authorised_by=_AUTHORISED_BY,
         ),
         SeedEvent(
             f"{_ROOT}.11.2.2",
@@ -566,6 +569,7 @@ TOSHIBA_DOSECHECK = SeedStudy(
                     "accumulated_ctdivol_forward_estimate": D("10.60000000"),
                 }
             ),
+            alert_authorised_by=_AUTHORISED_BY,
         ),
     ),
     sop_instance_uid=f"{_ROOT}.11.1.1",

@@ -45,6 +45,7 @@ from sqlalchemy import (
     Time,
     delete,
     insert,
+    or_,
     select,
     update,
 )
@@ -275,6 +276,12 @@ DOSE_CHECK = _table(
     Column("notification_reason_for_proceeding", Text),
     _fk("ct_irradiation_event_data_id", "remapp_ctirradiationeventdata", nullable=False),
 )
+PERSON = _table(
+    "remapp_personparticipant",
+    Column("person_name", Text),
+    _fk("ct_dose_check_details_alert_id", "remapp_ctdosecheckdetails"),
+    _fk("ct_dose_check_details_notification_id", "remapp_ctdosecheckdetails"),
+)
 STUDY_STANDARD_NAMES = _table(
     "remapp_generalstudymoduleattr_standard_names",
     _fk("generalstudymoduleattr_id", "remapp_generalstudymoduleattr", nullable=False),
@@ -333,6 +340,7 @@ class SeedEvent:
     phantom: str | None  # "113690" head, "113691" body, or None
     series_description: str | None = None
     dose_check: Mapping[str, Decimal | bool | None] | None = None  # remapp_ctdosecheckdetails columns
+    alert_authorised_by: str | None = None  # remapp_personparticipant.person_name (staff, 113850) of the alert
 
     def __post_init__(self) -> None:
         if self.phantom is not None and self.phantom not in PHANTOMS:
@@ -530,6 +538,9 @@ class OpenremImporter:
             yield f"INSERT remapp_ctdosecheckdetails {check} (empty)"
             self._update(DOSE_CHECK, check, **event.dose_check)
             yield f"UPDATE remapp_ctdosecheckdetails {check} (alert and notification values)"
+            if (who := event.alert_authorised_by) is not None:
+                person = self._insert(PERSON, person_name=who, ct_dose_check_details_alert_id=check)
+                yield f"INSERT remapp_personparticipant {person} (who authorised proceeding past the alert)"
         self._update(
             EVENT,
             event_pk,
@@ -687,6 +698,7 @@ def _delete_study(conn: Connection, pk: int) -> None:
         raise LookupError(f"remapp_generalstudymoduleattr has no study with pk {pk}")
     doses = select(RADIATION_DOSE.c.id).where(RADIATION_DOSE.c.general_study_module_attributes_id == pk)
     events = select(EVENT.c.id).where(EVENT.c.ct_radiation_dose_id.in_(doses))
+    checks = select(DOSE_CHECK.c.id).where(DOSE_CHECK.c.ct_irradiation_event_data_id.in_(events))
     for statement in (
         delete(EVENT_STANDARD_PROTOCOLS).where(EVENT_STANDARD_PROTOCOLS.c.ctirradiationeventdata_id.in_(events)),
         delete(STUDY_STANDARD_NAMES).where(STUDY_STANDARD_NAMES.c.generalstudymoduleattr_id == pk),
@@ -695,6 +707,9 @@ def _delete_study(conn: Connection, pk: int) -> None:
         delete(PATIENT_STUDY).where(PATIENT_STUDY.c.general_study_module_attributes_id == pk),
         delete(EQUIPMENT).where(EQUIPMENT.c.general_study_module_attributes_id == pk),
         delete(ACCUMULATED_DOSE).where(ACCUMULATED_DOSE.c.ct_radiation_dose_id.in_(doses)),
+        delete(PERSON).where(
+            or_(*(PERSON.c[f"ct_dose_check_details_{kind}_id"].in_(checks) for kind in ("alert", "notification")))
+        ),
         delete(DOSE_CHECK).where(DOSE_CHECK.c.ct_irradiation_event_data_id.in_(events)),
         delete(EVENT).where(EVENT.c.ct_radiation_dose_id.in_(doses)),
         delete(RADIATION_DOSE).where(RADIATION_DOSE.c.general_study_module_attributes_id == pk),

@@ -190,7 +190,8 @@ def _news(
                 phantom=event.phantom if event else None,
                 series=event.series_description if event else None,
                 event_number=exam.events.index(event) + 1 if event else None,
-                reason=_reason(event, x.metric),
+                reason=_proceeding(event, x.metric, "reason"),
+                authorised_by=_proceeding(event, x.metric, "authorised_by"),
             )
         )
         for address in x.recipients:
@@ -199,13 +200,14 @@ def _news(
     return news, tuple(recipients)
 
 
-def _reason(event: Event | None, metric: str) -> str | None:
-    """The operator's reason for proceeding past the Dose Check value ``metric`` compares with."""
+def _proceeding(event: Event | None, metric: str, what: str) -> str | None:
+    """The operator's reason for proceeding (``what`` "reason") past the Dose Check value ``metric``
+    compares with, or who authorised it ("authorised_by")."""
     if event is None or not metric.startswith("dose_check_"):
         return None
-    alert = metric.endswith("_alert")
-    reasons = (check.alert_reason if alert else check.notification_reason for check in event.dose_checks)
-    return next((reason for reason in reasons if reason), None)
+    field = f"{'alert' if metric.endswith('_alert') else 'notification'}_{what}"
+    found = (getattr(check, field) for check in event.dose_checks)
+    return next((text for text in found if text), None)
 
 
 def _row_of(exam: Exam, event_key: str) -> StudyRow:

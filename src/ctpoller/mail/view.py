@@ -129,7 +129,7 @@ class Line:
     acquisition: str
     phantom: str
     event: str  # series description and event number, or "whole exam"
-    reason: str | None  # a Dose Check exceedance: the operator's reason for proceeding
+    proceeding: str | None  # a Dose Check exceedance: who authorised proceeding, and the operator's reason
 
 
 @dataclass(frozen=True)
@@ -176,8 +176,16 @@ def line(n: Notification) -> Line:
         acquisition=shown(n.acquisition_type),
         phantom=PHANTOMS.get(n.phantom or "", MISSING),
         event=event_name(n),
-        reason=one_line(n.reason) or None,
+        proceeding=proceeding(n),
     )
+
+
+def proceeding(n: Notification) -> str | None:
+    """What the scanner recorded of proceeding past its Dose Check: who authorised it, and why."""
+    reason, who = one_line(n.reason), one_line(n.authorised_by)
+    if who:
+        return f"Proceeding authorised by {who}: {reason or 'no reason recorded'}"
+    return f"Operator's reason for proceeding: {reason}" if reason else None
 
 
 def _summary(message: Message) -> list[str]:

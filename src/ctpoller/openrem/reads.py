@@ -29,6 +29,7 @@ from ctpoller.openrem.tables import (
     HISTORY_ROWS,
     PATIENT,
     PATIENT_STUDY,
+    PERSON,
     RADIATION_DOSE,
     STANDARD_NAMES,
     STUDY,
@@ -333,17 +334,21 @@ class Reads:
             chunk = event_pks[start : start + 1000]
             columns: list[sa.ColumnElement[Any]] = [dc.c[name] for name in DOSE_CHECK_COLUMNS]
             columns += [self.source.shown(dc, name) for name in DOSE_CHECK_REASONS]
-            for row in self.conn.execute(
-                sa.select(dc.c.ct_irradiation_event_data_id, *columns)
+            found = self.conn.execute(
+                sa.select(dc.c.ct_irradiation_event_data_id, dc.c.id, *columns)
                 .where(self.source.in_values(dc.c.ct_irradiation_event_data_id, chunk))
                 .order_by(dc.c.id)
-            ):
+            ).all()
+            authorised = self._authorised_by([row[1] for row in found])
+            for row in found:
                 values: dict[str, Any] = {
-                    field: (bool_or_none(row[i + 1]) if field.endswith("_configured") else decimal_or_none(row[i + 1]))
+                    field: (bool_or_none(row[i + 2]) if field.endswith("_configured") else decimal_or_none(row[i + 2]))
                     for i, field in enumerate(DOSE_CHECK_COLUMNS.values())
                 }
                 for i, field in enumerate(DOSE_CHECK_REASONS.values(), len(DOSE_CHECK_COLUMNS)):
-                    values[field] = text_or_none(row[i + 1])
+                    values[field] = text_or_none(row[i + 2])
+                values["alert_authorised_by"] = authorised.get(("alert", row[1]))
+                values["notification_authorised_by"] = authorised.get(("notification", row[1]))
                 checks.setdefault(row[0], []).append(DoseCheck(**values))
             names.update(self._event_standard_names(chunk))
         result: dict[int, list[Event]] = {}
@@ -368,6 +373,27 @@ class Reads:
                 )
             )
         return result
+
+    def _authorised_by(self, check_pks: list[int]) -> dict[tuple[str, int], str]:
+        """("alert" or "notification", dose-check pk) -> the names of who authorised proceeding past it.
+
+        Only the person rows linked to these Dose Checks, and of them only the name (staff).
+        """
+        if not check_pks or not self.source.has(PERSON):
+            return {}
+        p = self.source.t(PERSON)
+        alert, notification = p.c.ct_dose_check_details_alert_id, p.c.ct_dose_check_details_notification_id
+        wanted, names = set(check_pks), dict[tuple[str, int], list[str]]()
+        for row in self.conn.execute(
+            sa.select(alert, notification, p.c.person_name)
+            .where(sa.or_(self.source.in_values(alert, check_pks), self.source.in_values(notification, check_pks)))
+            .order_by(p.c.id)
+        ):
+            name = text_or_none(row.person_name)
+            for kind, check in (("alert", row[0]), ("notification", row[1])):
+                if name and check in wanted and name not in names.setdefault((kind, check), []):
+                    names[(kind, check)].append(name)
+        return {key: ", ".join(found) for key, found in names.items() if found}
 
     def _study_standard_names(self, pks: list[int]) -> dict[int, tuple[str, ...]]:
         if not (self.source.has_standard_names and self.source.read_standard_names):

@@ -32,6 +32,8 @@ from ctpoller.openrem.tables import (
     PATIENT_STUDY,
     REQUIRED,
     SHOWN,
+    SHOWN_TABLE_USES,
+    SHOWN_TABLES,
     STUDY,
     UNDEFINED_FUNCTION,
 )
@@ -143,7 +145,7 @@ class OpenremSource:
             # Only the columns, with their types, in one catalogue query: ctpoller never needs the
             # keys, indexes or constraints that a full reflection reads too (start-up time). A table
             # that is missing is simply not in the answer.
-            found = sa.inspect(conn).get_multi_columns(filter_names=[*REQUIRED, *OPTIONAL])
+            found = sa.inspect(conn).get_multi_columns(filter_names=[*REQUIRED, *OPTIONAL, *SHOWN_TABLES])
             md = sa.MetaData()
             for (_, table), reflected in found.items():
                 sa.Table(table, md, *(sa.Column(c["name"], c["type"]) for c in reflected))
@@ -157,6 +159,11 @@ class OpenremSource:
             self.has_standard_names = all(t in md.tables for t in OPTIONAL)
             wanted = {**REQUIRED, **(OPTIONAL if self.has_standard_names else {})}
             tables = {table: self._checked(md.tables[table], columns) for table, columns in wanted.items()}
+            shown = {
+                table: md.tables[table]
+                for table, columns in SHOWN_TABLES.items()
+                if table in md.tables and all(column in md.tables[table].c for column in columns)
+            }
             if not self.is_sqlite:  # in the same read-only transaction, each probe in a savepoint
                 self.supports_snapshot = self._probe(
                     conn,
@@ -167,7 +174,20 @@ class OpenremSource:
                     "already read can be missed",
                 )
                 self.study_sequence = self._study_sequence(conn)
-        self.tables = tables
+        if shown and not self.is_sqlite:
+            for table, _ in self._unreadable({table: SHOWN_TABLES[table] for table in shown}):
+                shown.pop(table, None)
+        for table, columns in SHOWN_TABLES.items():
+            if table not in shown:
+                log.warning(
+                    "OpenREM database %s: table %s (%s) is missing or this role may not SELECT them: "
+                    "the emails leave out %s (grant them, see sql/readonly_role.sql)",
+                    self.where,
+                    table,
+                    ", ".join(columns),
+                    SHOWN_TABLE_USES[table],
+                )
+        self.tables = {**tables, **shown}
         if not self.is_sqlite:
             self.unshown = self._unreadable(SHOWN)
             if self.unshown:
@@ -233,6 +253,12 @@ class OpenremSource:
         if self.is_sqlite:
             return column.in_(values)
         return column == sa.any_(sa.bindparam(None, list(values), type_=postgresql.ARRAY(sa.Integer)))
+
+    def has(self, name: str) -> bool:
+        """Whether this run reads the ``SHOWN_TABLES`` table ``name`` (it is there and granted)."""
+        if not self.tables:
+            self.connect()
+        return name in self.tables
 
     def t(self, name: str) -> sa.Table:
         if not self.tables:

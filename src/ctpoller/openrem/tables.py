@@ -21,6 +21,7 @@ DOSE_CHECK = "remapp_ctdosecheckdetails"
 STANDARD_NAMES = "remapp_standardnames"
 STUDY_STANDARD_NAMES = "remapp_generalstudymoduleattr_standard_names"
 EVENT_STANDARD_NAMES = "remapp_ctirradiationeventdata_standard_protocols"
+PERSON = "remapp_personparticipant"
 
 DOSE_CHECK_COLUMNS = {
     "ctdivol_alert_value_configured": "ctdivol_alert_configured",
@@ -94,3 +95,13 @@ SHOWN: dict[str, tuple[str, ...]] = {
     PATIENT: ("patient_sex",),
     DOSE_CHECK: tuple(DOSE_CHECK_REASONS),
 }
+
+#: Tables only shown in the emails, read where they exist and this role may SELECT every column named
+#: (else the emails leave their values out, with one warning). Of the persons OpenREM records only
+#: those linked to a Dose Check (role 113850 "Irradiation Authorizing": staff, never the patient),
+#: and of them only the name.
+SHOWN_TABLES: dict[str, tuple[str, ...]] = {
+    PERSON: ("id", "person_name", "ct_dose_check_details_alert_id", "ct_dose_check_details_notification_id"),
+}
+#: What the emails leave out without them.
+SHOWN_TABLE_USES = {PERSON: "who authorised proceeding past a Dose Check"}

@@ -171,6 +171,7 @@ def _notification_row(n: Notification) -> dict[str, Any]:
         series=n.series,
         event_number=n.event_number,
         reason=n.reason,
+        authorised_by=n.authorised_by,
     )
 
 
@@ -200,6 +201,7 @@ def _notification(row: Any) -> Notification:
         series=row.series,
         event_number=row.event_number,
         reason=row.reason,
+        authorised_by=row.authorised_by,
     )
 
 

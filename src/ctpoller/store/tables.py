@@ -139,6 +139,8 @@ notification_table = sa.Table(
     sa.Column("series", sa.Text, nullable=True),
     sa.Column("event_number", sa.Integer, nullable=True),
     sa.Column("reason", sa.Text, nullable=True),
+    # added by the migration "notification: who authorised proceeding past a Dose Check"
+    sa.Column("authorised_by", sa.Text, nullable=True),
 )
 
 
@@ -237,5 +239,10 @@ MIGRATIONS = (
     Migration(
         "index messages by creation time (the archive is written one year at a time)",
         f"CREATE INDEX IF NOT EXISTS {MESSAGE_CREATED_INDEX} ON ctp_message (created_at)",
+    ),
+    Migration(
+        "notification: who authorised proceeding past a Dose Check",
+        table=notification_table,
+        columns=("authorised_by",),
     ),
 )
