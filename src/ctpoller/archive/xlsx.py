@@ -1,9 +1,10 @@
 """The QA archive workbook: every notification with its review, as one .xlsx sheet (a form and a view).
 
 ``build_workbook`` is pure and streams (openpyxl write-only mode), so memory stays flat however many
-rows there are. ``write_archive`` replaces the file atomically: the old archive stays intact on failure,
-and ``before_replace`` runs right before the rename (the archive job checks there that nobody saved
-the workbook meanwhile).
+rows there are; the notification rows themselves are written as XML text (``rows_xml``: ~4x faster
+than openpyxl's cells, the same bytes). ``write_archive`` replaces the file atomically: the old
+archive stays intact on failure, and ``before_replace`` runs right before the rename (the archive job
+checks there that nobody saved the workbook meanwhile).
 
 The sheet: a frozen, filtered header; values with 2 decimals and their unit, the ratio as ``0.00"×"``
 coloured at 2× and 3× the limit; the review columns with drop-downs (``Outcome``, ``Reason``: lists on
@@ -37,6 +38,7 @@ from openpyxl.worksheet.datavalidation import DataValidation
 from openpyxl.writer.excel import ExcelWriter
 
 from ctpoller.archive.columns import Column
+from ctpoller.archive.rows_xml import RowWriter
 from ctpoller.archive.summary import Tally, add_summary
 from ctpoller.core.review import OUTCOMES, REASONS
 from ctpoller.errors import NotifyError
@@ -105,7 +107,9 @@ def _lists(workbook: Workbook) -> None:
         workbook.defined_names[name] = DefinedName(name, attr_text=reference)
 
 
-def _fill(workbook: Workbook, columns: tuple[Column, ...], rows: Iterable[Mapping[str, Any]]) -> int:
+def _fill(
+    workbook: Workbook, columns: tuple[Column, ...], rows: Iterable[Mapping[str, Any]], *, fast: bool = True
+) -> int:
     sheet = workbook.create_sheet(SHEET_TITLE)
     last = get_column_letter(len(columns))
     for index, column in enumerate(columns, 1):
@@ -127,10 +131,17 @@ def _fill(workbook: Workbook, columns: tuple[Column, ...], rows: Iterable[Mappin
         header.append(cell)
     sheet.append(header)
     count, tally = 0, Tally()
-    for row in tally.counting_cells(rows):
-        unit = row.get("Unit")
-        sheet.append([_cell(sheet, row.get(column.header), column, unit) for column in columns])
-        count += 1
+    if fast:  # the rows as XML text, as openpyxl would write them (rows_xml.py)
+        RowWriter(sheet, columns, _cell, cell_text)
+        headers = [column.header for column in columns]
+        for row in tally.counting_cells(rows):
+            sheet.append([row.get(header) for header in headers])
+            count += 1
+    else:
+        for row in tally.counting_cells(rows):
+            unit = row.get("Unit")
+            sheet.append([_cell(sheet, row.get(column.header), column, unit) for column in columns])
+            count += 1
     end = max(count + 1, 2)
     sheet.auto_filter.ref = f"A1:{last}{count + 1}"
     headers = [column.header for column in columns]
@@ -164,12 +175,13 @@ def _discard(workbook: Workbook) -> None:
                 writer.cleanup()
 
 
-def build_workbook(columns: tuple[Column, ...], rows: Iterable[Mapping[str, Any]]) -> Workbook:
+def build_workbook(columns: tuple[Column, ...], rows: Iterable[Mapping[str, Any]], *, fast: bool = True) -> Workbook:
     """A write-only workbook: the "Notifications" sheet (a header row, then one row per item) and the
-    hidden "Lists" sheet. Save it once; a write-only workbook cannot be read back."""
+    hidden "Lists" sheet. Save it once; a write-only workbook cannot be read back. ``fast=False``
+    writes the rows through openpyxl's cells (the reference the fast path is tested against)."""
     workbook = Workbook(write_only=True)
     try:
-        _fill(workbook, columns, rows)
+        _fill(workbook, columns, rows, fast=fast)
         _lists(workbook)
     except BaseException:
         _discard(workbook)
