@@ -11,10 +11,13 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+from ctpoller import wiring
 from ctpoller.demo.exams import GE_VCT, TOSHIBA_DOSECHECK
 from ctpoller.demo.openrem import OpenremImporter
 from ctpoller.errors import SourceError
+from ctpoller.jobs.check import run_checks
 from ctpoller.openrem.tables import OPTIONAL, REQUIRED, SHOWN, SHOWN_TABLES
+from ctpoller.settings import Settings
 from ctpoller.store.store import StateStore
 from support import pg
 from support.cycle import Harness
@@ -181,6 +184,9 @@ def test_a_role_granted_before_the_emails_showed_sex_and_reasons_keeps_working(
         with source.reading() as reads:
             [row] = reads.study_rows([1]).values()
         assert row.patient_sex is None and row.events  # read, with the sex not recorded
+        settings = Settings(_env_file=None, source_url=reader_url)
+        [(ok, line, _)] = [c for c in run_checks(wiring.Parts(settings)) if "OpenREM database" in c[1]]
+        assert ok and "the emails leave out" in line and "remapp_patientmoduleattr.patient_sex" in line  # check too
     finally:
         source.dispose()
 

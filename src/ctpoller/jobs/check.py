@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from ctpoller.jobs.digest import Digest
 from ctpoller.mail.base import Notifier
 from ctpoller.openrem.source import OpenremSource
+from ctpoller.openrem.tables import SHOWN_TABLES
 from ctpoller.settings import Settings
 from ctpoller.store.store import StateStore
 
@@ -162,6 +163,9 @@ def _source_checks(parts: Parts, rules: RuleSet | None) -> Iterator[Check]:
             yield False, str(e1), e1
         else:
             extra = "" if source.has_standard_names else " (no standard-name tables: standard_name never matches)"
+            unread = [f"{t}.{c}" for t, c in sorted(source.unshown)] + [t for t in SHOWN_TABLES if not source.has(t)]
+            if unread:  # read only where granted: a run goes on without them, the emails leave them out
+                extra += f" (not readable, so the emails leave out {', '.join(unread)}: see sql/readonly_role.sql)"
             proven = "is there" if source.is_sqlite else "is there and this role may SELECT it"
             yield True, f"OpenREM database {source.where}: every table and column a run reads {proven}{extra}", None
         if rules is not None and rules.uses_standard_names and not source.has_standard_names:
