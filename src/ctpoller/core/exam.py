@@ -179,6 +179,7 @@ class Event:
     series_description: str | None = None
     standard_names: tuple[str, ...] = ()
     dose_checks: tuple[DoseCheck, ...] = ()
+    target_region: str | None = None  # the code meaning OpenREM stored (e.g. "Chest"), where it did
 
 
 @dataclass(frozen=True)
@@ -201,6 +202,11 @@ class StudyRow:
     patient_sex: str | None = None
     standard_names: tuple[str, ...] = ()
     events: tuple[Event, ...] = ()
+    manufacturer: str | None = None
+    model: str | None = None  # the manufacturer's model name
+    patient_weight_kg: Decimal | None = None  # None when OpenREM has none, or an implausible one
+    #: A keyed hash of OpenREM's patient ID (never the ID): it groups one patient's exams, nothing else.
+    patient_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -315,6 +321,10 @@ Metric = Literal[
     "dose_check_dlp_notification",
     "dose_check_ctdivol_alert",
     "dose_check_dlp_alert",
+    "trend_ctdivol",
+    "trend_dlp_total",
+    "cumulative_dlp_total",
+    "cumulative_exams",
 ]
 
 METRIC_LABELS: dict[str, str] = {
@@ -325,4 +335,11 @@ METRIC_LABELS: dict[str, str] = {
     "dose_check_dlp_notification": "DLP over the scanner's Dose Check notification value",
     "dose_check_ctdivol_alert": "accumulated CTDIvol over the scanner's Dose Check alert value",
     "dose_check_dlp_alert": "accumulated DLP over the scanner's Dose Check alert value",
+    "trend_ctdivol": "mean CTDIvol of a scanner's last exams of one type",
+    "trend_dlp_total": "mean exam total DLP of a scanner's last exams of one type",
+    "cumulative_dlp_total": "one patient's total DLP within a period",
+    "cumulative_exams": "one patient's number of CT exams within a period",
 }
+
+#: A notification, or an alert (NEMA XR-25's two tiers): an alert's email says so in its subject.
+Severity = Literal["notification", "alert"]

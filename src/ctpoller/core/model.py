@@ -11,7 +11,7 @@ from datetime import date, datetime, time
 from decimal import Decimal
 from typing import Any, Literal
 
-from ctpoller.core.exam import METRIC_LABELS, NO_UID_PREFIX, Metric, StudyRow
+from ctpoller.core.exam import METRIC_LABELS, NO_UID_PREFIX, Metric, Severity, StudyRow
 
 
 def rule_identity(name: str) -> str:
@@ -41,6 +41,11 @@ class Exceedance:
     unit: str
     recipients: tuple[str, ...] = ()
     protocol: str | None = None
+    severity: Severity = "notification"
+    reference: str | None = None  # the source of the limit, e.g. "UK NDRL 2022"
+    reference_value: Decimal | None = None  # the reference level; limit = reference_value × multiple
+    multiple: Decimal | None = None
+    detail: str | None = None  # one line on what a trend or cumulative value is made of (no identifiers)
 
     @property
     def ratio(self) -> Decimal:
@@ -133,6 +138,11 @@ class Notification:
     event_number: int | None = None  # the event's place in the exam, from 1
     reason: str | None = None  # a Dose Check exceedance: the operator's reason for proceeding
     authorised_by: str | None = None  # ... and who authorised proceeding (staff, as the scanner recorded them)
+    severity: Severity = "notification"
+    reference: str | None = None  # as in ``Exceedance``
+    reference_value: Decimal | None = None
+    multiple: Decimal | None = None
+    detail: str | None = None
 
     @property
     def ratio(self) -> Decimal:

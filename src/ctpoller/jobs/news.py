@@ -192,6 +192,11 @@ def _news(
                 event_number=exam.events.index(event) + 1 if event else None,
                 reason=_proceeding(event, x.metric, "reason"),
                 authorised_by=_proceeding(event, x.metric, "authorised_by"),
+                severity=x.severity,
+                reference=x.reference,
+                reference_value=x.reference_value,
+                multiple=x.multiple,
+                detail=x.detail,
             )
         )
         for address in x.recipients:
