@@ -37,6 +37,8 @@ from ctpoller.errors import ConfigError
 
 def parse_rules(text: str, *, source: str) -> RuleSet:
     """Parse a rules file; ``source`` (its path) names it in error messages."""
+    from ctpoller.core.rules.parse_watch import parse_watch  # it builds on this module's helpers
+
     where = f"rules file {source}"
     try:
         document = tomllib.loads(text)
@@ -65,10 +67,12 @@ def parse_rules(text: str, *, source: str) -> RuleSet:
             _fail(f"{where}: rule '{rule.name}'", "name", f"is already used by {seen[rule_identity(rule.name)]}")
         seen[rule_identity(rule.name)] = f"rule #{number}"
         rules.append(rule)
-    if not rules and not dose_check.notify:
+    watch = parse_watch(document, where, seen)  # [[trend]], [[cumulative]] (core.rules.parse_watch)
+    if not rules and not dose_check.notify and not watch:
         raise ConfigError(f"{where}: has no [[rule]] and [dose_check] notify is not true: nothing to check")
     routes = _parse_routes(document, where)
-    return RuleSet(default_recipients=recipients, rules=tuple(rules), dose_check=dose_check, routes=routes)
+    return RuleSet(default_recipients=recipients, rules=tuple(rules), dose_check=dose_check, routes=routes,
+                   trends=watch.trends, cumulatives=watch.cumulatives)  # fmt: skip
 
 
 def _parse_routes(document: dict[str, Any], where: str) -> tuple[Route, ...]:

@@ -8,8 +8,13 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from ctpoller.core.exam import Phantom
+
+if TYPE_CHECKING:  # [[trend]], [[cumulative]]: their modules match exams with this module's rules
+    from ctpoller.core.rules.cumulative import Cumulative
+    from ctpoller.core.rules.trend import Trend
 
 #: The rule name of exceedances found by the scanner's own Dose Check (reserved in the rules file).
 DOSE_CHECK_RULE = "Scanner Dose Check"
@@ -28,7 +33,7 @@ _RULE_KEYS = (
     "recipients",
 )
 _ROUTE_KEYS = ("name", "station", "not_station", "recipients")
-_TOP_KEYS = ("defaults", "rule", "route", "dose_check")
+_TOP_KEYS = ("defaults", "rule", "route", "dose_check", "trend", "cumulative")
 _PHANTOMS: tuple[Phantom, ...] = ("head", "body")
 _NOT_IN_ADDRESS = frozenset(",;<>\"'")
 _NAME_MAX = 200
@@ -120,6 +125,8 @@ class RuleSet:
     rules: tuple[Rule, ...] = ()
     dose_check: DoseCheckConfig = field(default_factory=DoseCheckConfig)
     routes: tuple[Route, ...] = ()
+    trends: tuple[Trend, ...] = ()
+    cumulatives: tuple[Cumulative, ...] = ()
 
     def with_recipients(self, extra: Sequence[str]) -> RuleSet:
         """The same rules with ``extra`` default recipients (e.g. CTPOLLER_MAIL_TO) after the file's own."""
