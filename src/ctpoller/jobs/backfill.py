@@ -16,21 +16,24 @@ from ctpoller.core.model import (
     Screened,
 )
 from ctpoller.core.rules import RuleSet, Screen, screen
+from ctpoller.core.rules.window import Window
 from ctpoller.core.settle import DEFAULT_TIMING, Timing
 from ctpoller.jobs.cycle import connect_for
 from ctpoller.jobs.deliver import deliver, write_archive
 from ctpoller.jobs.news import ExamStore, evaluate_exams
 from ctpoller.jobs.publish import write_report_html
 from ctpoller.jobs.report import KEPT_MESSAGES, Report
+from ctpoller.jobs.watch import Watcher, WindowStore
 from ctpoller.mail.base import Notifier
 from ctpoller.openrem.history import History
 from ctpoller.openrem.source import OpenremSource
 from ctpoller.store.store import CycleWrite, StateStore
+from ctpoller.store.windows import WindowKey
 
 log = logging.getLogger(__name__)
 
 
-class BackfillStore(ExamStore, Protocol):
+class BackfillStore(ExamStore, WindowStore, Protocol):
     """What backfill asks of the state store: an exam's rows decided before, the ledger, and writes."""
 
     def initialise(self, watermark: int, now: datetime, history: Sequence[tuple[int, str]] = ()) -> bool: ...
@@ -81,6 +84,18 @@ class _Unwritten:
         found.update(self.scratch.ledger(exams, events))
         return found
 
+    # The trend and cumulative windows: a dry run's ``Watcher`` keeps every window it changed in memory
+    # (it never forgets them), so only the state store's own are read; its writes go to the scratch.
+
+    def windows(self, keys: Iterable[WindowKey]) -> dict[WindowKey, Window]:
+        return self.state.windows(keys)
+
+    def windows_holding(self, uids: Iterable[str]) -> set[WindowKey]:
+        return self.state.windows_holding(uids)
+
+    def patient_secret(self, *, create: bool) -> bytes | None:
+        return self.state.patient_secret(create=False)
+
 
 def backfill(
     source: OpenremSource,
@@ -108,6 +123,12 @@ def backfill(
     (several rows, a Dose Check or a limit within reach) is read in full and evaluated exactly as
     ``run`` does. ``screened=False`` reads every exam in full (the same result, slower).
 
+    With a ``[[trend]]`` or ``[[cumulative]]`` every exam is read in full (the screen answers "may it
+    exceed a limit?", but every exam of a trend's type moves its window): such a backfill costs what
+    ``screened=False`` does, several times the screened one over a long history. The exams are
+    folded into the windows in history (pk) order, chunk by chunk, each chunk's windows committed
+    with its decisions; a dry run keeps the windows it changed in memory and writes them to its scratch.
+
     Each chunk is committed before the next is read, so the rows of an exam in a later chunk meet
     its rows decided before; a dry run, which writes nothing, keeps the same in a scratch store.
     """
@@ -115,6 +136,8 @@ def backfill(
     connect_for(source, rules)
     unwritten = _Unwritten(state) if dry_run else None
     store: BackfillStore = state if unwritten is None else unwritten
+    watcher = Watcher(store, rules, dry_run=dry_run)
+    screened = screened and not watcher  # every exam of a trend's type moves its window: read all
     try:
         watermark = state.watermark()
         if watermark is None:  # as a first run, but what is complete above the start is left to run
@@ -146,13 +169,17 @@ def backfill(
                     domain=mail_domain,
                     status="pending" if email else "not_sent",
                     chunk=timing.batch_size,
+                    watcher=watcher,
                 )
                 report.created += len(messages)
                 if len(report.messages) < KEPT_MESSAGES:  # enough to show; the rest are in the state store
                     report.messages.extend(messages)
                 if rows or messages:
-                    write = CycleWrite(decide=[(s.pk, s.uid) for s in rows], forget=gone, messages=messages)
+                    decide = [(s.pk, s.uid) for s in rows]
+                    write = CycleWrite(decide=decide, forget=gone, messages=messages, windows=watcher.flush())
                     store.commit_cycle(write, now)
+                    if not dry_run:
+                        watcher.forget()  # the store has them: memory follows the chunk
     finally:
         if unwritten is not None:
             unwritten.close()

@@ -25,6 +25,7 @@ from ctpoller.jobs.news import evaluate_exams
 from ctpoller.jobs.publish import write_report_html
 from ctpoller.jobs.report import Report
 from ctpoller.jobs.start import check_not_behind, first_run, late_window
+from ctpoller.jobs.watch import Watcher, check_patient_ids
 from ctpoller.mail.base import Notifier
 from ctpoller.openrem.reads import Reads
 from ctpoller.openrem.source import OpenremSource
@@ -107,8 +108,17 @@ def _cycle(
         for head, why in plan.forced:
             log.warning("OpenREM study pk %d: %s", head.pk, why)
         to_evaluate = plan.ready + [head for head, _ in plan.forced]
+        watcher = Watcher(state, rules, dry_run=dry_run)  # [[trend]], [[cumulative]]
         messages, gone = evaluate_exams(
-            reads, state, rules, to_evaluate, report, now=now, domain=mail_domain, chunk=timing.batch_size
+            reads,
+            state,
+            rules,
+            to_evaluate,
+            report,
+            now=now,
+            domain=mail_domain,
+            chunk=timing.batch_size,
+            watcher=watcher,
         )
     settle.decide(plan, [h.pk for h in to_evaluate], now)
     new_watermark = settle.advance(
@@ -126,6 +136,7 @@ def _cycle(
         messages=messages,
         watermark_from=watermark,
         watermark_to=new_watermark,
+        windows=watcher.flush(),  # committed with the messages: a window is never half applied
     )
     report.waiting, report.abandoned, report.messages = plan.waiting, plan.abandoned, messages
     report.created = len(messages)
@@ -149,11 +160,15 @@ def _all_heads(reads: Reads, watermark: int, batch: int) -> list[StudyHead]:
 
 
 def connect_for(source: OpenremSource, rules: RuleSet) -> None:
-    """Connect the source for these rules: standard names are read only when a rule uses them, and
-    a rule that uses them against an OpenREM without them is refused (run and backfill alike)."""
+    """Connect the source for these rules: standard names are read only when a rule (or a trend or
+    cumulative) uses them, and a rule that uses them against an OpenREM without them is refused (run
+    and backfill alike); so is a ``[[cumulative]]`` where this role may not read the patient IDs."""
     source.connect()
-    source.read_standard_names = rules.uses_standard_names
-    if rules.uses_standard_names and not source.has_standard_names:
+    watched = [trend.criteria for trend in rules.trends] + [c.criteria for c in rules.cumulatives]
+    uses_standard_names = rules.uses_standard_names or any(c.standard_name or c.not_standard_name for c in watched)
+    source.read_standard_names = uses_standard_names
+    check_patient_ids(source, rules)  # a [[cumulative]] needs them
+    if uses_standard_names and not source.has_standard_names:
         raise ConfigError(
             f"the rules file uses standard_name, but the OpenREM database {source.where} "
             "has no standard-name tables (OpenREM 1.0 or later has them)"

@@ -19,6 +19,7 @@ from ctpoller.core.model import (
 )
 from ctpoller.core.rules import RuleSet, evaluate
 from ctpoller.jobs.report import Report
+from ctpoller.jobs.watch import Watcher
 from ctpoller.openrem.reads import Reads
 from ctpoller.store.notifications import NewMessage
 
@@ -44,18 +45,21 @@ def evaluate_exams(
     domain: str,
     status: str = "pending",
     chunk: int = 500,
+    watcher: Watcher | None = None,
 ) -> tuple[list[NewMessage], list[int]]:
     """Evaluate the exams these rows belong to; return the messages to record and vanished pks.
 
     In chunks of about ``chunk`` rows (rows of one exam stay together), so that memory follows the
-    chunk, not the backlog: only the messages, a small share of the exams, are kept.
+    chunk, not the backlog: only the messages, a small share of the exams, are kept. With a
+    ``watcher``, each exam is also folded into the ``[[trend]]`` and ``[[cumulative]]`` windows, in
+    the order evaluated; what that changes is the watcher's to flush into the cycle's write.
     """
     messages: list[NewMessage] = []
     gone: list[int] = []
     told = Ledger()  # what this call decided to notify: a later chunk must not tell it again
     for batch in _exam_chunks(heads, chunk):
         found, vanished = _evaluate_chunk(
-            reads, state, rules, batch, report, now=now, domain=domain, status=status, told=told
+            reads, state, rules, batch, report, now=now, domain=domain, status=status, told=told, watcher=watcher
         )
         messages.extend(found)
         gone.extend(vanished)
@@ -88,6 +92,7 @@ def _evaluate_chunk(
     domain: str,
     status: str = "pending",
     told: Ledger | None = None,
+    watcher: Watcher | None = None,
 ) -> tuple[list[NewMessage], list[int]]:
     """Evaluate the exams of these rows; ``told`` holds (and gets) what this run already notified."""
     if not heads:
@@ -107,14 +112,19 @@ def _evaluate_chunk(
         if uid in by_uid:
             by_uid[uid].append(rows[pk])
     evaluated: list[tuple[Exam, str | None, list[Exceedance]]] = []
-    for uid, exam_rows in by_uid.items():
-        exam = Exam(uid=uid, rows=tuple(exam_rows))
+    exams = [Exam(uid=uid, rows=tuple(exam_rows)) for uid, exam_rows in by_uid.items()]
+    if watcher:
+        watcher.prepare(reads, exams)
+    for exam in exams:
+        exam_rows = list(exam.rows)
         report.exams_evaluated += 1
         report.events_evaluated += len(exam.events)
         if report.arrivals is not None:  # a run's heartbeat: the newest row of each exam and its station
             newest = max(exam_rows, key=lambda r: r.pk)
             report.arrivals.append((newest.pk, newest.display_name or newest.station_name or "(no station name)"))
         found = evaluate(exam, rules)
+        if watcher:  # a trend or cumulative episode this exam starts is told in its message
+            found += watcher.fold(exam)
         report.exceedances += len(found)
         evaluated.append((exam, events_key(e.key for e in exam.events) if found else None, found))
     # Only what exceeded is looked up: the exams, each also by its events, and the irradiation

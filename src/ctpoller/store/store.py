@@ -22,6 +22,7 @@ from ctpoller.store.outbox import Outbox
 from ctpoller.store.reviews import Reviews
 from ctpoller.store.studies import Studies, _tracked_row
 from ctpoller.store.tables import meta_table, study_table
+from ctpoller.store.windows import Windows, WindowWrite
 
 log = logging.getLogger(__name__)
 
@@ -36,16 +37,17 @@ class CycleWrite:
     messages: list[NewMessage] = field(default_factory=list)
     watermark_from: int | None = None
     watermark_to: int | None = None
+    windows: WindowWrite = field(default_factory=WindowWrite)  # [[trend]], [[cumulative]] (store.windows)
 
     @property
     def empty(self) -> bool:
         return (
-            not (self.upsert or self.decide or self.forget or self.messages)
+            not (self.upsert or self.decide or self.forget or self.messages or not self.windows.empty)
             and self.watermark_from == self.watermark_to
         )
 
 
-class StateStore(Studies, Notifications, Outbox, Notices, Reviews):
+class StateStore(Studies, Notifications, Outbox, Notices, Reviews, Windows):
     """The state store. Create it, call ``ensure_schema``, hold ``lock()`` for a run."""
 
     def commit_cycle(self, write: CycleWrite, now: datetime) -> None:
@@ -77,5 +79,7 @@ class StateStore(Studies, Notifications, Outbox, Notices, Reviews):
                 self._decide(conn, write.decide, now)
             if write.messages:
                 self._insert_messages(conn, write.messages, now)
+            if not write.windows.empty:
+                self._write_windows(conn, write.windows)
             if write.messages:
                 bump_archive(conn, year=now.astimezone(UTC).year, study_uids=[m.study_uid for m in write.messages])

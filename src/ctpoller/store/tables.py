@@ -20,12 +20,16 @@ Tables::
                       silence was announced (the heartbeat)
     ctp_review_change the review record, append-only: one row per change of one review field of one
                       notification (by its key, core.review.notification_key): old, new, who, when
+    ctp_window_exam   the exams each [[trend]] (per station) and [[cumulative]] (per keyed hash of a patient
+                      ID, never the ID) counts: study uid, order (study date and time), value
+    ctp_episode       the trend and cumulative episodes running, and the exam that started each
     ctp_archived_row  notifications adopted from an existing workbook that this store did not record
                       (a replaced store): the row's cells, so that no archived row ever disappears
 
     ctp_meta also holds, per archive year YYYY: archive_generation:YYYY (bumped whenever a row of that
     year changes), archive_written:YYYY (the generation last written) and archive_seen:YYYY (the
-    workbook's size and mtime when ctpoller last wrote or read it).
+    workbook's size and mtime when ctpoller last wrote or read it), and patient_key_secret: the random
+    key of the patient IDs' keyed hash (HMAC-SHA256), made when a [[cumulative]] first needs it.
 """
 
 from __future__ import annotations
@@ -179,6 +183,31 @@ archived_row_table = sa.Table(
 
 MESSAGE_CREATED_INDEX = "ctp_message_created_at"
 
+#: The exams each [[trend]] and [[cumulative]] counts (store.windows): ``watch`` is the trend's or
+#: cumulative's rule identity, ``grp`` the station (trend) or the keyed hash of the patient ID
+#: (cumulative; never the ID), ``order_key`` the study date and time (trend) or date (cumulative),
+#: ``value`` the exam's value (trend) or total DLP (cumulative, NULL when not recorded).
+window_exam_table = sa.Table(
+    "ctp_window_exam",
+    metadata,
+    sa.Column("watch", sa.Text, primary_key=True),
+    sa.Column("grp", sa.Text, primary_key=True),
+    sa.Column("study_uid", sa.Text, primary_key=True),
+    sa.Column("order_key", sa.String(40), nullable=False),
+    sa.Column("value", sa.Text, nullable=True),
+    sa.Index("ctp_window_exam_uid", "study_uid"),
+)
+
+#: The episodes running: per watch, metric and group, the exam that started it (a row while it runs).
+episode_table = sa.Table(
+    "ctp_episode",
+    metadata,
+    sa.Column("watch", sa.Text, primary_key=True),
+    sa.Column("metric", sa.String(64), primary_key=True),
+    sa.Column("grp", sa.Text, primary_key=True),
+    sa.Column("started_by", sa.Text, nullable=False),
+)
+
 
 def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="microseconds")
@@ -245,4 +274,6 @@ MIGRATIONS = (
         table=notification_table,
         columns=("authorised_by",),
     ),
+    Migration("keep the exams each [[trend]] and [[cumulative]] counts", creates=window_exam_table),
+    Migration("keep the trend and cumulative episodes running", creates=episode_table),
 )
