@@ -64,31 +64,33 @@ def test_a_trend_without_above_compares_with_the_reference_itself():
     assert trend.above == 1 and trend.limit == Decimal(900) and trend.unit == "mGy·cm"
 
 
+T = '[[trend]]\nname = "t"\nmetric = "ctdivol"\ndrl = 1\nexams = 2\n'
+C = '[[cumulative]]\nname = "c"\n'
 BAD = [
-    ('[[trend]]\nname = "t"\nmetric = "dlp"\ndrl = 1\nexams = 2', "trend 't': key 'metric': must be one of: ctdivol, dlp_total, not \"dlp\""),
+    ('[[trend]]\nname = "t"\nmetric = "dlp"\ndrl = 1\nexams = 2', "trend 't': key 'metric': must be one of: ctdivol, dlp_total, not \"dlp\""),  # noqa: E501
     ('[[trend]]\nname = "t"\ndrl = 1\nexams = 2', "trend 't': key 'metric': is required"),
     ('[[trend]]\nname = "t"\nmetric = "ctdivol"\nexams = 2', "trend 't': key 'drl': is required"),
-    ('[[trend]]\nname = "t"\nmetric = "ctdivol"\ndrl = 0\nexams = 2', "trend 't': key 'drl': must be a number greater than 0, not 0"),
-    ('[[trend]]\nname = "t"\nmetric = "ctdivol"\ndrl = 1\nexams = 1', "trend 't': key 'exams': must be a whole number from 2 to 1000, not 1"),
-    ('[[trend]]\nname = "t"\nmetric = "ctdivol"\ndrl = 1\nexams = 2.5', "trend 't': key 'exams': must be a whole number from 2 to 1000, not 2.5"),
-    ('[[trend]]\nname = "t"\nmetric = "ctdivol"\ndrl = 1\nexams = true', "trend 't': key 'exams': must be a whole number from 2 to 1000, not true"),
+    ('[[trend]]\nname = "t"\nmetric = "ctdivol"\ndrl = 0\nexams = 2', "trend 't': key 'drl': must be a number greater than 0, not 0"),  # noqa: E501
+    ('[[trend]]\nname = "t"\nmetric = "ctdivol"\ndrl = 1\nexams = 1', "trend 't': key 'exams': must be a whole number from 2 to 1000, not 1"),  # noqa: E501
+    ('[[trend]]\nname = "t"\nmetric = "ctdivol"\ndrl = 1\nexams = 2.5', "trend 't': key 'exams': must be a whole number from 2 to 1000, not 2.5"),  # noqa: E501
+    ('[[trend]]\nname = "t"\nmetric = "ctdivol"\ndrl = 1\nexams = true', "trend 't': key 'exams': must be a whole number from 2 to 1000, not true"),  # noqa: E501
     ('[[trend]]\nname = "t"\nmetric = "ctdivol"\ndrl = 1', "trend 't': key 'exams': is required"),
-    ('[[trend]]\nname = "t"\nmetric = "ctdivol"\ndrl = 1\nexams = 2\nabove = -1', "trend 't': key 'above': must be a number greater than 0"),
-    ('[[trend]]\nname = "t"\nmetric = "ctdivol"\ndrl = 1\nexams = 2\narmed_above = "3"', "trend 't': key 'armed_above': must be a number greater than 0"),
-    ('[[trend]]\nname = "t"\nmetric = "ctdivol"\ndrl = 1\nexams = 2\nseverity = "high"', "trend 't': key 'severity': must be \"notification\" or \"alert\""),
-    ('[[trend]]\nname = "t"\nmetric = "ctdivol"\ndrl = 1\nexams = 2\nreference = ""', "trend 't': key 'reference': must be one line"),
-    ('[[trend]]\nname = "t"\nmetric = "ctdivol"\ndrl = 1\nexams = 2\nctdivol = 5', "trend 't': key 'ctdivol': unknown key"),
-    ('[[trend]]\nname = "t"\nmetric = "ctdivol"\ndrl = 1\nexams = 2\nstudy = []', "trend 't': key 'study': must not be an empty list"),
-    ('[[trend]]\nname = "t"\nmetric = "ctdivol"\ndrl = 1\nexams = 2\nphantom = "leg"', "trend 't': key 'phantom': must be \"head\""),
-    ('[[trend]]\nname = "t"\nmetric = "ctdivol"\ndrl = 1\nexams = 2\nrecipients = ["x"]', "trend 't': key 'recipients': must hold plain"),
+    (T + 'above = -1', "trend 't': key 'above': must be a number greater than 0"),
+    (T + 'armed_above = "3"', "trend 't': key 'armed_above': must be a number greater than 0"),
+    (T + 'severity = "high"', "trend 't': key 'severity': must be \"notification\" or \"alert\""),
+    (T + 'reference = ""', "trend 't': key 'reference': must be one line"),
+    (T + 'ctdivol = 5', "trend 't': key 'ctdivol': unknown key"),
+    (T + 'study = []', "trend 't': key 'study': must not be an empty list"),
+    (T + 'phantom = "leg"', "trend 't': key 'phantom': must be \"head\""),
+    (T + 'recipients = ["x"]', "trend 't': key 'recipients': must hold plain"),
     ('[[trend]]\nmetric = "ctdivol"', "trend #1: key 'name': is required"),
     ("trend = 3", "key 'trend': must be an array of tables, written [[trend]]"),
-    ('[[cumulative]]\nname = "c"\ndlp_total = 5', "cumulative 'c': key 'days': is required"),
-    ('[[cumulative]]\nname = "c"\ndays = 0\nexams = 5', "cumulative 'c': key 'days': must be a whole number from 1 to 3650, not 0"),
-    ('[[cumulative]]\nname = "c"\ndays = 30', "cumulative 'c': has no limit: set dlp_total (mGy·cm) and/or exams"),
-    ('[[cumulative]]\nname = "c"\ndays = 30\nexams = 0', "cumulative 'c': key 'exams': must be a whole number from 1 to 100000, not 0"),
-    ('[[cumulative]]\nname = "c"\ndays = 30\nexams = 2\ndrl = 5', "cumulative 'c': key 'drl': unknown key"),
-    ('[[cumulative]]\nname = "c"\ndays = 30\nexams = 2\nage_min = 10\nage_max = 5', "cumulative 'c': key 'age_max': must be greater than age_min"),
+    (C + 'dlp_total = 5', "cumulative 'c': key 'days': is required"),
+    (C + 'days = 0\nexams = 5', "cumulative 'c': key 'days': must be a whole number from 1 to 3650, not 0"),
+    (C + 'days = 30', "cumulative 'c': has no limit: set dlp_total (mGy·cm) and/or exams"),
+    (C + 'days = 30\nexams = 0', "cumulative 'c': key 'exams': must be a whole number from 1 to 100000, not 0"),
+    (C + 'days = 30\nexams = 2\ndrl = 5', "cumulative 'c': key 'drl': unknown key"),
+    (C + 'days = 30\nexams = 2\nage_min = 10\nage_max = 5', "cumulative 'c': key 'age_max': must be greater than age_min"),  # noqa: E501
     ('[[rule]]\nname = "Head"\nctdivol = 1\n[[trend]]\nname = "HEAD "\nmetric = "ctdivol"\ndrl = 1\nexams = 2',
      "trend 'HEAD': key 'name': is already used by rule #1 (names are unique among rules, trends and cumulatives)"),
     ('[[trend]]\nname = "x"\nmetric = "ctdivol"\ndrl = 1\nexams = 2\n[[cumulative]]\nname = "X"\ndays = 1\nexams = 1',

@@ -168,7 +168,7 @@ def fold_all(c: Cumulative, exams, window: Window | None = None):
 
 def test_a_patients_total_dlp_within_the_days_fires_for_the_exam_that_takes_it_over():
     c = cumulative(days=365, dlp_total=3000)
-    window, fired = fold_all(
+    _, fired = fold_all(
         c, [("a", date(2025, 1, 1), 1000), ("b", date(2025, 6, 1), 1500), ("c", date(2025, 12, 1), 740)]
     )
     [(uid, found)] = fired
