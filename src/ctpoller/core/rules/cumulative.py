@@ -92,15 +92,16 @@ def fold_cumulative(
                 unit=unit,
                 recipients=cumulative.recipients,
                 severity=cumulative.severity,
-                detail=_detail(cumulative, exams, uid, total),
+                detail=_detail(cumulative, exams, total),
             )
         )
     return Window(exams, episodes), found
 
 
-def _detail(cumulative: Cumulative, exams: tuple[Counted, ...], uid: str, total: Decimal) -> str:
-    """One line without an identifier: "this patient's 6th CT exam within 365 days (total DLP 3,240 mGy·cm)"."""
-    place = next((n for n, exam in enumerate(exams, start=1) if exam.uid == uid), len(exams))
+def _detail(cumulative: Cumulative, exams: tuple[Counted, ...], total: Decimal) -> str:
+    """One line without an identifier: "this patient's 6th CT exam within 365 days (total DLP 3,240 mGy·cm
+    over 6 exams)"."""
+    place = len(exams)
     unknown = sum(1 for exam in exams if exam.value is None)
     missing = f", {unknown} without a recorded DLP" if unknown else ""
     return (
