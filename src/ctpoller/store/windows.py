@@ -92,12 +92,16 @@ class Windows(StoreBase):
         return bytes.fromhex(value) if value else None
 
     def _write_windows(self, conn: Connection, write: WindowWrite) -> None:
-        """Apply a cycle's window changes (in the cycle's transaction)."""
+        """Apply a cycle's window changes (in the cycle's transaction), row by row by primary key, so
+        that the cost follows the changes, never the rows kept."""
         w, e = window_exam_table, episode_table
         gone = [*write.drop, *((watch, group, counted.uid) for watch, group, counted in write.put)]
-        for chunk in chunks(gone, 500):
+        if gone:
             conn.execute(
-                sa.delete(w).where(sa.tuple_(w.c.watch, w.c.grp, w.c.study_uid).in_([tuple(k) for k in chunk]))
+                sa.delete(w).where(
+                    w.c.watch == sa.bindparam("w"), w.c.grp == sa.bindparam("g"), w.c.study_uid == sa.bindparam("u")
+                ),
+                [{"w": watch, "g": group, "u": uid} for watch, group, uid in gone],
             )
         if write.put:
             conn.execute(
@@ -108,8 +112,13 @@ class Windows(StoreBase):
                 ],
             )
         ended = [*write.ended, *((watch, metric, group) for watch, metric, group, _ in write.started)]
-        for chunk in chunks(ended, 500):
-            conn.execute(sa.delete(e).where(sa.tuple_(e.c.watch, e.c.metric, e.c.grp).in_([tuple(k) for k in chunk])))
+        if ended:
+            conn.execute(
+                sa.delete(e).where(
+                    e.c.watch == sa.bindparam("w"), e.c.metric == sa.bindparam("m"), e.c.grp == sa.bindparam("g")
+                ),
+                [{"w": watch, "m": metric, "g": group} for watch, metric, group in ended],
+            )
         if write.started:
             conn.execute(
                 sa.insert(e),
