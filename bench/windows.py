@@ -9,18 +9,20 @@ evaluating cycle of the same ``n_new`` new exams is timed with 10,000 and with 1
     python -m bench.windows --url postgresql://postgres@127.0.0.1:5432/ctpoller_bench_s
 
 or, from ``bench/run.py``: ``window_figures(url, column, results, source, repeats=..., say=say)``
-(figures ``windows.eval.10000`` and ``windows.eval.100000``, in seconds).
+(figures ``windows.eval.10000`` and ``windows.eval.100000``: the cycle; ``windows.part.*``: the part
+of it spent reading, folding and writing the windows; in seconds).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import secrets
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -33,9 +35,11 @@ from bench.figures import Figure, Results
 from ctpoller.core.model import rule_identity
 from ctpoller.core.rules import RuleSet, parse_rules
 from ctpoller.jobs.cycle import run_once
+from ctpoller.jobs.watch import Watcher
 from ctpoller.openrem.source import OpenremSource
 from ctpoller.store.store import StateStore
 from ctpoller.store.tables import window_exam_table
+from ctpoller.store.windows import Windows
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 STORED = (10_000, 100_000)
@@ -126,9 +130,37 @@ def with_patient_ids(url: str, first: int, last: int) -> None:
         conn.commit()
 
 
-def window_cycle(url: str, source: OpenremSource, rules: RuleSet, stored: int, n_new: int) -> tuple[float, int, int]:
-    """(seconds of the cycle evaluating ``n_new`` new exams, window rows kept before, window rows of the
-    new exams after) with a state store that holds ``stored`` window rows when they arrive."""
+@contextlib.contextmanager
+def time_spent(spent: dict[str, float]) -> Iterator[None]:
+    """Add up, in ``spent["windows"]``, the time the cycle spends on the windows: reading them and the
+    patient keys, folding, and writing them (in the cycle's commit)."""
+    wrapped = [(Watcher, "prepare"), (Watcher, "fold"), (Watcher, "flush"), (Windows, "_write_windows")]
+    originals = [(owner, name, getattr(owner, name)) for owner, name in wrapped]
+
+    def timed(function: Callable[..., Any]) -> Callable[..., Any]:
+        def measured(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent["windows"] = spent.get("windows", 0.0) + time.perf_counter() - started
+
+        return measured
+
+    for owner, name, function in originals:
+        setattr(owner, name, timed(function))
+    try:
+        yield
+    finally:
+        for owner, name, function in originals:
+            setattr(owner, name, function)
+
+
+def window_cycle(
+    url: str, source: OpenremSource, rules: RuleSet, stored: int, n_new: int
+) -> tuple[float, float, int, int]:
+    """(seconds of the cycle evaluating ``n_new`` new exams, of them on the windows, window rows kept
+    before, window rows of the new exams after) with a state store that holds ``stored`` window rows."""
     marks = database.id_marks(url)
     with tempfile.TemporaryDirectory(prefix="ctp-bench-windows-") as name:
         tmp = Path(name)
@@ -145,15 +177,17 @@ def window_cycle(url: str, source: OpenremSource, rules: RuleSet, stored: int, n
             first, last = generate.add_exams(url, n_new)
             with_patient_ids(url, first, last)
             cycle(T0 + timedelta(seconds=60))
-            started = time.perf_counter()
-            evaluated = cycle(T0 + timedelta(seconds=60 + 121))
-            seconds = time.perf_counter() - started
+            spent: dict[str, float] = {}
+            with time_spent(spent):
+                started = time.perf_counter()
+                evaluated = cycle(T0 + timedelta(seconds=60 + 121))
+                seconds = time.perf_counter() - started
             if n_new and evaluated.exams_evaluated == 0:
                 raise AssertionError(f"{n_new} new exams, none evaluated")
             with state.engine.connect() as conn:
                 new_rows = sa.select(sa.func.count()).where(window_exam_table.c.study_uid.not_like("2.25.%"))
                 after = int(conn.execute(new_rows).scalar_one())
-            return seconds, before, after
+            return seconds, spent.get("windows", 0.0), before, after
         finally:
             state.dispose()
             database.delete_above(url, marks)
@@ -170,25 +204,29 @@ def window_figures(
     stored: Sequence[int] = STORED,
     say: Callable[[str], None] = lambda _m: None,
 ) -> list[Figure]:
-    """The evaluating cycle of ``n_new`` new exams with trends and a cumulative, per number of window rows kept."""
+    """The evaluating cycle of ``n_new`` new exams with trends and a cumulative, and the part of it
+    spent on the windows, per number of window rows kept (the sizes taken in turn, so that a busy
+    machine weighs on each alike)."""
     rules = watch_rules()
+    cycles: dict[int, list[float]] = {rows: [] for rows in stored}
+    parts_: dict[int, list[float]] = {rows: [] for rows in stored}
+    for _ in range(repeats):
+        for rows in stored:
+            seconds, on_windows, before, after = window_cycle(url, source, rules, rows, n_new)
+            say(
+                f"windows: {before:,} rows kept, {n_new} new exams: {seconds:.3f} s, {on_windows:.3f} s of it "
+                f"on the windows (then {after:,} rows of new exams)"
+            )
+            cycles[rows].append(seconds)
+            parts_[rows].append(on_windows)
     figures = []
     for rows in stored:
-        samples = []
-        for _ in range(repeats):
-            seconds, before, after = window_cycle(url, source, rules, rows, n_new)
-            say(f"windows: {before:,} rows kept, {n_new} new exams: {seconds:.3f} s (then {after:,} rows of new exams)")
-            samples.append(seconds)
+        what = f"{n_new} new exams, 3 trends + 1 cumulative, {rows:,} window rows kept"
         figures.append(
-            results.add(
-                Figure(
-                    f"windows.eval.{rows}",
-                    f"in-process cycle, {n_new} new exams, 3 trends + 1 cumulative, {rows:,} window rows kept",
-                    "s",
-                    column,
-                    samples,
-                )
-            )
+            results.add(Figure(f"windows.eval.{rows}", f"in-process cycle, {what}", "s", column, cycles[rows]))
+        )
+        figures.append(
+            results.add(Figure(f"windows.part.{rows}", f"of it on the windows, {what}", "s", column, parts_[rows]))
         )
     return figures
 

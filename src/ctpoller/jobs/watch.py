@@ -65,6 +65,7 @@ class Watcher:
         self.stored: dict[WindowKey, Window] = {}  # ... as the store (or a dry run's scratch) has it
         self.holding: dict[str, set[WindowKey]] = {}  # study uid -> the windows that count it
         self.patients: dict[str, str] = {}  # study uid -> keyed hash of the patient ID, this chunk
+        self._prepared: dict[str, dict[str, tuple[WindowKey | None, Decimal | CumulativeExam | None]]] = {}
         self._secret: bytes | None = None
 
     def __bool__(self) -> bool:
@@ -82,7 +83,8 @@ class Watcher:
                 key = next((keys[pk] for pk in exam.study_pks if pk in keys), None)
                 if key is not None:
                     self.patients[exam.uid] = key
-        wanted = {key for exam in exams for key, _ in self._targets(exam).values() if key is not None}
+        self._prepared = {exam.uid: self._targets(exam) for exam in exams}
+        wanted = {key for targets in self._prepared.values() for key, _ in targets.values() if key is not None}
         self._load(wanted | self.state.windows_holding(exam.uid for exam in exams))
 
     def secret(self) -> bytes:
@@ -96,7 +98,7 @@ class Watcher:
         if not self:
             return []
         found: list[Exceedance] = []
-        targets = self._targets(exam)
+        targets = self._prepared.pop(exam.uid, None) or self._targets(exam)
         order = trend_order(exam.first.study_date, exam.first.study_time)
         for trend in self.rules.trends:
             target, value = targets[rule_identity(trend.name)]
