@@ -23,6 +23,8 @@ from ctpoller.demo.exams import GE_PIXELMED, as_another_exam
 from ctpoller.demo.openrem import OpenremImporter
 from ctpoller.demo.seeds import SeedStudy
 from ctpoller.errors import ConfigError
+from ctpoller.openrem.patients import patient_id_coverage
+from ctpoller.openrem.source import OpenremSource
 from ctpoller.store import windows as windows_module
 from ctpoller.store.store import StateStore
 from support import pg
@@ -263,6 +265,11 @@ def test_a_patients_exams_are_grouped_by_a_keyed_hash_and_no_patient_id_is_maile
     assert exams.detail == "this patient's 2nd CT exam within 365 days (total DLP 738.49 mGy·cm over 2 exams)"
     backfilled = Harness(real_openrem, state_db(tmp_path, "backfill"), CUMULATIVE, inbox.port, tmp_path)
     assert cumulative_found(backfilled.backfill(since=None, email=False, dry_run=True)) == EXPECTED_CUMULATIVE
+    dry = StateStore(backfilled.state_url)
+    try:  # a dry run makes no patient key either
+        assert dry.patient_secret(create=False) is None and window_rows(backfilled.state_url) == []
+    finally:
+        dry.dispose()
     assert cumulative_found(backfilled.backfill(since=None, email=False)) == EXPECTED_CUMULATIVE
 
     secrets = identifiers_of_patients((pg.OPENREM_DATA / "data_ct_testfiles.sql").read_text(encoding="utf-8"))
@@ -283,6 +290,28 @@ def test_a_patients_exams_are_grouped_by_a_keyed_hash_and_no_patient_id_is_maile
     rows = window_rows(url)  # 14 exams (the continued one once), 13 patient IDs: pks 5 and 14 share one
     keys = {grp for _, grp, _, _ in rows}
     assert len(rows) == 14 and len(keys) == 13 and all(re.fullmatch(r"[0-9a-f]{64}", key) for key in keys)
+
+
+def test_check_can_tell_how_many_recent_ct_studies_have_a_patient_id(real_openrem):
+    source = OpenremSource(real_openrem)
+    try:
+        with source.reading() as reads:
+            assert patient_id_coverage(reads) == (15, 15)  # the two continued rows: one exam, two rows
+            assert patient_id_coverage(reads, last=3) == (3, 3)
+    finally:
+        source.dispose()
+    engine = sa.create_engine(real_openrem)
+    try:
+        with engine.begin() as conn:  # OpenREM's default: no patient ID stored
+            conn.exec_driver_sql("UPDATE remapp_patientmoduleattr SET patient_id = NULL WHERE id > 5")
+    finally:
+        engine.dispose()
+    source = OpenremSource(real_openrem)
+    try:
+        with source.reading() as reads:
+            assert patient_id_coverage(reads) == (3, 15)  # pks 1, 2 and 5 keep theirs
+    finally:
+        source.dispose()
 
 
 def test_a_role_that_may_not_read_patient_ids_stops_a_cumulative_rule_with_one_line(real_openrem, tmp_path, inbox):
