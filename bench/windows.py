@@ -83,11 +83,11 @@ def watch_rules() -> RuleSet:
     return replace(parts.load_rules(), trends=watch.trends, cumulatives=watch.cumulatives)
 
 
-def prefill(state: StateStore, rules: RuleSet, stations: Sequence[str], stored: int) -> int:
+def prefill(state: StateStore, rules: RuleSet, stations: Sequence[str], newest: date, stored: int) -> int:
     """Fill the state store's windows with about ``stored`` rows: every bench station's window of every
     trend, full, then windows of made-up stations and two-exam windows of made-up patients."""
     rows: list[dict[str, Any]] = []
-    day = date(2024, 1, 1)
+    day = newest - timedelta(days=300)  # within the cumulative's 365 days: nothing expires
 
     def window(watch: str, group: str, n: int) -> None:
         for k in range(n):
@@ -110,6 +110,12 @@ def prefill(state: StateStore, rules: RuleSet, stations: Sequence[str], stored: 
         for start in range(0, len(rows), 10_000):
             conn.execute(sa.insert(window_exam_table), rows[start : start + 10_000])
     return len(rows)
+
+
+def newest_study_date(url: str) -> date:
+    with database.connect(url) as conn:
+        found = conn.execute("SELECT max(study_date) FROM remapp_generalstudymoduleattr").fetchone()
+    return found[0] if found and found[0] else date.today()
 
 
 def stations_of(url: str) -> list[str]:
@@ -173,7 +179,7 @@ def window_cycle(
         try:
             state.ensure_schema()
             assert cycle(T0).initialised, "a fresh state store initialises on its first cycle"
-            before = prefill(state, rules, stations_of(url), stored)
+            before = prefill(state, rules, stations_of(url), newest_study_date(url), stored)
             first, last = generate.add_exams(url, n_new)
             with_patient_ids(url, first, last)
             cycle(T0 + timedelta(seconds=60))

@@ -215,3 +215,13 @@ def test_a_cumulative_detail_names_no_identifier(detail_has):
     _, fired = fold_all(c, [("1.2.3", date(2026, 1, 1), 5), ("1.2.4", date(2026, 1, 2), 5)])
     [(_, found)] = fired
     assert detail_has in (found.detail or "") and "1.2." not in (found.detail or "")
+
+
+def test_a_patient_back_after_the_days_starts_a_new_episode_even_when_one_exam_alone_exceeds():
+    c = cumulative(days=365, dlp_total=3000)
+    window, fired = fold_all(c, [("a", date(2024, 1, 1), 4000)])
+    assert [uid for uid, _ in fired] == ["a"]
+    window, fired = fold_all(c, [("b", date(2024, 2, 1), 100)], window)
+    assert fired == [] and window.episodes == {"cumulative_dlp_total": "a"}  # still over: the same episode
+    window, fired = fold_all(c, [("c", date(2026, 1, 1), 4000)], window)
+    assert [uid for uid, _ in fired] == ["c"] and [e.uid for e in window.exams] == ["c"]

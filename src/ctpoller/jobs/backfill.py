@@ -136,7 +136,7 @@ def backfill(
     connect_for(source, rules)
     unwritten = _Unwritten(state) if dry_run else None
     store: BackfillStore = state if unwritten is None else unwritten
-    watcher = Watcher(store, rules, dry_run=dry_run)
+    watcher = Watcher(store, rules, today=now.date(), dry_run=dry_run)
     screened = screened and not watcher  # every exam of a trend's type moves its window: read all
     try:
         watermark = state.watermark()

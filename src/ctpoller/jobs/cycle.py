@@ -108,7 +108,7 @@ def _cycle(
         for head, why in plan.forced:
             log.warning("OpenREM study pk %d: %s", head.pk, why)
         to_evaluate = plan.ready + [head for head, _ in plan.forced]
-        watcher = Watcher(state, rules, dry_run=dry_run)  # [[trend]], [[cumulative]]
+        watcher = Watcher(state, rules, today=now.date(), dry_run=dry_run)  # [[trend]], [[cumulative]]
         messages, gone = evaluate_exams(
             reads,
             state,

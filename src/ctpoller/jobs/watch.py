@@ -14,13 +14,14 @@ import logging
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
+from datetime import date
 from decimal import Decimal
 from typing import Protocol
 
 from ctpoller.core.exam import Exam
 from ctpoller.core.model import Exceedance, rule_identity
 from ctpoller.core.rules import RuleSet, routed_recipients
-from ctpoller.core.rules.cumulative import CumulativeExam, cumulative_exam, fold_cumulative
+from ctpoller.core.rules.cumulative import CumulativeExam, cumulative_exam, first_day, fold_cumulative
 from ctpoller.core.rules.ruleset import unique_addresses
 from ctpoller.core.rules.trend import fold_trend, trend_order, trend_value
 from ctpoller.core.rules.window import Window, station_of
@@ -55,10 +56,15 @@ class Watcher:
     """The windows of one run: read as exams need them, changed in memory, flushed with each commit.
 
     ``dry_run``: no patient key is made if the store has none (a throwaway one is used instead).
+    ``today`` (the run's date) caps the study dates that make a cumulative's older exams expire: the
+    exams older than its days before the newest study date folded are deleted with each flush, so a
+    patient who never comes back leaves nothing behind.
     """
 
-    def __init__(self, state: WindowStore, rules: RuleSet, *, dry_run: bool = False) -> None:
+    def __init__(self, state: WindowStore, rules: RuleSet, *, today: date, dry_run: bool = False) -> None:
         self.state = state
+        self.today = today
+        self.newest: dict[str, date] = {}  # cumulative -> the newest study date folded (not after today)
         self.rules = rules
         self.dry_run = dry_run
         self.current: dict[WindowKey, Window] = {}  # every window read, as it is now
@@ -110,6 +116,9 @@ class Watcher:
         for cumulative in self.rules.cumulatives:
             target, counted = targets[rule_identity(cumulative.name)]
             assert isinstance(counted, CumulativeExam)
+            if counted.counts and counted.study_date is not None and counted.study_date <= self.today:
+                watch = rule_identity(cumulative.name)
+                self.newest[watch] = max(counted.study_date, self.newest.get(watch, counted.study_date))
             for key in self._touched(exam.uid, rule_identity(cumulative.name), target):
                 here = counted if key == target else replace(counted, counts=False)
                 window, started = fold_cumulative(cumulative, self.current[key], exam.uid, here)
@@ -137,6 +146,10 @@ class Watcher:
                     write.started.append((watch, metric, group, uid))
             write.ended.extend((watch, metric, group) for metric in before.episodes if metric not in now.episodes)
             self.stored[key] = now
+        for cumulative in self.rules.cumulatives:
+            newest = self.newest.get(rule_identity(cumulative.name))
+            if newest is not None:
+                write.expire.append((rule_identity(cumulative.name), first_day(cumulative, newest).isoformat()))
         return write
 
     def forget(self) -> None:

@@ -196,6 +196,7 @@ window_exam_table = sa.Table(
     sa.Column("order_key", sa.String(40), nullable=False),
     sa.Column("value", sa.Text, nullable=True),
     sa.Index("ctp_window_exam_uid", "study_uid"),
+    sa.Index("ctp_window_exam_order", "watch", "order_key"),  # a cumulative's expired exams
 )
 
 #: The episodes running: per watch, metric and group, the exam that started it (a row while it runs).

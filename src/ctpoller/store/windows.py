@@ -36,10 +36,11 @@ class WindowWrite:
     drop: list[tuple[str, str, str]] = field(default_factory=list)  # (watch, group, study uid)
     started: list[tuple[str, str, str, str]] = field(default_factory=list)
     ended: list[tuple[str, str, str]] = field(default_factory=list)  # (watch, metric, group)
+    expire: list[tuple[str, str]] = field(default_factory=list)  # (cumulative, the first order key kept)
 
     @property
     def empty(self) -> bool:
-        return not (self.put or self.drop or self.started or self.ended)
+        return not (self.put or self.drop or self.started or self.ended or self.expire)
 
 
 class Windows(StoreBase):
@@ -119,6 +120,8 @@ class Windows(StoreBase):
                 ),
                 [{"w": watch, "m": metric, "g": group} for watch, metric, group in ended],
             )
+        for watch, first in write.expire:  # by the (watch, order_key) index: only what expires is read
+            conn.execute(sa.delete(w).where(w.c.watch == watch, w.c.order_key < first))
         if write.started:
             conn.execute(
                 sa.insert(e),

@@ -61,21 +61,22 @@ def fold_cumulative(
     cumulative: Cumulative, window: Window, uid: str, counted: CumulativeExam
 ) -> tuple[Window, list[Exceedance]]:
     """The patient's window after the exam ``uid``, and an exceedance for each limit it takes the
-    window over (an episode starts)."""
+    window over (an episode starts).
+
+    An episode still runs only if the window without this exam, at the new exam's date, is still over
+    the limit: a patient back after the days have passed starts afresh, even when one exam alone
+    exceeds both times.
+    """
     order = counted.study_date.isoformat() if counted.study_date is not None else ""
     exams = window.placed(uid, order, counted.dlp, counted.counts and counted.study_date is not None)
-    if exams:
-        newest = date.fromisoformat(exams[-1].order)
-        first = (newest - timedelta(days=cumulative.days - 1)).isoformat()
-        exams = tuple(exam for exam in exams if exam.order >= first)
+    first = _first_day(cumulative, exams)
+    exams = tuple(exam for exam in exams if exam.order >= first)
+    before = tuple(exam for exam in window.exams if exam.uid != uid and exam.order >= first)
     episodes = dict(window.episodes)
     found: list[Exceedance] = []
-    total = sum((exam.value for exam in exams if exam.value is not None), Decimal(0))
-    checks: tuple[tuple[Metric, Decimal | None, Decimal, str], ...] = (
-        ("cumulative_dlp_total", cumulative.dlp_total, total, UNIT_MGYCM),
-        ("cumulative_exams", Decimal(cumulative.exams) if cumulative.exams else None, Decimal(len(exams)), UNIT_EXAMS),
-    )
-    for metric, limit, value, unit in checks:
+    for metric, limit, value, unit in _checks(cumulative, exams):
+        if metric in episodes and not _over(cumulative, before, metric):
+            episodes.pop(metric)  # it ended while the patient was away (or with this exam)
         if limit is None or value <= limit:
             episodes.pop(metric, None)
             continue
@@ -92,10 +93,38 @@ def fold_cumulative(
                 unit=unit,
                 recipients=cumulative.recipients,
                 severity=cumulative.severity,
-                detail=_detail(cumulative, exams, total),
+                detail=_detail(cumulative, exams, _total(exams)),
             )
         )
     return Window(exams, episodes), found
+
+
+def first_day(cumulative: Cumulative, newest: date) -> date:
+    """The first study date in a window whose newest exam is of ``newest``."""
+    return newest - timedelta(days=cumulative.days - 1)
+
+
+def _first_day(cumulative: Cumulative, exams: tuple[Counted, ...]) -> str:
+    return first_day(cumulative, date.fromisoformat(exams[-1].order)).isoformat() if exams else ""
+
+
+def _total(exams: tuple[Counted, ...]) -> Decimal:
+    return sum((exam.value for exam in exams if exam.value is not None), Decimal(0))
+
+
+def _checks(
+    cumulative: Cumulative, exams: tuple[Counted, ...]
+) -> tuple[tuple[Metric, Decimal | None, Decimal, str], ...]:
+    """(metric, limit or None, the window's value, unit) of both limits."""
+    exams_limit = Decimal(cumulative.exams) if cumulative.exams else None
+    return (
+        ("cumulative_dlp_total", cumulative.dlp_total, _total(exams), UNIT_MGYCM),
+        ("cumulative_exams", exams_limit, Decimal(len(exams)), UNIT_EXAMS),
+    )
+
+
+def _over(cumulative: Cumulative, exams: tuple[Counted, ...], metric: str) -> bool:
+    return any(m == metric and limit is not None and value > limit for m, limit, value, _ in _checks(cumulative, exams))
 
 
 def _detail(cumulative: Cumulative, exams: tuple[Counted, ...], total: Decimal) -> str:
