@@ -10,7 +10,8 @@ evaluating cycle of the same ``n_new`` new exams is timed with 10,000 and with 1
 
 or, from ``bench/run.py``: ``window_figures(url, column, results, source, repeats=..., say=say)``
 (figures ``windows.eval.10000`` and ``windows.eval.100000``: the cycle; ``windows.part.*``: the part
-of it spent reading, folding and writing the windows; in seconds).
+of it spent reading, folding and writing the windows; ``windows.eval.base``: the same cycle with the
+example rules alone; in seconds).
 """
 
 from __future__ import annotations
@@ -216,7 +217,11 @@ def window_figures(
     rules = watch_rules()
     cycles: dict[int, list[float]] = {rows: [] for rows in stored}
     parts_: dict[int, list[float]] = {rows: [] for rows in stored}
+    base: list[float] = []
     for _ in range(repeats):
+        seconds, _, _, _ = window_cycle(url, source, parts.load_rules(), 0, n_new)
+        say(f"windows: the example rules alone, {n_new} new exams: {seconds:.3f} s")
+        base.append(seconds)
         for rows in stored:
             seconds, on_windows, before, after = window_cycle(url, source, rules, rows, n_new)
             say(
@@ -225,7 +230,8 @@ def window_figures(
             )
             cycles[rows].append(seconds)
             parts_[rows].append(on_windows)
-    figures = []
+    what = f"{n_new} new exams, the example rules alone (no trend, no cumulative)"
+    figures = [results.add(Figure("windows.eval.base", f"in-process cycle, {what}", "s", column, base))]
     for rows in stored:
         what = f"{n_new} new exams, 3 trends + 1 cumulative, {rows:,} window rows kept"
         figures.append(

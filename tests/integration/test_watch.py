@@ -190,10 +190,16 @@ def test_a_resent_exam_replaces_its_own_value_and_a_new_episode_is_notified_agai
             (d.uid, 10),
             (E, 250),
         ]  # replaced, never counted twice
-        openrem.resend_cumulative(pk, rt16_exam(4, "250", 4))  # and back: a new episode, started by D
+        pk = openrem.resend_cumulative(pk, rt16_exam(4, "250", 4))  # and back: a new episode, started by D
+        assert found(cycles(harness)) == {(d.uid, "Head CT group criterion", "trend_ctdivol", Decimal("183.33"))}
+        pk = openrem.resend_cumulative(pk, rt16_exam(4, "10", 4))  # ends again
+        assert cycles(harness).messages == []
+        openrem.resend_cumulative(pk, rt16_exam(4, "200", 4))  # a third episode, by D again, at a lower mean
         report = cycles(harness)
-    assert found(report) == {(d.uid, "Head CT group criterion", "trend_ctdivol", Decimal("183.33"))}
-    assert len(inbox.messages) == 3
+    assert found(report) == {(d.uid, "Head CT group criterion", "trend_ctdivol", Decimal("166.67"))}
+    [again] = report.messages[0].notifications
+    assert again.previous_value is None  # a new episode, not a rise
+    assert len(inbox.messages) == 4
 
 
 def test_a_crash_while_recording_a_cycle_applies_no_window_and_the_next_cycle_counts_each_exam_once(

@@ -19,7 +19,7 @@ from ctpoller.core.model import (
 )
 from ctpoller.core.rules import RuleSet, evaluate
 from ctpoller.jobs.report import Report
-from ctpoller.jobs.watch import Watcher
+from ctpoller.jobs.watch import WATCH_METRICS, Watcher
 from ctpoller.openrem.reads import Reads
 from ctpoller.store.notifications import NewMessage
 
@@ -169,7 +169,9 @@ def _news(
     news: list[Notification] = []
     recipients: list[str] = []
     for x in found:
-        previous = ledger.previous(exam.uid, by_events, x)
+        # A trend or cumulative exceedance is an episode that starts: its own state (committed with
+        # the messages) tells it once, and a new episode is news even at a lower value.
+        previous = None if x.metric in WATCH_METRICS else ledger.previous(exam.uid, by_events, x)
         if previous is not None and x.value <= previous:
             continue
         row = _row_of(exam, x.event_key)

@@ -33,6 +33,9 @@ from ctpoller.store.windows import WindowKey, WindowWrite
 
 log = logging.getLogger(__name__)
 
+#: The metrics of trend and cumulative exceedances (an episode that starts).
+WATCH_METRICS = frozenset({"trend_ctdivol", "trend_dlp_total", "cumulative_dlp_total", "cumulative_exams"})
+
 
 class WindowStore(Protocol):
     """What folding asks of the state store."""
@@ -146,6 +149,10 @@ class Watcher:
                     write.started.append((watch, metric, group, uid))
             write.ended.extend((watch, metric, group) for metric in before.episodes if metric not in now.episodes)
             self.stored[key] = now
+        log.debug(
+            "trend and cumulative windows: %d exams in, %d out, %d episodes started, %d ended",
+            len(write.put), len(write.drop), len(write.started), len(write.ended),
+        )  # fmt: skip
         for cumulative in self.rules.cumulatives:
             newest = self.newest.get(rule_identity(cumulative.name))
             if newest is not None:
