@@ -165,9 +165,9 @@ def time_spent(spent: dict[str, float]) -> Iterator[None]:
 
 def window_cycle(
     url: str, source: OpenremSource, rules: RuleSet, stored: int, n_new: int
-) -> tuple[float, float, int, int]:
+) -> tuple[float, float, int, int, int]:
     """(seconds of the cycle evaluating ``n_new`` new exams, of them on the windows, window rows kept
-    before, window rows of the new exams after) with a state store that holds ``stored`` window rows."""
+    before, window rows of the new exams after, emails) with a state store that holds ``stored`` window rows."""
     marks = database.id_marks(url)
     with tempfile.TemporaryDirectory(prefix="ctp-bench-windows-") as name:
         tmp = Path(name)
@@ -194,7 +194,7 @@ def window_cycle(
             with state.engine.connect() as conn:
                 new_rows = sa.select(sa.func.count()).where(window_exam_table.c.study_uid.not_like("2.25.%"))
                 after = int(conn.execute(new_rows).scalar_one())
-            return seconds, spent.get("windows", 0.0), before, after
+            return seconds, spent.get("windows", 0.0), before, after, evaluated.created
         finally:
             state.dispose()
             database.delete_above(url, marks)
@@ -219,14 +219,14 @@ def window_figures(
     parts_: dict[int, list[float]] = {rows: [] for rows in stored}
     base: list[float] = []
     for _ in range(repeats):
-        seconds, _, _, _ = window_cycle(url, source, parts.load_rules(), 0, n_new)
-        say(f"windows: the example rules alone, {n_new} new exams: {seconds:.3f} s")
+        seconds, _, _, _, emails = window_cycle(url, source, parts.load_rules(), 0, n_new)
+        say(f"windows: the example rules alone, {n_new} new exams: {seconds:.3f} s ({emails} emails)")
         base.append(seconds)
         for rows in stored:
-            seconds, on_windows, before, after = window_cycle(url, source, rules, rows, n_new)
+            seconds, on_windows, before, after, emails = window_cycle(url, source, rules, rows, n_new)
             say(
                 f"windows: {before:,} rows kept, {n_new} new exams: {seconds:.3f} s, {on_windows:.3f} s of it "
-                f"on the windows (then {after:,} rows of new exams)"
+                f"on the windows (then {after:,} rows of new exams; {emails} emails)"
             )
             cycles[rows].append(seconds)
             parts_[rows].append(on_windows)
