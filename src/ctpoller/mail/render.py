@@ -21,7 +21,7 @@ from functools import cache
 import jinja2
 
 from ctpoller.core.model import Message
-from ctpoller.mail.view import MISSING, format_decimal, format_ratio, one_line, shown, station, view
+from ctpoller.mail.view import MISSING, alert_prefix, format_decimal, format_ratio, one_line, shown, station, view
 
 __all__ = [
     "MISSING",
@@ -75,9 +75,10 @@ def header_text(text: str | None, limit: int = SUBJECT_MAX) -> str:
 
 
 def subject(message: Message) -> str:
-    """``[Update: ]CT dose <ratio> limit: <description> at <station>, <date>``.
+    """``[ALERT: ][Update: ]CT dose <ratio> limit: <description> at <station>, <date>``.
 
     The ratio is the highest of the message's; with more than one exceedance "up to <ratio>" and the count.
+    "ALERT: " when any of them is an alert (a rule with ``severity = "alert"``).
     """
     notes = message.notifications
     if not notes:
@@ -88,7 +89,8 @@ def subject(message: Message) -> str:
     ratio = format_ratio(top.value, top.limit)
     dose = f"CT dose {ratio} limit" if count == 1 else f"CT dose up to {ratio} limit ({count} exceedances)"
     day = first.study_date.isoformat() if first.study_date else "unknown date"
-    text = "{update}{dose}: {description} at {station}, {day}".format(
+    text = "{alert}{update}{dose}: {description} at {station}, {day}".format(
+        alert=alert_prefix(message),
         update="Update: " if message.is_update else "",
         dose=dose,
         description=header_text(shown(first.description) if first.description else "no description", _SUBJECT_PART_MAX),
@@ -122,6 +124,8 @@ def render_email(message: Message, *, mail_from: str, look: Look = PLAIN) -> Ema
         msg["In-Reply-To"] = root
         msg["References"] = root
     msg["Auto-Submitted"] = "auto-generated"
+    if alert_prefix(message):
+        msg["Importance"] = "high"  # mail readers flag it (Outlook, Thunderbird)
     msg.set_content(render_text(message, look), cte="quoted-printable")
     msg.add_alternative(render_html(message, look), subtype="html", cte="quoted-printable")
     return msg
