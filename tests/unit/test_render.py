@@ -655,3 +655,18 @@ def test_the_lines_of_a_long_list_stay_aligned_under_their_numbers() -> None:
 
     assert "\n9. adult head: " in text and "\n   event 9; protocol" in text
     assert "\n10. adult head: " in text and "\n    event 10; protocol" in text
+
+
+@pytest.mark.parametrize(
+    ("metric", "what"),
+    [
+        ("trend_dlp_total", "CT dose trend"),
+        ("cumulative_dlp_total", "Cumulative CT dose"),
+        ("cumulative_exams", "Number of CT exams"),
+    ],
+)
+def test_the_subject_of_one_trend_or_cumulative_value_says_what_it_is(metric: str, what: str) -> None:
+    one = notification(metric=metric, event_key="", detail="one line")
+
+    assert render_email(message(one), mail_from=MAIL_FROM)["Subject"].startswith(f"{what} 1.52× limit: CT HEAD")
+    assert render_email(message(one, notification()), mail_from=MAIL_FROM)["Subject"].startswith("CT dose up to")

@@ -43,6 +43,13 @@ WIRE = email.policy.SMTP.clone(max_line_length=998)
 #: Longest subject, in characters, before it is shortened with "…".
 SUBJECT_MAX = 200
 _SUBJECT_PART_MAX = 80
+#: What the subject calls a value of many exams (else "CT dose").
+SUBJECT_WHAT = {
+    "trend_ctdivol": "CT dose trend",
+    "trend_dlp_total": "CT dose trend",
+    "cumulative_dlp_total": "Cumulative CT dose",
+    "cumulative_exams": "Number of CT exams",
+}
 
 
 @dataclass(frozen=True)
@@ -78,7 +85,8 @@ def subject(message: Message) -> str:
     """``[ALERT: ][Update: ]CT dose <ratio> limit: <description> at <station>, <date>``.
 
     The ratio is the highest of the message's; with more than one exceedance "up to <ratio>" and the count.
-    "ALERT: " when any of them is an alert (a rule with ``severity = "alert"``).
+    "ALERT: " when any of them is an alert (a rule with ``severity = "alert"``). A message of one trend
+    or cumulative value names it instead of "CT dose" (``SUBJECT_WHAT``): "CT dose trend 1.09× limit".
     """
     notes = message.notifications
     if not notes:
@@ -87,7 +95,8 @@ def subject(message: Message) -> str:
     top = max(notes, key=lambda n: n.ratio)
     count = len(notes)
     ratio = format_ratio(top.value, top.limit)
-    dose = f"CT dose {ratio} limit" if count == 1 else f"CT dose up to {ratio} limit ({count} exceedances)"
+    what = SUBJECT_WHAT.get(top.metric, "CT dose")
+    dose = f"{what} {ratio} limit" if count == 1 else f"CT dose up to {ratio} limit ({count} exceedances)"
     day = first.study_date.isoformat() if first.study_date else "unknown date"
     text = "{alert}{update}{dose}: {description} at {station}, {day}".format(
         alert=alert_prefix(message),
