@@ -57,9 +57,7 @@ def test_each_pack_evaluates_the_real_openrem_rows(pack, real_openrem, tmp_path,
     harness = Harness(real_openrem, f"sqlite:///{tmp_path / 's.sqlite3'}", rules, inbox.port, tmp_path)
     report = harness.backfill(since=None, email=False, dry_run=True)
     assert report.exams_evaluated == 14  # 15 rows, the two continued rows are one exam
-    found = {
-        (m.study_uid, n.rule, n.metric, n.value, n.severity) for m in report.messages for n in m.notifications
-    }
+    found = {(m.study_uid, n.rule, n.metric, n.value, n.severity) for m in report.messages for n in m.notifications}
     assert found == EXPECTED[pack]
     assert inbox.messages == []
     assert not harness.workbook.exists()
