@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from ctpoller.core.rules import parse_rules
+from ctpoller.core.exam import Event, Exam, StudyRow
+from ctpoller.core.rules import RuleSet, evaluate, parse_rules
 
 PACKS = Path(__file__).parents[2] / "examples" / "packs"
 PACK_FILES = ("aapm-dose-check.toml", "uk-ndrl-2022.toml", "strlschv-anlage14.toml", "euclid.toml", "local-drl.toml")
@@ -330,3 +331,110 @@ def test_the_aapm_alert_rule_is_above_every_stop_rule():
     [alert] = [t for t in rules if t.get("severity") == "alert"]
     assert all(alert["priority"] > t.get("priority", 0) for t in rules if t.get("stop"))
     assert not alert.get("stop")
+
+
+# ------------------------------------------------------------------------------ what the packs do with exams
+
+
+def rules_of(pack: str) -> RuleSet:
+    return parse_rules(pack_text(pack), source=f"examples/packs/{pack}")
+
+
+def an_exam(
+    *series: tuple[str | None, str, str | None, str | None],
+    description: str | None = None,
+    age: str | None = None,
+    weight: str | None = None,
+    total_dlp: str | None = None,
+) -> Exam:
+    """One exam; each series is (protocol, CTDIvol mGy, phantom, acquisition type code)."""
+    events = tuple(
+        Event(
+            key=f"1.2.3.{number}",
+            event_pk=number,
+            study_pk=1,
+            protocol=protocol,
+            ctdivol_mgy=Decimal(ctdivol),
+            phantom=phantom,  # type: ignore[arg-type]
+            acquisition_type_code=code,
+        )
+        for number, (protocol, ctdivol, phantom, code) in enumerate(series, start=1)
+    )
+    row = StudyRow(
+        pk=1,
+        uid="1.2.3",
+        description=description,
+        total_dlp_mgycm=None if total_dlp is None else Decimal(total_dlp),
+        patient_age_decimal=None if age is None else Decimal(age),
+        patient_weight_kg=None if weight is None else Decimal(weight),
+        events=events,
+    )
+    return Exam(uid="1.2.3", rows=(row,))
+
+
+def found(exam: Exam, pack: str) -> set[tuple[str, str, Decimal, str]]:
+    return {(e.rule, e.metric, e.limit, e.severity) for e in evaluate(exam, rules_of(pack))}
+
+
+SPIRAL, SEQUENCED, STATIONARY = "P5-08001", "113804", "113806"
+
+
+def test_aapm_a_childs_head_series_is_compared_with_the_paediatric_value_only():
+    child = an_exam(("Head routine", "90", "head", SPIRAL), age="1.5")
+    assert found(child, "aapm-dose-check.toml") == {
+        ("Paediatric head, under 2 years", "ctdivol", Decimal(50), "notification")
+    }
+    adult = an_exam(("Head routine", "90", "head", SPIRAL), age="40")
+    assert found(adult, "aapm-dose-check.toml") == {("Adult head", "ctdivol", Decimal(80), "notification")}
+
+
+def test_aapm_the_alert_value_is_checked_whatever_rule_replaced_the_adult_one():
+    child = an_exam(("Head perfusion", "1200", "head", STATIONARY), age="4")
+    assert found(child, "aapm-dose-check.toml") == {
+        ("Alert value, CTDIvol per series", "ctdivol", Decimal(1000), "alert"),
+        ("Brain perfusion", "ctdivol", Decimal(600), "notification"),
+    }
+
+
+def test_aapm_cardiac_values_follow_the_acquisition_type():
+    spiral = an_exam(("Cardiac CTA", "120", "body", SPIRAL), age="60")
+    assert found(spiral, "aapm-dose-check.toml") == set()  # 120 < 150, and "Adult torso" (50) is replaced
+    sequenced = an_exam(("Cardiac CTA", "60", "body", SEQUENCED), age="60")
+    assert found(sequenced, "aapm-dose-check.toml") == {
+        ("Cardiac, prospectively gated (sequential)", "ctdivol", Decimal(50), "notification")
+    }
+
+
+def test_uk_ndrl_limits_are_the_ndrl_times_the_multiple():
+    kub = an_exam(("KUB", "7", "body", SPIRAL), description="CT KUB", age="50", total_dlp="600")
+    [exceedance] = evaluate(kub, rules_of("uk-ndrl-2022.toml"))
+    assert (exceedance.rule, exceedance.metric, exceedance.limit) == ("UK NDRL: KUB (stones, colic)", "dlp_total", 580)
+    assert (exceedance.reference_value, exceedance.multiple) == (Decimal("290"), Decimal(2))
+    assert exceedance.reference == "UK NDRL 2022 (gov.uk, 20 Nov 2024)"
+
+
+def test_uk_ndrl_a_localiser_or_monitoring_scan_is_not_a_sequence_of_the_indication():
+    chest = an_exam(("Monitoring", "40", "body", STATIONARY), ("Thorax", "5", "body", SPIRAL), description="CT Chest")
+    assert found(chest, "uk-ndrl-2022.toml") == set()
+
+
+def test_strlschv_a_brain_series_is_an_alert_above_120_mgy_and_another_head_series_above_80():
+    brain = an_exam(("Schädel nativ", "100", "head", SEQUENCED), age="70")
+    assert found(brain, "strlschv-anlage14.toml") == set()  # the brain rule took it from the 80 mGy rule
+    facial = an_exam(("Gesichtsschädel", "100", "head", SPIRAL), age="70")
+    assert found(facial, "strlschv-anlage14.toml") == {
+        ("Anlage 14 I.2a: other CT of the body, CTDIvol over 80 mGy", "ctdivol", Decimal(80), "alert")
+    }
+    above = an_exam(("CCT", "130", "head", SEQUENCED), age="70")
+    assert found(above, "strlschv-anlage14.toml") == {
+        ("Anlage 14 I.2a: CT brain, CTDIvol over 120 mGy", "ctdivol", Decimal(120), "alert")
+    }
+
+
+def test_euclid_a_childs_chest_is_compared_with_its_weight_band_not_with_the_adult_indication():
+    child = an_exam(("Thorax", "3", "body", SPIRAL), description="CT Chest", age="8", weight="25", total_dlp="150")
+    assert found(child, "euclid.toml") == {
+        ("PiDRL: paediatric chest, 15 to 30 kg", "dlp_total", Decimal(140), "notification")
+    }
+    unknown_weight = an_exam(("Thorax", "3", "body", SPIRAL), description="CT Chest", age="8", total_dlp="150")
+    assert found(unknown_weight, "euclid.toml") == set()  # the adult lung-cancer DRL: 150 < 2 x 348
