@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from ctpoller.core.exam import Event, Exam, StudyRow
+from ctpoller.core.model import rule_identity
 from ctpoller.core.rules import RuleSet, evaluate, parse_rules
 
 PACKS = Path(__file__).parents[2] / "examples" / "packs"
@@ -438,3 +439,8 @@ def test_euclid_a_childs_chest_is_compared_with_its_weight_band_not_with_the_adu
     }
     unknown_weight = an_exam(("Thorax", "3", "body", SPIRAL), description="CT Chest", age="8", total_dlp="150")
     assert found(unknown_weight, "euclid.toml") == set()  # the adult lung-cancer DRL: 150 < 2 x 348
+
+
+def test_the_packs_can_be_combined_in_one_file_without_a_name_clash():
+    names = [rule_identity(str(table["name"])) for pack in PACK_FILES for table in tables(pack)]
+    assert len(names) == len(set(names))
