@@ -21,7 +21,6 @@ from ctpoller.errors import (  # noqa: F401
     EXIT_OK,
     EXIT_PERMANENT,
     EXIT_TEMPORARY,
-    ConfigError,
     CtpollerError,
     LockedError,
     exit_code,
@@ -90,10 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:  # a bug: still one line unless --debug
         if args.debug:
             raise
-        print(
-            f"ctpoller: internal error: {type(e).__name__}: {_one_line(e)} (run with --debug for details)",
-            file=sys.stderr,
-        )
+        bug = f"internal error: {type(e).__name__}: {_one_line(e)} (run with --debug for details)"
+        print(f"ctpoller: {bug}", file=sys.stderr)
         return EXIT_PERMANENT
 
 
@@ -132,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     back.add_argument("--since", required=True, type=_date, metavar="YYYY-MM-DD", help="first study date to evaluate")
     back.add_argument("--no-email", action="store_true", help="record and archive what is found, send no email")
     back.add_argument("--dry-run", action="store_true", help="evaluate and print; write and send nothing")
+    back.add_argument("--stats", action="store_true", help="instead of the exams: per rule, exams fired, rate, ratios")
 
     command("check", cmd_check, cmd_check.__doc__ or "")
     reset = command("reset", cmd_reset, cmd_reset.__doc__ or "")
@@ -154,9 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--output", type=Path, metavar="PATH", help="where to write (default ./ctpoller-export.FORMAT)")
 
     demo = command("demo", cmd_demo, cmd_demo.__doc__ or "")
-    demo.add_argument(
-        "--dir", type=Path, default=Path("ctpoller-demo"), help="where to write (default ./ctpoller-demo)"
-    )
+    demo.add_argument("--dir", type=Path, default=Path("ctpoller-demo"), help="where to write (./ctpoller-demo)")
     return parser
 
 
@@ -234,28 +230,21 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     """
     from ctpoller.jobs.backfill import backfill
     from ctpoller.jobs.deliver import warn_failed
+    from ctpoller.jobs.stats import stats_lines
     from ctpoller.wiring import Components
 
     settings = _settings(args)
     need = not (args.dry_run or args.no_email)
     with Components(settings, need_delivery=need, dry_run=args.dry_run) as c, c.locked(args.dry_run):
-        report = backfill(
-            c.source,
-            c.state,
-            c.rules,
-            c.notifier,
-            c.archive,
-            now=_now(),
-            since=args.since,
-            email=not args.no_email,
-            dry_run=args.dry_run,
-            timing=c.timing,
-            mail_domain=c.mail_domain,
-            report_html=c.report_html,
-        )
+        parts, options = (c.source, c.state, c.rules, c.notifier, c.archive), c.cycle_options()
+        options.update(since=args.since, email=not args.no_email, dry_run=args.dry_run)
+        options.pop("heartbeat")  # a backfill tells nothing about OpenREM's silence
+        report = backfill(*parts, now=_now(), **options)
         if args.no_email and not args.dry_run:  # a backfill that sends warns like one that does
             warn_failed(c.state, report)
-    return finish(report, "backfill dry run" if args.dry_run else "backfill", dry_run=args.dry_run)
+        if args.stats:
+            print("\n".join(stats_lines(report, c.rules, since=args.since, would=args.dry_run)))
+    return finish(report, "backfill dry run" if args.dry_run else "backfill", dry_run=args.dry_run and not args.stats)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
