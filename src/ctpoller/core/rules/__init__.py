@@ -54,6 +54,7 @@ exam order. Every matching rule reports: two rules give two exceedances for one 
 """
 
 from ctpoller.core.rules.evaluate import evaluate, routed_recipients, routes_of
+from ctpoller.core.rules.explain import Check, EventTrace, RuleTrace, Verdict, trace
 from ctpoller.core.rules.parse import parse_rules
 from ctpoller.core.rules.ruleset import DOSE_CHECK_RULE, DoseCheckConfig, Entry, Route, Rule, RuleSet
 from ctpoller.core.rules.screen import SCREEN_MARGIN, Bound, Screen, screen
@@ -62,15 +63,20 @@ __all__ = [
     "DOSE_CHECK_RULE",
     "SCREEN_MARGIN",
     "Bound",
+    "Check",
     "DoseCheckConfig",
     "Entry",
+    "EventTrace",
     "Route",
     "Rule",
     "RuleSet",
+    "RuleTrace",
     "Screen",
+    "Verdict",
     "evaluate",
     "parse_rules",
     "routed_recipients",
     "routes_of",
     "screen",
+    "trace",
 ]
