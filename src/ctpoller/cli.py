@@ -132,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     back.add_argument("--stats", action="store_true", help="instead of the exams: per rule, exams fired, rate, ratios")
 
     command("check", cmd_check, cmd_check.__doc__ or "")
+    explain = command("explain", cmd_explain, cmd_explain.__doc__ or "")
+    explain.add_argument("exam", metavar="EXAM", help="accession number or Study Instance UID (exit 1: not found)")
     reset = command("reset", cmd_reset, cmd_reset.__doc__ or "")
     reset.add_argument("--yes", action="store_true", help="really do it (without it, only say what would happen)")
     command("status", cmd_status, cmd_status.__doc__ or "")
@@ -265,6 +267,21 @@ def cmd_check(args: argparse.Namespace) -> int:
     return worst
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    """Show how the rules see one exam, and what ctpoller notified about it when.
+
+    EXAM: an accession number (each exam it names is shown) or a Study Instance UID. Per rule, in precedence
+    order: matched or not and why; each check: value, limit (reference × multiple), exceeded or stopped by a
+    stop rule; the Dose Check, trends, cumulative rules; the notifications (status, times, Message-ID). OpenREM
+    indexes neither column: the lookup is a sequential scan of its study table, never on the polling path.
+    """
+    from ctpoller.jobs.explain import explain_lines
+    from ctpoller.wiring import Parts
+
+    print("\n".join(explain_lines(Parts(_settings(args)), args.exam, terminal=sys.stdout)))
+    return EXIT_OK
+
+
 def cmd_reset(args: argparse.Namespace) -> int:
     """Start again at OpenREM's current end, keeping the record of what was notified.
 
@@ -303,8 +320,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from ctpoller.jobs.status import status_lines
     from ctpoller.wiring import Parts
 
-    for line in status_lines(Parts(_settings(args)), now=_now()):
-        print(line)
+    print("\n".join(status_lines(Parts(_settings(args)), now=_now())))
     return EXIT_OK
 
 
@@ -333,9 +349,8 @@ def cmd_dismiss(args: argparse.Namespace) -> int:
     from ctpoller.jobs.retry import dismiss_failed, outbox_finish
     from ctpoller.wiring import Parts
 
-    report = dismiss_failed(
-        Parts(_settings(args)), args.ids, everything=args.all, reason=args.reason, now=_now(), out=print
-    )
+    parts = Parts(_settings(args))
+    report = dismiss_failed(parts, args.ids, everything=args.all, reason=args.reason, now=_now(), out=print)
     return EXIT_OK if report is None else outbox_finish(report, "dismiss")
 
 
@@ -397,8 +412,7 @@ def finish(report: Report, what: str, *, dry_run: bool) -> int:
     if report.initialised:
         return EXIT_OK
     log.info("%s", report.summary(what))
-    problem = report.problem()
-    return EXIT_OK if problem is None else exit_code(problem)
+    return EXIT_OK if (problem := report.problem()) is None else exit_code(problem)
 
 
 def _date(text: str) -> date:

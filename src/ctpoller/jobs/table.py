@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import re
 import unicodedata
 from collections.abc import Iterable, Sequence
+from typing import TextIO
+
+_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def width(text: str) -> int:
-    """How many terminal cells ``text`` takes: wide (East Asian) characters two, combining marks none."""
+    """How many terminal cells ``text`` takes: wide (East Asian) characters two, combining marks and
+    colour escapes none."""
     cells = 0
-    for c in text:
+    for c in _ESCAPE.sub("", text):
         if unicodedata.combining(c):
             continue
         cells += 2 if unicodedata.east_asian_width(c) in ("W", "F") else 1
@@ -47,3 +53,40 @@ def clipped(text: str, cells: int) -> str:
             break
         kept += c
     return kept + "…"
+
+
+def wants_colour(stream: TextIO) -> bool:
+    """Colour only on a terminal, and never with ``NO_COLOR`` set (no-color.org) or ``TERM=dumb``."""
+    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
+        return False
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
+class Paint:
+    """Marks and emphasis for a terminal: ANSI colours when ``colour``, the plain text otherwise."""
+
+    def __init__(self, colour: bool) -> None:
+        self.colour = colour
+
+    def _sgr(self, code: str, text: str) -> str:
+        return f"\x1b[{code}m{text}\x1b[0m" if self.colour and text else text
+
+    def good(self, text: str) -> str:
+        return self._sgr("32", text)
+
+    def bad(self, text: str) -> str:
+        return self._sgr("1;31", text)
+
+    def warn(self, text: str) -> str:
+        return self._sgr("33", text)
+
+    def dim(self, text: str) -> str:
+        return self._sgr("2", text)
+
+    def bold(self, text: str) -> str:
+        return self._sgr("1", text)
+
+    def mark(self, passed: bool) -> str:
+        """✓ (green) or ✗ (red)."""
+        return self.good("✓") if passed else self.bad("✗")

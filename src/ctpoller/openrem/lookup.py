@@ -34,14 +34,15 @@ class Lookup:
     matched_by: tuple[MatchedBy, ...]  # per exam
     other_modalities: tuple[str, ...]  # e.g. ("MG",): rows matched that are not CT (not evaluated)
     scans: int  # sequential scans of the study table (statements without an index to use)
-    study_rows: int | None  # the study table's size (PostgreSQL's estimate), None if unknown
+    study_rows: int  # the study table's size
+    estimated: bool  # PostgreSQL's estimate (pg_class.reltuples), else counted
     indexed: tuple[str, ...]  # of the two columns, those an index leads with
 
     @property
     def cost(self) -> str:
         """One line: what the lookup read, e.g. "2 sequential scans of about 1,200,000 study rows
         (OpenREM has no index on study_instance_uid or accession_number)"."""
-        size = f"about {self.study_rows:,} study rows" if self.study_rows is not None else "the study table"
+        size = f"{'about ' if self.estimated else ''}{self.study_rows:,} study rows"
         missing = [column for column in _COLUMNS.values() if column not in self.indexed]
         if not missing:
             return f"by index ({', '.join(self.indexed)}), in {self.scans} statement(s) on {size}"
@@ -82,6 +83,7 @@ def find_exams(reads: Reads, text: str) -> Lookup:
             ).scalars()
         )
     rows = reads.study_rows(pks)
+    size, estimated = _size(reads)
     exams = []
     for uid in by_uid:
         exam_rows = tuple(rows[pk] for pk in sorted(rows) if rows[pk].uid == uid)
@@ -93,20 +95,23 @@ def find_exams(reads: Reads, text: str) -> Lookup:
         matched_by=tuple(by_uid[exam.uid] for exam in exams),
         other_modalities=tuple(dict.fromkeys(other)),
         scans=scans,
-        study_rows=_size(reads),
+        study_rows=size,
+        estimated=estimated,
         indexed=_indexed(reads, tuple(_COLUMNS.values())),
     )
 
 
-def _size(reads: Reads) -> int | None:
-    """The study table's row count as PostgreSQL last estimated it (no scan), or counted on SQLite."""
+def _size(reads: Reads) -> tuple[int, bool]:
+    """The study table's row count as PostgreSQL last estimated it (no scan), and True; counted (False)
+    on SQLite or when the table was never analysed (a small or new database)."""
     g = reads.source.t(STUDY)
-    if reads.source.is_sqlite:
-        return int(reads.conn.execute(sa.select(sa.func.count()).select_from(g)).scalar_one())
-    estimate = reads.conn.execute(
-        sa.text("SELECT reltuples::bigint FROM pg_class WHERE oid = CAST(:table AS regclass)"), {"table": STUDY}
-    ).scalar_one_or_none()
-    return int(estimate) if estimate is not None and estimate >= 0 else None  # -1: never analysed
+    if not reads.source.is_sqlite:
+        estimate = reads.conn.execute(
+            sa.text("SELECT reltuples::bigint FROM pg_class WHERE oid = CAST(:table AS regclass)"), {"table": STUDY}
+        ).scalar_one_or_none()
+        if estimate is not None and estimate >= 0:  # -1: never analysed
+            return int(estimate), True
+    return int(reads.conn.execute(sa.select(sa.func.count()).select_from(g)).scalar_one()), False
 
 
 def _indexed(reads: Reads, columns: Sequence[str]) -> tuple[str, ...]:
