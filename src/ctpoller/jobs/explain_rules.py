@@ -31,7 +31,7 @@ def number(value: Decimal | None) -> str:
 
 
 def limit_shown(rule: Rule, metric: Metric) -> str | None:
-    """A rule's limit of ``metric`` as it is now: ``80 mGy``, or ``80 mGy = 60 × 1.333`` for a reference
+    """A rule's limit of ``metric`` as it is now: ``80 mGy``, or ``60 × 1.333 = 80 mGy`` for a reference
     level times its multiple; with the source when the rule names one. None when it has no such limit."""
     limit = rule.limit(metric)
     if limit is None:
@@ -39,7 +39,7 @@ def limit_shown(rule: Rule, metric: Metric) -> str | None:
     shown = f"{number(limit)} {UNITS[metric]}"
     drl, multiple = rule.reference_value(metric), rule.multiple(metric)
     if drl is not None and multiple is not None:
-        shown += f" = {number(drl)} × {number(multiple)}"
+        shown = f"{number(drl)} × {number(multiple)} = {shown}"
     return shown + (f" ({rule.reference})" if rule.reference else "")
 
 
