@@ -104,7 +104,7 @@ def test_the_table_says_what_the_rate_is_of_and_aligns_its_columns() -> None:
 
 def test_check_lists_each_rule_with_its_limits_now_precedence_and_severity() -> None:
     lines = rules_listed(RULES)
-    assert lines[0].split("  ")[0] == "rule 1"
+    assert lines[0].startswith("rule  1  Head, this scanner")
     assert "Head, this scanner" in lines[0] and "CTDIvol 60 × 1.5 = 90 mGy (UK NDRL 2022)" in lines[0]
     assert lines[0].endswith("priority 10, stop  alert")
     assert "DLP total 1000 mGy·cm (AAPM Dose Check 2011)" in lines[2] and lines[2].endswith("notification")

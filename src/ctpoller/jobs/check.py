@@ -138,19 +138,21 @@ def rules_listed(rules: RuleSet) -> list[str]:
     rows = []
     for position, rule in enumerate(rules.rules, start=1):
         precedence = ", ".join([f"priority {rule.priority}"] * bool(rule.priority) + ["stop"] * rule.stop)
-        rows.append([f"rule {position}", clipped(rule.name, 40), limits_shown(rule), precedence, rule.severity])
+        rows.append(["rule", str(position), clipped(rule.name, 40), limits_shown(rule), precedence, rule.severity])
     for trend in getattr(rules, "trends", ()):  # [[trend]]: the mean of a station's last exams of one type
         label = SHORT_LABELS[trend.metric]
         mean = f"mean {label} of the last {trend.exams} exams per station > {number(trend.above)} × {number(trend.drl)}"
         armed = f", armed above {number(trend.armed_above)} ×" if trend.armed_above is not None else ""
         limit = f"{mean} = {number(trend.limit)} {trend.unit}{f' ({trend.reference})' if trend.reference else ''}"
-        rows.append(["trend", clipped(trend.name, 40), limit + armed, "", trend.severity])
+        rows.append(["trend", "", clipped(trend.name, 40), limit + armed, "", trend.severity])
     for cumulative in getattr(rules, "cumulatives", ()):  # [[cumulative]]: one patient's exams within a period
         limits = [f"DLP total > {number(cumulative.dlp_total)} mGy·cm"] * (cumulative.dlp_total is not None)
         limits += [f"more than {cumulative.exams} exams"] * (cumulative.exams is not None)
         within = f"one patient within {cumulative.days} days: {' or '.join(limits)}"
-        rows.append(["cumulative", clipped(cumulative.name, 40), within, "", cumulative.severity])
-    return aligned(rows, right=(0,))
+        rows.append(["cumulative", "", clipped(cumulative.name, 40), within, "", cumulative.severity])
+    if not any(row[4] for row in rows):  # no priority or stop anywhere: no empty column
+        rows = [row[:4] + row[5:] for row in rows]
+    return aligned(rows, right=(1,))
 
 
 def who_receives(rules: RuleSet) -> list[str]:
