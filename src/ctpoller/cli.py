@@ -21,7 +21,6 @@ from ctpoller.errors import (  # noqa: F401
     EXIT_OK,
     EXIT_PERMANENT,
     EXIT_TEMPORARY,
-    ConfigError,
     CtpollerError,
     LockedError,
     exit_code,
@@ -90,10 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:  # a bug: still one line unless --debug
         if args.debug:
             raise
-        print(
-            f"ctpoller: internal error: {type(e).__name__}: {_one_line(e)} (run with --debug for details)",
-            file=sys.stderr,
-        )
+        bug = f"internal error: {type(e).__name__}: {_one_line(e)} (run with --debug for details)"
+        print(f"ctpoller: {bug}", file=sys.stderr)
         return EXIT_PERMANENT
 
 
@@ -132,8 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
     back.add_argument("--since", required=True, type=_date, metavar="YYYY-MM-DD", help="first study date to evaluate")
     back.add_argument("--no-email", action="store_true", help="record and archive what is found, send no email")
     back.add_argument("--dry-run", action="store_true", help="evaluate and print; write and send nothing")
+    back.add_argument("--stats", action="store_true", help="instead of the exams: per rule, exams fired, rate, ratios")
 
     command("check", cmd_check, cmd_check.__doc__ or "")
+    explain = command("explain", cmd_explain, cmd_explain.__doc__ or "")
+    explain.add_argument("exam", metavar="EXAM", help="accession number or Study Instance UID (exit 1: not found)")
     reset = command("reset", cmd_reset, cmd_reset.__doc__ or "")
     reset.add_argument("--yes", action="store_true", help="really do it (without it, only say what would happen)")
     command("status", cmd_status, cmd_status.__doc__ or "")
@@ -154,9 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--output", type=Path, metavar="PATH", help="where to write (default ./ctpoller-export.FORMAT)")
 
     demo = command("demo", cmd_demo, cmd_demo.__doc__ or "")
-    demo.add_argument(
-        "--dir", type=Path, default=Path("ctpoller-demo"), help="where to write (default ./ctpoller-demo)"
-    )
+    demo.add_argument("--dir", type=Path, default=Path("ctpoller-demo"), help="where to write (./ctpoller-demo)")
     return parser
 
 
@@ -234,28 +232,21 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     """
     from ctpoller.jobs.backfill import backfill
     from ctpoller.jobs.deliver import warn_failed
+    from ctpoller.jobs.stats import stats_lines
     from ctpoller.wiring import Components
 
     settings = _settings(args)
     need = not (args.dry_run or args.no_email)
     with Components(settings, need_delivery=need, dry_run=args.dry_run) as c, c.locked(args.dry_run):
-        report = backfill(
-            c.source,
-            c.state,
-            c.rules,
-            c.notifier,
-            c.archive,
-            now=_now(),
-            since=args.since,
-            email=not args.no_email,
-            dry_run=args.dry_run,
-            timing=c.timing,
-            mail_domain=c.mail_domain,
-            report_html=c.report_html,
-        )
+        parts, options = (c.source, c.state, c.rules, c.notifier, c.archive), c.cycle_options()
+        options.update(since=args.since, email=not args.no_email, dry_run=args.dry_run)
+        options.pop("heartbeat")  # a backfill tells nothing about OpenREM's silence
+        report = backfill(*parts, now=_now(), **options)
         if args.no_email and not args.dry_run:  # a backfill that sends warns like one that does
             warn_failed(c.state, report)
-    return finish(report, "backfill dry run" if args.dry_run else "backfill", dry_run=args.dry_run)
+        if args.stats:
+            print("\n".join(stats_lines(report, c.rules, since=args.since, would=args.dry_run)))
+    return finish(report, "backfill dry run" if args.dry_run else "backfill", dry_run=args.dry_run and not args.stats)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -274,6 +265,21 @@ def cmd_check(args: argparse.Namespace) -> int:
         if error is not None:
             worst = max(worst, exit_code(error), key=severity)
     return worst
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    """Show how the rules see one exam, and what ctpoller notified about it when.
+
+    EXAM: an accession number (each exam it names is shown) or a Study Instance UID. Per rule, in precedence
+    order: matched or not and why; each check: value, limit (reference × multiple), exceeded or stopped by a
+    stop rule; the Dose Check, trends, cumulative rules; the notifications (status, times, Message-ID). OpenREM
+    indexes neither column: the lookup is a sequential scan of its study table, never on the polling path.
+    """
+    from ctpoller.jobs.explain import explain_lines
+    from ctpoller.wiring import Parts
+
+    print("\n".join(explain_lines(Parts(_settings(args)), args.exam, terminal=sys.stdout)))
+    return EXIT_OK
 
 
 def cmd_reset(args: argparse.Namespace) -> int:
@@ -314,8 +320,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from ctpoller.jobs.status import status_lines
     from ctpoller.wiring import Parts
 
-    for line in status_lines(Parts(_settings(args)), now=_now()):
-        print(line)
+    print("\n".join(status_lines(Parts(_settings(args)), now=_now())))
     return EXIT_OK
 
 
@@ -344,9 +349,8 @@ def cmd_dismiss(args: argparse.Namespace) -> int:
     from ctpoller.jobs.retry import dismiss_failed, outbox_finish
     from ctpoller.wiring import Parts
 
-    report = dismiss_failed(
-        Parts(_settings(args)), args.ids, everything=args.all, reason=args.reason, now=_now(), out=print
-    )
+    parts = Parts(_settings(args))
+    report = dismiss_failed(parts, args.ids, everything=args.all, reason=args.reason, now=_now(), out=print)
     return EXIT_OK if report is None else outbox_finish(report, "dismiss")
 
 
@@ -408,8 +412,7 @@ def finish(report: Report, what: str, *, dry_run: bool) -> int:
     if report.initialised:
         return EXIT_OK
     log.info("%s", report.summary(what))
-    problem = report.problem()
-    return EXIT_OK if problem is None else exit_code(problem)
+    return EXIT_OK if (problem := report.problem()) is None else exit_code(problem)
 
 
 def _date(text: str) -> date:

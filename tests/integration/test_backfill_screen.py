@@ -42,14 +42,14 @@ RULE_SETS = {
     + """
 [[rule]]
 name = "CAP by words or regex"
-study = ["chest abdomen", 're:\\bTAP\\b']
+study = { any = ["chest abdomen", 're:\\bTAP\\b'] }
 not_station = ["CTAWP10003"]
 dlp_total = 900
 ctdivol = 14
 [[rule]]
 name = "Head procedure, one station"
 procedure = ["head"]
-station = ["re:^CT", "General"]
+station = { any = ["re:^CT", "General"] }
 dlp = 700
 [[rule]]
 name = "Children by age"
@@ -64,7 +64,7 @@ dlp_total = 1200
     + """
 [[rule]]
 name = "Protocol words"
-protocol = [["abdomen"], "pelvis", 're:^\\s*chest']
+protocol = { any = [["abdomen"], "pelvis", 're:^\\s*chest'] }
 not_protocol = ["HRCT"]
 ctdivol = 12
 dlp = 600

@@ -24,7 +24,7 @@ recipients = ["north@hospital.example"]
 
 [[route]]
 name = "South site"
-station = ["geoptima", "South CT"]
+station = { any = ["geoptima", "South CT"] }
 recipients = ["south@hospital.example"]
 
 [[rule]]

@@ -105,3 +105,15 @@ def test_every_bad_key_is_one_line_naming_the_file_the_table_and_the_key(text, m
         parse_rules(text, source="r.toml")
     assert message in str(raised.value)
     assert str(raised.value).startswith("rules file r.toml: ") and "\n" not in str(raised.value)
+
+
+def test_a_trend_takes_every_criterion_a_rule_takes():
+    text = T + (
+        'manufacturer = "siemens"\nnot_model = "re:^Force$"\nweight_min = 40\nweight_max = 100\n'
+        'acquisition_type = "spiral"\nnot_target_region = "head"\nage_min = 18\n'
+    )
+    [trend] = parse_rules(text, source="r.toml").trends
+    criteria = trend.criteria
+    assert criteria.manufacturer and criteria.not_model and criteria.not_target_region
+    assert (criteria.weight_min, criteria.weight_max, criteria.age_min) == (40, 100, 18)
+    assert criteria.acquisition_type == ("spiral",)

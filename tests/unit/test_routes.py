@@ -21,7 +21,7 @@ recipients = ["physics@example.org"]
 
 [[route]]
 name = "North site"
-station = ["ct north", "re:^NCT\\\\d"]
+station = { any = ["ct north", "re:^NCT\\\\d"] }
 recipients = ["north@example.org"]
 
 [[route]]
@@ -154,7 +154,7 @@ def test_two_routes_with_one_name_are_an_error_and_route_must_be_an_array_of_tab
 def test_check_lists_who_receives_what_one_line_each():
     rules = parse(RULES + "[dose_check]\nnotify = true\n").with_recipients(["lead@example.org"])
     assert who_receives(rules) == [
-        'recipients: route \'North site\': station "ct north", "re:^NCT\\d" -> north@example.org',
+        'recipients: route \'North site\': station { any = ["ct north", "re:^NCT\\d"] } -> north@example.org',
         'recipients: route \'South site\': station "south"; not_station "mobile" -> '
         "south@example.org, NORTH@example.org",
         "recipients: [defaults] (exams no route matches) -> physics@example.org, lead@example.org",

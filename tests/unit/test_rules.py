@@ -204,8 +204,8 @@ DECOMPOSED = "te\u0302te"  # tête, e + combining circumflex
         ('[["ped", "head"]]', "ped chest", False),
         ('[["with contrast"]]', "CT WITH CONTRAST", True),
         ('[["with contrast"]]', "contrast, with", False),
-        ('["chest", "abdo"]', "Abdomen Routine ZC (NR)", True),
-        ('["chest", "abdo"]', "Head", False),
+        ('{ any = ["chest", "abdo"] }', "Abdomen Routine ZC (NR)", True),
+        ('{ any = ["chest", "abdo"] }', "Head", False),
         ('"re:^ped"', "Ped head", True),
         ('"re:^ped"', "head ped", False),
         ("'re:\\bperf\\b'", "Brain PERF 4D", True),
@@ -679,14 +679,17 @@ RULE = '[[rule]]\nname = "R"\n'
         (RULE + "phantom = ['head']\nctdivol = 1", ["key 'phantom'", "not an array"]),
         (RULE + "protocol = []\nctdivol = 1", ["key 'protocol'", "empty list"]),
         (RULE + "protocol = ''\nctdivol = 1", ["key 'protocol'", "empty string"]),
-        (RULE + "not_study = ['x', '  ']\nctdivol = 1", ["key 'not_study'", "empty string"]),
+        (RULE + "not_study = { any = ['x', '  '] }\nctdivol = 1", ["key 'not_study'", "empty string"]),
         (RULE + "station = [[]]\nctdivol = 1", ["key 'station'", "empty list of words"]),
         (RULE + "protocol = [['ped', '']]\nctdivol = 1", ["key 'protocol'", "non-empty strings"]),
         (RULE + "protocol = [['ped', 5]]\nctdivol = 1", ["key 'protocol'", "not 5"]),
         (RULE + "protocol = 5\nctdivol = 1", ["key 'protocol'", "not 5"]),
         (RULE + "protocol = [5]\nctdivol = 1", ["key 'protocol'", "not 5"]),
         (RULE + "protocol = [[['x']]]\nctdivol = 1", ["key 'protocol'", "not an array"]),
-        (RULE + "protocol = {a = 1}\nctdivol = 1", ["key 'protocol'", "not a table"]),
+        (
+            RULE + "protocol = {a = 1}\nctdivol = 1",
+            ["key 'protocol'", "{ any = [...] } or { all = [...] }", "not { a = 1 }"],
+        ),
         (
             RULE + "protocol = 're:('\nctdivol = 1",
             ["rule 'R'", "key 'protocol'", "invalid regular expression"],
@@ -735,7 +738,7 @@ def test_dose_check_alone_is_a_valid_rules_file():
 def test_rule_values_are_kept_as_parsed():
     rules = one_rule(
         """
-        protocol = ["ped head", ["with", "contrast"]]
+        protocol = { any = ["ped head", ["with", "contrast"]] }
         age_min = 0.5
         age_max = 18
         ctdivol = 60

@@ -138,6 +138,8 @@ def rows(draw: st.DrawFn) -> StudyRow:
             study_pk=1,
             protocol=draw(st.sampled_from(PROTOCOLS)),
             phantom=draw(st.sampled_from(["head", "body", None])),
+            acquisition_type_code=draw(st.sampled_from(["P5-08001", "113805", "113804", "99999", None])),
+            target_region=draw(st.sampled_from(["Chest", "Head", "Unknown", None])),
             ctdivol_mgy=draw(doses),
             dlp_mgycm=draw(doses),
             dose_checks=tuple(draw(st.lists(dose_checks(), max_size=1))),
@@ -154,6 +156,9 @@ def rows(draw: st.DrawFn) -> StudyRow:
         patient_age_decimal=draw(st.sampled_from(AGES)),
         patient_age=draw(st.sampled_from(AGE_STRINGS)),
         events=events,
+        manufacturer=draw(st.sampled_from(["Siemens", "GE MEDICAL SYSTEMS", None])),
+        model=draw(st.sampled_from(["SOMATOM Definition Flash", "Revolution", None])),
+        patient_weight_kg=draw(st.sampled_from([None, Decimal(0), Decimal("12.5"), Decimal(80), Decimal(130), NAN])),
     )
 
 
@@ -163,7 +168,8 @@ RULE_PARTS = [
     'procedure = ["head"]',
     'station = ["CT1"]',
     'not_station = ["CT2"]',
-    'protocol = ["cardiac", "calcium"]',
+    'protocol = { any = ["cardiac", "calcium"] }',
+    'protocol = { all = ["cardiac", "re:prosp"] }',
     'protocol = ["nothing like it"]',
     'not_protocol = ["perfusion"]',
     'phantom = "head"',
@@ -171,6 +177,17 @@ RULE_PARTS = [
     "age_max = 2",
     "age_min = 2\nage_max = 6",
     "age_min = 18",
+    "weight_min = 50\nweight_max = 100",
+    "weight_max = 20",
+    'manufacturer = "siemens"',
+    'not_model = "revolution"',
+    'acquisition_type = ["spiral", "sequenced"]',
+    'not_acquisition_type = "constant_angle"',
+    'target_region = "chest"',
+    'not_target_region = "head"',
+    "priority = 5\nstop = true",
+    "stop = true",
+    'severity = "alert"\nreference = "local"',
 ]
 
 
@@ -184,8 +201,11 @@ def rule_files(draw: st.DrawFn) -> str:
                 if k.startswith("age")}  # fmt: skip
         if len(keys) != len(set(keys)) or ages.get("age_min", 0) >= ages.get("age_max", 999):
             parts = parts[:1]
-        limits = draw(st.lists(st.sampled_from(["ctdivol", "dlp", "dlp_total"]), min_size=1, max_size=3, unique=True))
+        kinds = draw(st.lists(st.sampled_from(["ctdivol", "dlp", "dlp_total"]), min_size=1, max_size=3, unique=True))
+        limits = [f"drl_{kind}" if draw(st.booleans()) else kind for kind in kinds]
         values = {limit: draw(st.sampled_from(["10", "50", "80", "79.99995", "2000"])) for limit in limits}
+        if any(limit.startswith("drl_") for limit in limits) and draw(st.booleans()):
+            values["notify_above"] = draw(st.sampled_from(["0.5", "1.3", "3"]))
         text += f'[[rule]]\nname = "rule {n}"\n' + "".join(f"{p}\n" for p in parts)
         text += "".join(f"{limit} = {value}\n" for limit, value in values.items())
     if draw(st.booleans()):

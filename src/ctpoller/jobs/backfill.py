@@ -172,6 +172,7 @@ def backfill(
                     watcher=watcher,
                 )
                 report.created += len(messages)
+                report.fired.add(messages)  # every message recorded, for --stats
                 if len(report.messages) < KEPT_MESSAGES:  # enough to show; the rest are in the state store
                     report.messages.extend(messages)
                 if rows or messages:

@@ -101,6 +101,7 @@ def run_checks(parts: Parts, env_file: str | None = None) -> Iterator[Check]:
             where = parts.settings.rules_file
             routes = f", {len(rules.routes)} routes" if rules.routes else ""
             yield True, f"rules file {where}: {len(rules.rules)} rules{routes}, each with recipients", None
+            yield from ((True, line, None) for line in rules_listed(rules))
             yield from ((True, line, None) for line in who_receives(rules))
         except CtpollerError as e:
             yield False, str(e), e
@@ -126,6 +127,32 @@ def run_checks(parts: Parts, env_file: str | None = None) -> Iterator[Check]:
             archive = parts.archive()
             if archive is not None:
                 yield from archive_checks(archive)
+
+
+def rules_listed(rules: RuleSet) -> list[str]:
+    """One line per rule in precedence order: its limits as they are now (a reference level times its
+    multiple with the effective limit and the source), priority and stop, severity."""
+    from ctpoller.jobs.explain_rules import SHORT_LABELS, limits_shown, number
+    from ctpoller.jobs.table import aligned, clipped
+
+    rows = []
+    for position, rule in enumerate(rules.rules, start=1):
+        precedence = ", ".join([f"priority {rule.priority}"] * bool(rule.priority) + ["stop"] * rule.stop)
+        rows.append(["rule", str(position), clipped(rule.name, 40), limits_shown(rule), precedence, rule.severity])
+    for trend in getattr(rules, "trends", ()):  # [[trend]]: the mean of a station's last exams of one type
+        label = SHORT_LABELS[trend.metric]
+        mean = f"mean {label} of the last {trend.exams} exams per station > {number(trend.above)} × {number(trend.drl)}"
+        armed = f", armed above {number(trend.armed_above)} ×" if trend.armed_above is not None else ""
+        limit = f"{mean} = {number(trend.limit)} {trend.unit}{f' ({trend.reference})' if trend.reference else ''}"
+        rows.append(["trend", "", clipped(trend.name, 40), limit + armed, "", trend.severity])
+    for cumulative in getattr(rules, "cumulatives", ()):  # [[cumulative]]: one patient's exams within a period
+        limits = [f"DLP total > {number(cumulative.dlp_total)} mGy·cm"] * (cumulative.dlp_total is not None)
+        limits += [f"more than {cumulative.exams} exams"] * (cumulative.exams is not None)
+        within = f"one patient within {cumulative.days} days: {' or '.join(limits)}"
+        rows.append(["cumulative", "", clipped(cumulative.name, 40), within, "", cumulative.severity])
+    if not any(row[4] for row in rows):  # no priority or stop anywhere: no empty column
+        rows = [row[:4] + row[5:] for row in rows]
+    return aligned(rows, right=(1,))
 
 
 def who_receives(rules: RuleSet) -> list[str]:
@@ -168,6 +195,8 @@ def _source_checks(parts: Parts, rules: RuleSet | None) -> Iterator[Check]:
                 extra += f" (not readable, so the emails leave out {', '.join(unread)}: see sql/readonly_role.sql)"
             proven = "is there" if source.is_sqlite else "is there and this role may SELECT it"
             yield True, f"OpenREM database {source.where}: every table and column a run reads {proven}{extra}", None
+        if rules is not None and (problem := source.criteria_problem(rules)):
+            yield False, problem, ConfigError(problem)
         if rules is not None and rules.uses_standard_names and not source.has_standard_names:
             e2 = ConfigError("the rules use standard_name but the OpenREM database has no standard-name tables")
             yield False, str(e2), e2

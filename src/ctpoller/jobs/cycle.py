@@ -167,6 +167,8 @@ def connect_for(source: OpenremSource, rules: RuleSet) -> None:
     watched = [trend.criteria for trend in rules.trends] + [c.criteria for c in rules.cumulatives]
     uses_standard_names = rules.uses_standard_names or any(c.standard_name or c.not_standard_name for c in watched)
     source.read_standard_names = uses_standard_names
+    if problem := source.criteria_problem(rules):
+        raise ConfigError(problem)
     check_patient_ids(source, rules)  # a [[cumulative]] needs them
     if uses_standard_names and not source.has_standard_names:
         raise ConfigError(

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ctpoller.errors import CtpollerError, NotifyError
+from ctpoller.jobs.stats import FiredStats
 from ctpoller.mail.render import format_decimal
 from ctpoller.store.notifications import NewMessage
 
@@ -50,6 +51,7 @@ class Report:
     arrivals: list[tuple[int, str]] | None = None  # run: (pk, station) of each exam evaluated
     silence_seconds: float | None = None  # run: how long OpenREM has sent no new CT study (the heartbeat)
     silence_alarm: bool | None = None  # run: whether that silence is announced
+    fired: FiredStats = field(default_factory=FiredStats)  # backfill: per rule, the exams notified (--stats)
 
     def problem(self) -> CtpollerError | None:
         """What went wrong in a run that otherwise completed, as an error (for the record and the

@@ -13,13 +13,33 @@ from typing import Any
 from ctpoller.core.exam import Severity
 from ctpoller.core.model import rule_identity
 from ctpoller.core.rules.cumulative import Cumulative
-from ctpoller.core.rules.parse import _check_keys, _criterion, _fail, _name_problem, _number, _recipients, _show
-from ctpoller.core.rules.ruleset import _NAME_MAX, _NOT_CRITERIA, _PHANTOMS, _TEXT_CRITERIA, Rule
+from ctpoller.core.rules.parse import (
+    _acquisition_types,
+    _bands,
+    _check_keys,
+    _criterion,
+    _fail,
+    _name_problem,
+    _number,
+    _recipients,
+    _show,
+)
+from ctpoller.core.rules.ruleset import _NAME_MAX, _NOT_CRITERIA, _PHANTOMS, _SEVERITIES, _TEXT_CRITERIA, Rule
 from ctpoller.core.rules.trend import Trend
 from ctpoller.errors import ConfigError
 
 #: The criteria keys a trend or a cumulative takes (as a rule's).
-CRITERIA_KEYS = (*_TEXT_CRITERIA, *_NOT_CRITERIA, "age_min", "age_max", "phantom")
+CRITERIA_KEYS = (
+    *_TEXT_CRITERIA,
+    *_NOT_CRITERIA,
+    "age_min",
+    "age_max",
+    "weight_min",
+    "weight_max",
+    "phantom",
+    "acquisition_type",
+    "not_acquisition_type",
+)
 TREND_KEYS = (
     "name",
     *CRITERIA_KEYS,
@@ -33,7 +53,6 @@ TREND_KEYS = (
     "recipients",
 )
 CUMULATIVE_KEYS = ("name", *CRITERIA_KEYS, "days", "dlp_total", "exams", "severity", "recipients")
-_SEVERITIES: tuple[Severity, ...] = ("notification", "alert")
 TREND_EXAMS = (2, 1000)
 CUMULATIVE_DAYS = (1, 3650)
 
@@ -128,25 +147,22 @@ def _parse_cumulative(table: dict[str, Any], here: str) -> Cumulative:
 
 
 def _criteria(table: dict[str, Any], here: str) -> Rule:
-    """The table's criteria as a rule without a limit (named like the table)."""
+    """The table's criteria as a rule without a limit (named like the table), parsed by the rules' own
+    helpers (``core.rules.parse``), so that a key means here what it means in a ``[[rule]]``."""
     fields: dict[str, Any] = {"name": table["name"].strip()}
     for key in (*_TEXT_CRITERIA, *_NOT_CRITERIA):
         if key in table:
             fields[key] = _criterion(table[key], here, key)
-    for key in ("age_min", "age_max"):
-        if key in table:
-            age = _number(table[key])
-            if age is None or age < 0:
-                _fail(here, key, f"must be a number of years, 0 or more, not {_show(table[key])}")
-            fields[key] = age
-    if "age_min" in fields and "age_max" in fields and fields["age_min"] >= fields["age_max"]:
-        _fail(here, "age_max", f"must be greater than age_min ({fields['age_min']}), not {fields['age_max']}")
+    _bands(table, here, fields)
     if "phantom" in table:
         phantom = table["phantom"]
         folded = phantom.strip().casefold() if isinstance(phantom, str) else None
         if folded not in _PHANTOMS:
             _fail(here, "phantom", f'must be "head" (16 cm) or "body" (32 cm), not {_show(phantom)}')
         fields["phantom"] = folded
+    for key in ("acquisition_type", "not_acquisition_type"):
+        if key in table:
+            fields[key] = _acquisition_types(table[key], here, key)
     return Rule(**fields)
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from ctpoller.core.exam import Phantom
+from ctpoller.core.exam import Metric, Phantom, Severity
 
 if TYPE_CHECKING:  # [[trend]], [[cumulative]]: their modules match exams with this module's rules
     from ctpoller.core.rules.cumulative import Cumulative
@@ -19,8 +19,21 @@ if TYPE_CHECKING:  # [[trend]], [[cumulative]]: their modules match exams with t
 #: The rule name of exceedances found by the scanner's own Dose Check (reserved in the rules file).
 DOSE_CHECK_RULE = "Scanner Dose Check"
 
-_TEXT_CRITERIA = ("study", "procedure", "protocol", "standard_name", "station")
+#: Exam-level text criteria (any study row of the exam), then event-level ones (each event).
+_EXAM_TEXTS = ("study", "procedure", "station", "manufacturer", "model")
+_EVENT_TEXTS = ("protocol", "standard_name", "target_region")
+_TEXT_CRITERIA = (
+    "study",
+    "procedure",
+    "protocol",
+    "standard_name",
+    "station",
+    "manufacturer",
+    "model",
+    "target_region",
+)
 _LIMITS = ("ctdivol", "dlp", "dlp_total")
+_DRLS = ("drl_ctdivol", "drl_dlp", "drl_dlp_total")
 _NOT_CRITERIA = tuple(f"not_{key}" for key in _TEXT_CRITERIA)
 _RULE_KEYS = (
     "name",
@@ -28,11 +41,32 @@ _RULE_KEYS = (
     *_NOT_CRITERIA,
     "age_min",
     "age_max",
+    "weight_min",
+    "weight_max",
     "phantom",
+    "acquisition_type",
+    "not_acquisition_type",
     *_LIMITS,
+    *_DRLS,
+    "notify_above",
+    "reference",
+    "priority",
+    "stop",
+    "severity",
     "recipients",
 )
-_ROUTE_KEYS = ("name", "station", "not_station", "recipients")
+_ROUTE_KEYS = ("name", "station", "not_station", "recipients", "alert_recipients")
+_SEVERITIES: tuple[Severity, ...] = ("notification", "alert")
+
+#: The acquisition types a rule may name, and the DICOM codes (CID 10013, OpenREM's ``code_value``)
+#: that stand for each: spiral has three codes (SRT, SNOMED CT, UMLS) in the wild.
+ACQUISITION_TYPES: dict[str, tuple[str, ...]] = {
+    "spiral": ("P5-08001", "116152004", "C0860888"),
+    "sequenced": ("113804",),
+    "stationary": ("113806",),
+    "constant_angle": ("113805",),
+    "free": ("113807",),
+}
 _TOP_KEYS = ("defaults", "rule", "route", "dose_check", "trend", "cumulative")
 _PHANTOMS: tuple[Phantom, ...] = ("head", "body")
 _NOT_IN_ADDRESS = frozenset(",;<>\"'")
@@ -46,18 +80,33 @@ def _fold(text: str) -> str:
 
 @dataclass(frozen=True)
 class Entry:
-    """One alternative of a criterion: all ``words`` (folded substrings), or a ``regex``."""
+    """One alternative of a criterion: every word (folded substring) and every regular expression
+    must match the same value."""
 
     words: tuple[str, ...] = ()
-    regex: re.Pattern[str] | None = None
+    regexes: tuple[re.Pattern[str], ...] = ()
 
     def matches(self, value: str | None) -> bool:
         if not value:
             return False
-        if self.regex is not None:
-            return self.regex.search(unicodedata.normalize("NFC", value)) is not None
-        folded = _fold(value)
-        return all(word in folded for word in self.words)
+        if self.words:
+            folded = _fold(value)
+            if not all(word in folded for word in self.words):
+                return False
+        if self.regexes:
+            normal = unicodedata.normalize("NFC", value)
+            return all(regex.search(normal) is not None for regex in self.regexes)
+        return True
+
+    def shown(self) -> str:
+        """The entry as the rules file wrote it (folded): ``"ped head"``, ``"re:^NCT"``, or
+        ``{ all = ["ped", "re:head"] }`` when it mixes them."""
+        parts = [*(f"re:{r.pattern}" for r in self.regexes)]
+        if not parts:
+            return _quoted(" ".join(self.words))
+        if not self.words and len(parts) == 1:
+            return _quoted(parts[0])
+        return "{ all = [" + ", ".join(_quoted(p) for p in (*self.words, *parts)) + "] }"
 
 
 Criterion = tuple[Entry, ...]
@@ -65,7 +114,11 @@ Criterion = tuple[Entry, ...]
 
 @dataclass(frozen=True)
 class Rule:
-    """One ``[[rule]]``: criteria (empty = no condition), limits (None = not checked), recipients."""
+    """One ``[[rule]]``: criteria (empty = no condition), limits (None = not checked), recipients.
+
+    A limit is plain (``ctdivol``) or a reference level (``drl_ctdivol``) times ``notify_above``;
+    ``limit(metric)`` is the effective one. ``acquisition_type`` holds names (keys of
+    ``ACQUISITION_TYPES``)."""
 
     name: str
     study: Criterion = ()
@@ -78,13 +131,60 @@ class Rule:
     not_standard_name: Criterion = ()
     station: Criterion = ()
     not_station: Criterion = ()
+    manufacturer: Criterion = ()
+    not_manufacturer: Criterion = ()
+    model: Criterion = ()
+    not_model: Criterion = ()
+    target_region: Criterion = ()
+    not_target_region: Criterion = ()
     age_min: Decimal | None = None
     age_max: Decimal | None = None
+    weight_min: Decimal | None = None
+    weight_max: Decimal | None = None
     phantom: Phantom | None = None
+    acquisition_type: tuple[str, ...] = ()
+    not_acquisition_type: tuple[str, ...] = ()
     ctdivol: Decimal | None = None
     dlp: Decimal | None = None
     dlp_total: Decimal | None = None
+    drl_ctdivol: Decimal | None = None
+    drl_dlp: Decimal | None = None
+    drl_dlp_total: Decimal | None = None
+    notify_above: Decimal | None = None  # None: 1 (only with a drl_* key)
+    reference: str | None = None
+    priority: int = 0
+    stop: bool = False
+    severity: Severity = "notification"
     recipients: tuple[str, ...] = ()
+
+    def reference_value(self, metric: Metric) -> Decimal | None:
+        """The reference level (``drl_*``) of ``metric``, None for a plain limit or none."""
+        value: Decimal | None = getattr(self, f"drl_{metric}", None)
+        return value
+
+    def multiple(self, metric: Metric) -> Decimal | None:
+        """``notify_above`` (default 1) when ``metric`` has a reference level, else None."""
+        if self.reference_value(metric) is None:
+            return None
+        return self.notify_above if self.notify_above is not None else Decimal(1)
+
+    def limit(self, metric: Metric) -> Decimal | None:
+        """The effective limit of ``metric``: the plain one, or reference level × multiple (exact)."""
+        plain: Decimal | None = getattr(self, metric, None) if metric in _LIMITS else None
+        if plain is not None:
+            return plain
+        drl, multiple = self.reference_value(metric), self.multiple(metric)
+        return drl * multiple if drl is not None and multiple is not None else None
+
+    def uses(self, key: str) -> bool:
+        """Whether the rules file set ``key`` on this rule (a criterion, a limit, ...)."""
+        value = getattr(self, key, None)
+        return value is not None and value != ()
+
+    @property
+    def positive_event_criteria(self) -> bool:
+        """Whether the rule picks events (protocol, standard name, phantom, acquisition type, region)."""
+        return bool(self.protocol or self.standard_name or self.phantom or self.acquisition_type or self.target_region)
 
 
 @dataclass(frozen=True)
@@ -96,6 +196,7 @@ class Route:
     station: Criterion = ()
     not_station: Criterion = ()
     recipients: tuple[str, ...] = ()
+    alert_recipients: tuple[str, ...] = ()  # told about alerts only, on top of ``recipients``
 
     def shown(self) -> str:
         """Its stations as the rules file wrote them (folded), e.g. ``station "ct north", "re:^NCT"``."""
@@ -104,9 +205,14 @@ class Route:
 
 
 def shown_criterion(criterion: Criterion) -> str:
-    """A criterion in one line: its entries quoted, a regular expression with its ``re:``."""
-    texts = (f"re:{e.regex.pattern}" if e.regex is not None else " ".join(e.words) for e in criterion)
-    return ", ".join('"' + "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in text) + '"' for text in texts)
+    """A criterion in one line: its entries quoted, a regular expression with its ``re:``; several
+    entries (any of them) as ``{ any = [...] }``."""
+    shown = [entry.shown() for entry in criterion]
+    return shown[0] if len(shown) == 1 else "{ any = [" + ", ".join(shown) + "] }"
+
+
+def _quoted(text: str) -> str:
+    return '"' + "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in text) + '"'
 
 
 @dataclass(frozen=True)
@@ -119,12 +225,15 @@ class DoseCheckConfig:
 
 @dataclass(frozen=True)
 class RuleSet:
-    """A parsed rules file. ``default_recipients`` receive the exams that no route matches."""
+    """A parsed rules file. ``default_recipients`` receive the exams that no route matches (and
+    ``default_alert_recipients`` their alerts besides). ``rules`` are in precedence order: highest
+    ``priority`` first, ties in file order."""
 
     default_recipients: tuple[str, ...] = ()
     rules: tuple[Rule, ...] = ()
     dose_check: DoseCheckConfig = field(default_factory=DoseCheckConfig)
     routes: tuple[Route, ...] = ()
+    default_alert_recipients: tuple[str, ...] = ()
     trends: tuple[Trend, ...] = ()
     cumulatives: tuple[Cumulative, ...] = ()
 
@@ -137,10 +246,13 @@ class RuleSet:
         """Names of the rules (and the Dose Check) that would notify nobody about an exam no route matches."""
         if self.default_recipients:
             return []
-        missing = [rule.name for rule in self.rules if not rule.recipients]
+        missing = [rule.name for rule in self.rules if not rule.recipients and not self._alerted(rule)]
         if self.dose_check.notify and not self.dose_check.recipients:
             missing.append("[dose_check]")
         return missing
+
+    def _alerted(self, rule: Rule) -> bool:
+        return rule.severity == "alert" and bool(self.default_alert_recipients)
 
     @property
     def uses_standard_names(self) -> bool:

@@ -10,7 +10,7 @@ from typing import Literal
 
 from ctpoller.core.exam import Exam, Phantom
 from ctpoller.core.model import Screened
-from ctpoller.core.rules.evaluate import age_passes, any_match, texts_pass
+from ctpoller.core.rules.explain import any_match, exam_verdicts
 from ctpoller.core.rules.ruleset import Rule, RuleSet
 
 SCREEN_MARGIN = Decimal("0.000001")
@@ -73,19 +73,39 @@ class Screen:
             if answer != "1":
                 continue
             rule = self.rules.rules[bound.rule]
-            if age_passes(rule, exam.age) and self._texts_pass(bound.rule, rule, exam):
+            if self._texts_pass(bound.rule, rule, exam):
                 return True
         return False
 
     def _texts_pass(self, index: int, rule: Rule, exam: Exam) -> bool:
         row = exam.first
-        key = (index, row.description, row.requested_procedure, row.procedure, row.station_name, row.display_name)
+        key = (
+            index,
+            row.description,
+            row.requested_procedure,
+            row.procedure,
+            row.station_name,
+            row.display_name,
+            row.patient_age_decimal,
+            row.patient_age,
+        )
         known = self._texts.get(key)
         if known is None:
             if len(self._texts) > 100_000:  # many distinct texts: stay bounded
                 self._texts.clear()
-            known = self._texts[key] = texts_pass(rule, exam)
+            known = self._texts[key] = _screened_criteria_pass(rule, exam)
         return known
+
+
+#: The exam-level criteria the screen applies (exactly, as ``evaluate`` does); the others
+#: (manufacturer, model, weight) only narrow what ``evaluate`` reports, so leaving them out is safe.
+_SCREENED_KEYS = frozenset(
+    ("study", "not_study", "procedure", "not_procedure", "station", "not_station", "age_min", "age_max")
+)
+
+
+def _screened_criteria_pass(rule: Rule, exam: Exam) -> bool:
+    return all(v.passed for v in exam_verdicts(rule, exam, words=False) if v.key in _SCREENED_KEYS)
 
 
 def screen(rules: RuleSet, protocols: Iterable[str | None]) -> Screen:
@@ -104,16 +124,18 @@ def screen(rules: RuleSet, protocols: Iterable[str | None]) -> Screen:
         # an excluded event never counts for the rule's per-event limits (it does for dlp_total: any
         # excluded event takes the exam out of it, which the screen does not try to tell)
         excluded = tuple(p for p in distinct if any_match(rule.not_protocol, (p.strip() or None,)))
-        per_event: tuple[tuple[BoundMetric, Decimal | None], ...] = (("ctdivol", rule.ctdivol), ("dlp", rule.dlp))
+        per_event: tuple[tuple[BoundMetric, Decimal | None], ...] = (
+            ("ctdivol", rule.limit("ctdivol")),
+            ("dlp", rule.limit("dlp")),
+        )
         for metric, limit in per_event:
             if limit is not None:
                 bounds.append(
                     Bound(index, metric, _threshold(limit), rule.phantom, allowed, rule.age_min, rule.age_max, excluded)
                 )
-        if rule.dlp_total is not None:
-            bounds.append(
-                Bound(index, "dlp_total", _threshold(rule.dlp_total), age_min=rule.age_min, age_max=rule.age_max)
-            )
+        total = rule.limit("dlp_total")
+        if total is not None:
+            bounds.append(Bound(index, "dlp_total", _threshold(total), age_min=rule.age_min, age_max=rule.age_max))
     return Screen(rules=rules, bounds=tuple(bounds), dose_check=rules.dose_check.notify)
 
 

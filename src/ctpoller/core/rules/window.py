@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, ROUND_UP, Decimal
 
 from ctpoller.core.exam import Exam, finite
-from ctpoller.core.rules.evaluate import _event_excluded, _event_wanted, age_passes, texts_pass
+from ctpoller.core.rules.explain import _event_trace, exam_verdicts, total_applies
 from ctpoller.core.rules.ruleset import Rule
 
 #: Where an exam without a station name or display name is counted.
@@ -67,20 +67,18 @@ class Matched:
 
 
 def matched(criteria: Rule, exam: Exam) -> Matched:
-    """The exam as a rule with these criteria sees it (see ``Matched``)."""
-    if not (age_passes(criteria, exam.age) and texts_pass(criteria, exam)):
+    """The exam as a rule with these criteria sees it (see ``Matched``), by the rules' own trace
+    (``core.rules.explain``): the same verdicts ``evaluate`` and ``explain`` use."""
+    if not all(verdict.passed for verdict in exam_verdicts(criteria, exam, words=False)):
         return Matched((), False, None)
     row_names = {row.pk: row.standard_names for row in exam.rows}
-    wanted = [_event_wanted(criteria, event, row_names) for event in exam.events]
-    excluded = [_event_excluded(criteria, event, row_names) for event in exam.events]
+    events = [_event_trace(criteria, n, event, row_names, False) for n, event in enumerate(exam.events, start=1)]
     ctdivols = tuple(
         value
-        for event, yes, no in zip(exam.events, wanted, excluded, strict=True)
-        if yes and not no and (value := finite(event.ctdivol_mgy)) is not None
+        for event, seen in zip(exam.events, events, strict=True)
+        if seen.matched and (value := finite(event.ctdivol_mgy)) is not None
     )
-    has_event_criteria = bool(criteria.protocol or criteria.standard_name or criteria.phantom)
-    checks_total = (any(wanted) or not has_event_criteria) and not any(excluded)
-    return Matched(ctdivols, checks_total, finite(exam.total_dlp_mgycm))
+    return Matched(ctdivols, total_applies(criteria, events), finite(exam.total_dlp_mgycm))
 
 
 def shown_value(value: Decimal, limit: Decimal | None = None) -> Decimal:
