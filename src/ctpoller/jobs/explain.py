@@ -186,6 +186,8 @@ class _Record:
             what = f"{n.rule}: {n.metric_label} {number(n.value)} {n.unit} > {number(n.limit)}"
             what += f" (event {n.event_number})" if n.event_number else ""
             what += f", rose from {number(n.previous_value)}" if n.previous_value is not None else ""
+            what += f"; {n.detail}" if n.detail else ""
+            what = (paint.bad("ALERT") + " " if n.severity == "alert" else "") + what
             status = row.status.replace("_", " ")
             status += f" ({clipped(row.error, 60)})" if row.error and row.status == "failed" else ""
             table.append([_time(row.created_at, zone), status, _time(row.sent_at, zone), row.message_id, what])
