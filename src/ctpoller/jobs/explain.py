@@ -104,8 +104,8 @@ def exam_lines(exam: Exam, how: str, found: Lookup, seconds: float, paint: Paint
         ("date", _when(exam)),
         ("station", _station(exam)),
         ("scanner", scanner or "not recorded"),
-        ("study", " / ".join(exam.texts("description")) or "not recorded"),
-        ("procedure", " / ".join(exam.texts("requested_procedure") + exam.texts("procedure")) or "not recorded"),
+        ("study", _joined(exam.texts("description"))),
+        ("procedure", _joined(exam.texts("requested_procedure") + exam.texts("procedure"))),
         ("patient", f"age {age}; weight {f'{number(weight)} kg' if weight is not None else 'not recorded'}"),
         ("total DLP", f"{total}, {len(exam.events)} events in {reports}, OpenREM study pk(s) {_pks(exam.study_pks)}"),
         ("found by", f"{how}: {found.cost}, {seconds * 1000:.0f} ms"),
@@ -156,6 +156,11 @@ def _station(exam: Exam) -> str:
         return "not recorded"
     shown = " / ".join(displays or names)
     return f"{shown} (station name {' / '.join(names)})" if displays and names and names != displays else shown
+
+
+def _joined(values: Sequence[str]) -> str:
+    """Distinct values of the exam's rows (a continued report may differ), or "not recorded"."""
+    return " / ".join(dict.fromkeys(values)) or "not recorded"
 
 
 def _pks(pks: Sequence[int]) -> str:

@@ -96,17 +96,17 @@ def _why(verdict: Verdict) -> str:
 
 
 def _event_lines(t: RuleTrace, paint: Paint) -> list[str]:
-    """Each event's verdicts; events with the same protocol and the same verdicts on one line (1, 3–5)."""
+    """Each event's verdicts; events with the same verdicts on one line (``1, 3–5``)."""
     if not any(event.verdicts for event in t.events):
         return [f"{_INDENT}events   every event (no event-level criteria)"]
-    groups: dict[tuple[bool, str, str], list[int]] = {}
+    groups: dict[tuple[bool, str], list[EventTrace]] = {}
     for e in t.events:
-        protocol = clipped(e.protocol or "(no protocol)", _PROTOCOL_CELLS)
-        groups.setdefault((e.matched, protocol, _whys(e)), []).append(e.number)
-    rows = [
-        [paint.mark(matched), _numbers(numbers), protocol, whys]
-        for (matched, protocol, whys), numbers in groups.items()
-    ]
+        groups.setdefault((e.matched, _whys(e)), []).append(e)
+    rows = []
+    for (ok, whys), events in groups.items():
+        protocols = {e.protocol for e in events}
+        protocol = next(iter(protocols)) or "(no protocol)" if len(protocols) == 1 else f"({len(protocols)} protocols)"
+        rows.append([paint.mark(ok), _numbers([e.number for e in events]), clipped(protocol, _PROTOCOL_CELLS), whys])
     table = aligned(rows, right=(1,))
     return [f"{_INDENT}{'events' if i == 0 else '':<8} {line}" for i, line in enumerate(table)]
 
@@ -123,8 +123,13 @@ def _numbers(numbers: Sequence[int]) -> str:
 
 
 def _whys(event: EventTrace) -> str:
-    shown: Sequence[Verdict] = event.verdicts if event.matched else [v for v in event.verdicts if not v.passed]
-    return "; ".join(_why(v) for v in shown)
+    """Why an event failed (its failed verdicts), or passed: its positive verdicts, then the ``not_`` keys
+    that did not exclude it (their values are in the failed lines of the events they do exclude)."""
+    if not event.matched:
+        return "; ".join(_why(v) for v in event.verdicts if not v.passed)
+    passed = [v.why for v in event.verdicts if not v.key.startswith("not_")]
+    passed += [f"{v.key}: not excluded" for v in event.verdicts if v.key.startswith("not_")]
+    return "; ".join(passed)
 
 
 def _check_lines(t: RuleTrace, paint: Paint) -> list[str]:
