@@ -26,12 +26,12 @@ REVOKE ALL ON ALL TABLES IN SCHEMA public FROM ctpoller_reader;
 GRANT USAGE ON SCHEMA public TO ctpoller_reader;
 
 GRANT SELECT (id, study_instance_uid, accession_number, study_date, study_time, study_description, requested_procedure_code_meaning, procedure_code_meaning, modality_type, total_dlp, number_of_events) ON remapp_generalstudymoduleattr TO ctpoller_reader;
-GRANT SELECT (id, general_study_module_attributes_id, patient_age, patient_age_decimal) ON remapp_patientstudymoduleattr TO ctpoller_reader;
+GRANT SELECT (id, general_study_module_attributes_id, patient_age, patient_age_decimal, patient_weight) ON remapp_patientstudymoduleattr TO ctpoller_reader;
 GRANT SELECT (id, general_study_module_attributes_id, patient_sex) ON remapp_patientmoduleattr TO ctpoller_reader;
-GRANT SELECT (id, general_study_module_attributes_id, station_name, unique_equipment_name_id) ON remapp_generalequipmentmoduleattr TO ctpoller_reader;
+GRANT SELECT (id, general_study_module_attributes_id, station_name, unique_equipment_name_id, manufacturer, manufacturer_model_name) ON remapp_generalequipmentmoduleattr TO ctpoller_reader;
 GRANT SELECT (id, display_name) ON remapp_uniqueequipmentnames TO ctpoller_reader;
 GRANT SELECT (id, general_study_module_attributes_id) ON remapp_ctradiationdose TO ctpoller_reader;
-GRANT SELECT (id, ct_radiation_dose_id, irradiation_event_uid, acquisition_protocol, mean_ctdivol, dlp, ct_acquisition_type_id, ctdiw_phantom_type_id, series_description) ON remapp_ctirradiationeventdata TO ctpoller_reader;
+GRANT SELECT (id, ct_radiation_dose_id, irradiation_event_uid, acquisition_protocol, mean_ctdivol, dlp, ct_acquisition_type_id, ctdiw_phantom_type_id, series_description, target_region_id) ON remapp_ctirradiationeventdata TO ctpoller_reader;
 GRANT SELECT (id, code_value, code_meaning) ON remapp_contextid TO ctpoller_reader;
 GRANT SELECT (id, ct_irradiation_event_data_id, ctdivol_alert_value_configured, ctdivol_alert_value, dlp_alert_value_configured, dlp_alert_value, accumulated_ctdivol_forward_estimate, accumulated_dlp_forward_estimate, ctdivol_notification_value_configured, ctdivol_notification_value, dlp_notification_value_configured, dlp_notification_value, ctdivol_forward_estimate, dlp_forward_estimate, alert_reason_for_proceeding, notification_reason_for_proceeding) ON remapp_ctdosecheckdetails TO ctpoller_reader;
 

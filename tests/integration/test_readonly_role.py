@@ -16,7 +16,7 @@ from ctpoller.demo.exams import GE_VCT, TOSHIBA_DOSECHECK
 from ctpoller.demo.openrem import OpenremImporter
 from ctpoller.errors import SourceError
 from ctpoller.jobs.check import run_checks
-from ctpoller.openrem.tables import OPTIONAL, REQUIRED, SHOWN, SHOWN_TABLES
+from ctpoller.openrem.tables import CRITERIA, OPTIONAL, REQUIRED, SHOWN, SHOWN_TABLES
 from ctpoller.settings import Settings
 from ctpoller.store.store import StateStore
 from support import pg
@@ -49,7 +49,7 @@ def as_reader(url: str, statement: str) -> None:
 def test_the_role_file_grants_exactly_the_columns_ctpoller_reads():
     text = ROLE_SQL.read_text(encoding="utf-8")
     for table, columns in {**REQUIRED, **OPTIONAL, **SHOWN_TABLES}.items():
-        granted = (*columns, *SHOWN.get(table, ()))  # and the columns only the emails show
+        granted = (*columns, *SHOWN.get(table, ()), *CRITERIA.get(table, ()))  # and those emails, criteria use
         assert f"GRANT SELECT ({', '.join(granted)}) ON {table} TO {ROLE};" in text
     assert text.count("GRANT SELECT (") == len(REQUIRED) + len(OPTIONAL) + len(SHOWN_TABLES)
     assert text.count("GRANT SELECT ON SEQUENCE") == 1  # the study pk sequence, to tell a restore

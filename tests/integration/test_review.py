@@ -13,7 +13,9 @@ from typing import Any
 import openpyxl
 import pytest
 
+from ctpoller.archive import xlsx
 from ctpoller.archive.base import XlsxArchive
+from ctpoller.archive.columns import columns
 from ctpoller.core.review import OUTCOMES, REASONS
 from ctpoller.jobs.archive import write_archive
 from ctpoller.jobs.report import Report
@@ -170,7 +172,7 @@ def test_drop_downs_and_colours_are_written_and_survive_a_reviewers_save(tmp_pat
         assert [c.value for c in lists_sheet["B"] if c.value] == list(REASONS)
         assert names["ctpoller_outcomes"] == "'Lists'!$A$1:$A$5"
         rules = [rule.formula for area in sheet.conditional_formatting for rule in area.rules]
-        assert sorted(rules) == [["2"], ["3"]]
+        assert sorted(rules) == [['"alert"'], ["2"], ["3"]]  # ratio at 2× and 3×; an alert in Severity
         headers = [c.value for c in sheet[1]]
         assert sheet.freeze_panes == "A2" and sheet.auto_filter.ref
         assert sheet.column_dimensions[openpyxl.utils.get_column_letter(headers.index("Notification key") + 1)].hidden
@@ -304,7 +306,8 @@ def test_export_writes_every_notification_with_its_review_history(
     archive = XlsxArchive(tmp_path / "archive.xlsx")
     state = open_store(state_url)
     try:
-        record(state, "1.2.3.1", T0, accession_number="ACC0042")
+        detail = "mean of the last 20 exams on Main CT: 101 mGy; armed by 1.2.3.777 at 210 mGy"
+        record(state, "1.2.3.1", T0, accession_number="ACC0042", severity="alert", reference="UK NDRL", detail=detail)
         record(state, "1.2.3.2", T0 + timedelta(days=40))  # after --until: not exported
         run(state, archive, T0)
         review_as_excel_would(year_file_of(archive), "1.2.3.1", Outcome="under investigation")
@@ -344,5 +347,84 @@ def test_export_writes_every_notification_with_its_review_history(
     if deidentify:
         assert "Accession number" not in notes[0] and "Study Instance UID" not in notes[0]
         assert b"ACC0042" not in everything and b"1.2.3.1" not in everything
+        assert "Detail" not in notes[0] and b"1.2.3.777" not in everything  # a trend's detail names an exam
     else:
         assert notes[0]["Accession number"] == "ACC0042" and notes[0]["Study Instance UID"] == "1.2.3.1"
+        assert notes[0]["Detail"].endswith("armed by 1.2.3.777 at 210 mGy")
+    assert (notes[0]["Severity"], notes[0]["Reference"]) == ("alert", "UK NDRL")
+
+
+#: The columns issue 14 added: a workbook of the ctpoller before has none of them.
+NEW_COLUMNS = ("Severity", "Reference value", "Multiple", "Reference", "Detail")
+
+
+def as_the_ctpoller_before_wrote_it(path: Path) -> None:
+    """Rewrite the workbook at ``path`` with the same rows but without the columns added since."""
+    before = tuple(c for c in columns("UTC") if c.header not in NEW_COLUMNS)
+    kept = rows(path)
+    xlsx.write_archive(before, [{h: v for h, v in r.items() if h not in NEW_COLUMNS} for r in kept], path)
+    assert not set(NEW_COLUMNS) & set(rows(path)[0])
+
+
+DRL = dict(
+    severity="alert",
+    limit=Decimal("94"),
+    reference="UK NDRL 2022",
+    reference_value=Decimal("47"),
+    multiple=Decimal("2"),
+)
+
+
+def test_a_workbook_without_the_new_columns_is_read_back_and_rewritten_with_them(
+    state_url: str, tmp_path: Path
+) -> None:
+    archive = XlsxArchive(tmp_path / "archive.xlsx")
+    state = open_store(state_url)
+    try:
+        record(state, "1.2.3.1", T0, value=Decimal("120"), **DRL)
+        record(state, "1.2.3.2", T0)
+        run(state, archive, T0)
+        as_the_ctpoller_before_wrote_it(year_file_of(archive))
+        review_as_excel_would(year_file_of(archive), "1.2.3.1", Outcome="justified", **{"Reviewed by": "A. Physicist"})
+        record(state, "1.2.3.3", T0 + timedelta(days=1))
+        assert run(state, archive, T0 + timedelta(days=1)).archive_error is None
+
+        after = rows(year_file_of(archive))
+        assert [r["Study Instance UID"] for r in after] == ["1.2.3.1", "1.2.3.2", "1.2.3.3"]
+        assert (after[0]["Outcome"], after[0]["Reviewed by"]) == ("justified", "A. Physicist")
+        assert [after[0][h] for h in NEW_COLUMNS] == ["alert", 47, 2, "UK NDRL 2022", None]
+        assert [after[1][h] for h in NEW_COLUMNS] == ["notification", None, None, None, None]
+        assert {(c.field, c.new) for c in state.changes()} == {
+            ("outcome", "justified"),
+            ("reviewed_by", "A. Physicist"),
+        }
+    finally:
+        state.dispose()
+
+
+def test_a_replaced_store_adopts_the_rows_of_a_workbook_without_the_new_columns(tmp_path: Path) -> None:
+    archive = XlsxArchive(tmp_path / "archive.xlsx")
+    store_file = tmp_path / "state.sqlite3"
+    state = open_store(f"sqlite:///{store_file}")
+    record(state, "1.2.3.1", T0)
+    record(state, "1.2.3.2", T0)
+    run(state, archive, T0)
+    state.dispose()
+    as_the_ctpoller_before_wrote_it(year_file_of(archive))
+    review_as_excel_would(year_file_of(archive), "1.2.3.2", Outcome="false positive")
+    before = rows(year_file_of(archive))
+    for path in tmp_path.glob("state.sqlite3*"):
+        path.unlink()
+
+    fresh = open_store(f"sqlite:///{store_file}")
+    try:
+        record(fresh, "1.2.3.4", T0 + timedelta(days=1), value=Decimal("120"), **DRL)
+        assert run(fresh, archive, T0 + timedelta(days=1)).archive_error is None
+        after = rows(year_file_of(archive))
+        assert [r["Study Instance UID"] for r in after] == ["1.2.3.1", "1.2.3.2", "1.2.3.4"]
+        assert [{h: v for h, v in r.items() if h not in NEW_COLUMNS} for r in after[:2]] == before
+        assert all(r[h] is None for r in after[:2] for h in NEW_COLUMNS)  # adopted: nothing invented
+        assert after[1]["Outcome"] == "false positive"
+        assert [after[2][h] for h in NEW_COLUMNS] == ["alert", 47, 2, "UK NDRL 2022", None]
+    finally:
+        fresh.dispose()

@@ -165,7 +165,8 @@ def test_a_store_of_the_ctpoller_before_gets_the_authoriser_column_by_its_own_mi
     with old.engine.begin() as conn:  # as the ctpoller before left it: every earlier migration applied
         conn.execute(sa.text("ALTER TABLE ctp_notification DROP COLUMN authorised_by"))
         conn.execute(
-            sa.text("UPDATE ctp_meta SET value = :n WHERE key = 'migrations_applied'"), {"n": str(len(MIGRATIONS) - 1)}
+            sa.text("UPDATE ctp_meta SET value = :n WHERE key = 'migrations_applied'"),
+            {"n": str(applied_before("notification: who authorised proceeding past a Dose Check"))},
         )
     old.dispose()
     store = StateStore(url)
@@ -178,6 +179,54 @@ def test_a_store_of_the_ctpoller_before_gets_the_authoriser_column_by_its_own_mi
         )
         store.commit_cycle(CycleWrite(messages=[NewMessage("<new@h>", EXAM_A, ("p@h.example",), (told,))]), NOW)
         assert store.pending_messages()[1].notifications == (told,)
+    finally:
+        store.dispose()
+
+
+def applied_before(name: str) -> int:
+    """How many migrations a store of the ctpoller before the migration ``name`` had applied."""
+    return [m.name for m in MIGRATIONS].index(name)
+
+
+NEW_FIELDS = "notification: severity, the reference level a limit came from, and detail"
+
+
+def test_a_store_of_the_ctpoller_before_gets_severity_and_reference_columns_by_their_own_migration(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'old.sqlite3'}"
+    old = StateStore(url)
+    old.ensure_schema()
+    old.commit_cycle(CycleWrite(messages=[NewMessage("<old@h>", EXAM_A, ("p@h.example",), (notification("a"),))]), NOW)
+    with old.engine.begin() as conn:  # as the ctpoller before left it: every earlier migration applied
+        for column in ("severity", "reference", "reference_value", "multiple", "detail"):
+            conn.execute(sa.text(f"ALTER TABLE ctp_notification DROP COLUMN {column}"))
+        conn.execute(
+            sa.text("UPDATE ctp_meta SET value = :n WHERE key = 'migrations_applied'"),
+            {"n": str(applied_before(NEW_FIELDS))},
+        )
+    old.dispose()
+    store = StateStore(url)
+    try:
+        store.ensure_schema()
+        store.ensure_schema()  # idempotent
+        [before] = store.pending_messages()
+        assert before.notifications == (notification("a"),)  # the defaults: a notification, no reference
+        assert before.notifications[0].severity == "notification" and before.notifications[0].multiple is None
+        told = replace(
+            notification("b", event="1.2.3.10"),
+            limit=D("94.0"),
+            severity="alert",
+            reference="UK NDRL 2022",
+            reference_value=D("47"),
+            multiple=D("2.0"),
+            detail="one line",
+        )
+        store.commit_cycle(CycleWrite(messages=[NewMessage("<new@h>", EXAM_A, ("p@h.example",), (told,))]), NOW)
+        after = store.pending_messages()[1].notifications
+        assert after == (told,) and str(after[0].multiple) == "2.0"  # Decimals as written, exponent kept
+        [row] = [r for r in store.archive_rows() if r.notification.rule == "b"]
+        assert row.notification == told
     finally:
         store.dispose()
 

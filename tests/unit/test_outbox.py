@@ -109,3 +109,24 @@ def test_close_does_nothing_and_never_raises(tmp_path: Path) -> None:
 
     assert outbox.name == "outbox"
     assert not (tmp_path / "never created").exists()
+
+
+def test_a_failed_alert_says_so_in_the_status_line() -> None:
+    from ctpoller.jobs.deliver import failed_line
+
+    alert = factories.message(factories.notification(severity="alert"), last_error="550 no such user", attempts=3)
+    plain = factories.message(last_error="550 no such user", attempts=3)
+
+    assert failed_line(alert) == "id 7 (an ALERT, study date 2026-03-02, 3 attempts): 550 no such user"
+    assert failed_line(plain) == "id 7 (study date 2026-03-02, 3 attempts): 550 no such user"
+
+
+def test_the_digest_marks_an_open_alert() -> None:
+    from datetime import UTC
+
+    from ctpoller.jobs.digest import _line
+
+    alert = factories.archive_row(notification={"severity": "alert"})
+
+    assert ", Main CT, [ALERT] adult head: CTDIvol (event) 76.12 > 50 mGy, " in _line(alert, UTC)
+    assert ", Main CT, adult head: " in _line(factories.archive_row(), UTC)

@@ -95,9 +95,100 @@ def parts(msg: EmailMessage) -> tuple[EmailMessage, str, str]:
     return parsed, plain.get_content().replace("\r\n", "\n"), rich.get_content().replace("\r\n", "\n")
 
 
-@pytest.mark.parametrize("name", ["update", "first"])
+def alert_message() -> Message:
+    """A first email with an alert (a plain limit whose rule names its source) beside a notification."""
+    exam = dict(age="6 y", sex="M", study_pk=815, description="CT HEAD PAED", requested_procedure="CT Head child")
+    alert = notification(
+        **exam,
+        rule="Paed head (AAPM)",
+        value=Decimal("61.30000000"),
+        limit=Decimal("50"),
+        severity="alert",
+        reference="AAPM Dose Check 2011",
+        acquisition_type="Sequenced Acquisition",
+        phantom="head",
+        series="Head seq 5mm",
+        event_number=2,
+    )
+    dlp = notification(
+        **exam,
+        rule="Paed head DLP",
+        metric="dlp_total",
+        event_key="",
+        value=Decimal("1042.7"),
+        limit=Decimal("1000"),
+        unit="mGy·cm",
+    )
+    return message(alert, dlp)
+
+
+def drl_message() -> Message:
+    """A first email with limits from a national reference level: twice it, and the level itself."""
+    exam = dict(age="54 y", sex="F", study_pk=2207, description="CT CHEST ABDO PELVIS", requested_procedure="CT CAP")
+    twice = notification(
+        **exam,
+        rule="CAP over 2 × NDRL",
+        value=Decimal("28.40000000"),
+        limit=Decimal("26.0"),
+        reference="UK NDRL 2022",
+        reference_value=Decimal("13"),
+        multiple=Decimal("2.0"),
+        protocol="Chest-Abdo-Pelvis",
+        acquisition_type="Spiral Acquisition",
+        phantom="body",
+        series="CAP 2mm",
+        event_number=2,
+    )
+    level = notification(
+        **exam,
+        rule="CAP exam DLP over NDRL",
+        metric="dlp_total",
+        event_key="",
+        value=Decimal("1187.5"),
+        limit=Decimal("940"),
+        unit="mGy·cm",
+        protocol="Chest-Abdo-Pelvis",
+        reference="UK NDRL 2022",
+        reference_value=Decimal("940"),
+        multiple=Decimal("1"),
+    )
+    return message(twice, level)
+
+
+def trend_message() -> Message:
+    """A first email about a scanner trend: the exam that took the mean of the last 20 over 2 × the DRW."""
+    trend = notification(
+        age="45 y",
+        sex="F",
+        study_pk=9120,
+        rule="Head CT group criterion (StrlSchV Anlage 14 I.1)",
+        metric="trend_ctdivol",
+        event_key="",
+        protocol=None,
+        value=Decimal("141.8"),
+        limit=Decimal("130"),
+        severity="alert",
+        reference="BfS DRW 2022",
+        reference_value=Decimal("65"),
+        multiple=Decimal("2"),
+        detail="mean of the last 20 exams on Main CT: 141.8 mGy (2.18 × 65 mGy BfS DRW 2022); "
+        "armed by 1.2.826.0.1.3680043.8.498.77 at 210 mGy (3.23 ×)",
+    )
+    return message(trend)
+
+
+GOLDEN_MESSAGES = {
+    "update": golden_message,
+    "first": lambda: message(notification(age="11 mo", sex="M", study_pk=12)),
+    "alert": alert_message,
+    "drl": drl_message,
+    "trend": trend_message,
+}
+
+
+@pytest.mark.parametrize("name", list(GOLDEN_MESSAGES))
 def test_the_email_reads_back_exactly_as_the_golden_text_and_html(name: str) -> None:
-    sent = golden_message() if name == "update" else message(notification(age="11 mo", sex="M", study_pk=12))
+    sent = GOLDEN_MESSAGES[name]()
     parsed, text, rich = parts(render_email(sent, mail_from=MAIL_FROM, look=SITE))
 
     if os.environ.get("UPDATE_GOLDEN"):  # regenerate after a deliberate change, then review the diff
@@ -441,3 +532,141 @@ def test_an_age_is_shown_in_years_or_months_under_two_and_as_a_range_when_uncert
 ) -> None:
     age = age_range(decimal, string)
     assert age is not None and age.shown() == shown
+
+
+def test_the_subject_and_summary_begin_with_alert_when_any_notification_is_an_alert() -> None:
+    plain = parts(render_email(message(notification(), notification(event_key="1.2.3.4.6")), mail_from=MAIL_FROM))
+    one = message(notification(), notification(event_key="1.2.3.4.6", severity="alert"))
+    alerted = parts(render_email(one, mail_from=MAIL_FROM))
+    later = parts(render_email(replace(one, thread_root="<first@h>"), mail_from=MAIL_FROM))
+
+    assert "ALERT" not in plain[0]["Subject"] + plain[1] + plain[2] and plain[0]["Importance"] is None
+    assert alerted[0]["Subject"].startswith("ALERT: CT dose up to 1.52× limit (2 exceedances): ")
+    assert alerted[0]["Importance"] == "high"
+    assert alerted[1].startswith("ALERT: A CT exam has 2 doses over their limits.\n1 of them is an alert, marked ALERT")
+    assert "<title>ALERT: CT dose over limit: " in alerted[2]
+    assert later[0]["Subject"].startswith("ALERT: Update: CT dose ")
+    assert later[1].startswith("ALERT: Update on a CT exam emailed about before:\n")
+
+
+def test_only_the_alert_lines_are_marked() -> None:
+    _, text, rich = parts(render_email(alert_message(), mail_from=MAIL_FROM))
+
+    assert "\n1. [ALERT] Paed head (AAPM): CTDIvol (event) 61.3 mGy, limit 50 mGy (AAPM Dose Check 2011)" in text
+    assert "\n2. Paed head DLP: DLP (exam total) 1042.7 mGy·cm, limit 1000 mGy·cm, 1.04× (new)\n" in text
+    assert text.count("[ALERT]") == 1 and rich.count('<strong style="color:#a00000">ALERT</strong>') == 1
+
+
+def test_every_notification_an_alert_needs_no_count_of_alerts() -> None:
+    _, text, _ = parts(render_email(trend_message(), mail_from=MAIL_FROM))
+
+    assert "of them" not in text
+
+
+@pytest.mark.parametrize(
+    ("changes", "limit"),
+    [
+        ({}, "limit 50 mGy,"),
+        ({"reference": "AAPM Dose Check 2011"}, "limit 50 mGy (AAPM Dose Check 2011),"),
+        (
+            {
+                "limit": Decimal("94.0"),
+                "reference": "UK NDRL 2022",
+                "reference_value": Decimal("47"),
+                "multiple": Decimal("2.0"),
+            },
+            "limit 94 mGy = 2 × 47 mGy (UK NDRL 2022),",
+        ),
+        (
+            {"limit": Decimal("70.5"), "reference_value": Decimal("47.0"), "multiple": Decimal("1.5")},
+            "limit 70.5 mGy = 1.5 × 47 mGy (reference level),",
+        ),
+        (
+            {
+                "limit": Decimal("47"),
+                "reference": "UK NDRL 2022",
+                "reference_value": Decimal("47"),
+                "multiple": Decimal(1),
+            },
+            "limit 47 mGy (UK NDRL 2022),",
+        ),
+        ({"limit": Decimal("47"), "reference_value": Decimal("47")}, "limit 47 mGy (reference level),"),
+    ],
+)
+def test_the_limit_says_where_it_comes_from(changes: dict[str, object], limit: str) -> None:
+    _, text, rich = parts(render_email(message(notification(**changes)), mail_from=MAIL_FROM))
+
+    assert f"CTDIvol (event) 76 mGy, {limit} " in text
+    if "reference" in changes:
+        assert str(changes["reference"]) in rich
+
+
+def test_a_reference_and_a_detail_from_the_rules_file_are_one_escaped_line() -> None:
+    hostile = notification(
+        metric="cumulative_exams",
+        event_key="",
+        unit="",
+        value=Decimal(6),
+        limit=Decimal(5),
+        reference="Local <b>policy</b>\n2026",
+        detail="this patient's 6th CT exam\r\nwithin 365 days <script>",
+    )
+    _, text, rich = parts(render_email(message(hostile), mail_from=MAIL_FROM))
+
+    assert (
+        "limit 5 (Local <b>policy</b> 2026), 1.20× (new)\n   this patient's 6th CT exam within 365 days <script>\n"
+        in text
+    )
+    assert "<b>policy" not in rich and "<script>" not in rich and "Local &lt;b&gt;policy&lt;/b&gt; 2026" in rich
+
+
+def test_a_trend_or_cumulative_line_shows_its_detail_instead_of_an_event() -> None:
+    _, text, rich = parts(render_email(trend_message(), mail_from=MAIL_FROM))
+
+    assert "whole exam" not in text and "protocol" not in text and "phantom" not in rich
+    assert "\n   mean of the last 20 exams on Main CT: 141.8 mGy (2.18 × 65 mGy BfS DRW 2022); armed by " in text
+    assert text.startswith(
+        "ALERT: This exam took the mean CTDIvol of a scanner's last exams of one type over its limit."
+    )
+
+
+def test_an_update_about_a_trend_does_not_call_it_the_whole_exam() -> None:
+    [trend] = trend_message().notifications
+    cumulative = notification(
+        rule="Patient DLP 12 months",
+        metric="cumulative_dlp_total",
+        event_key="",
+        value=Decimal("3240"),
+        previous_value=Decimal("3050"),
+        limit=Decimal("3000"),
+        unit="mGy·cm",
+        detail="this patient's 6th CT exam within 365 days (total DLP 3,240 mGy·cm)",
+    )
+    _, text, _ = parts(render_email(message(trend, cumulative, thread_root="<first@h>"), mail_from=MAIL_FROM))
+
+    assert "New: mean CTDIvol of a scanner's last exams of one type over its limit: 141.8 mGy (rule Head CT" in text
+    assert "Rose: one patient's total DLP within a period from 3050 to 3240 mGy·cm (rule Patient DLP 12 months" in text
+    assert "whole exam" not in text
+
+
+def test_the_lines_of_a_long_list_stay_aligned_under_their_numbers() -> None:
+    many = [notification(event_key=f"1.2.3.{i}", event_number=i) for i in range(1, 12)]
+    _, text, _ = parts(render_email(message(*many), mail_from=MAIL_FROM))
+
+    assert "\n9. adult head: " in text and "\n   event 9; protocol" in text
+    assert "\n10. adult head: " in text and "\n    event 10; protocol" in text
+
+
+@pytest.mark.parametrize(
+    ("metric", "what"),
+    [
+        ("trend_dlp_total", "CT dose trend"),
+        ("cumulative_dlp_total", "Cumulative CT dose"),
+        ("cumulative_exams", "Number of CT exams"),
+    ],
+)
+def test_the_subject_of_one_trend_or_cumulative_value_says_what_it_is(metric: str, what: str) -> None:
+    one = notification(metric=metric, event_key="", detail="one line")
+
+    assert render_email(message(one), mail_from=MAIL_FROM)["Subject"].startswith(f"{what} 1.52× limit: CT HEAD")
+    assert render_email(message(one, notification()), mail_from=MAIL_FROM)["Subject"].startswith("CT dose up to")

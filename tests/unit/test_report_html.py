@@ -72,3 +72,30 @@ def test_a_new_report_is_readable_by_all_and_an_existing_one_keeps_its_mode(tmp_
     target.path.chmod(0o640)
     target.write([archive_row(), archive_row()], now=NOW)
     assert target.path.stat().st_mode & 0o777 == 0o640
+
+
+def test_the_page_shows_severity_and_the_reference_of_each_limit_but_no_detail() -> None:
+    from decimal import Decimal
+
+    drl = {"severity": "alert", "reference": "UK NDRL 2022", "reference_value": Decimal(47), "multiple": Decimal(2)}
+    trend = {**drl, "metric": "trend_ctdivol", "event_key": "", "detail": "armed by 1.2.826.0.1.987654 at 210 mGy"}
+    rows = [archive_row(), archive_row(notification=trend)]
+    page = render_report(report_items(rows), now=NOW)
+    data = json.loads(html.unescape(re.search(r'id="ctpoller-data">(.*?)</script>', page).group(1)))  # type: ignore[union-attr]
+
+    plain, alert = data["items"]
+    assert (plain["severity"], plain["reference"], plain["level"], plain["multiple"]) == (
+        "notification",
+        "",
+        None,
+        None,
+    )
+    assert (alert["severity"], alert["reference"], alert["level"], alert["multiple"]) == (
+        "alert",
+        "UK NDRL 2022",
+        47,
+        2,
+    )
+    assert "2 notifications (1 alert), 2 not yet reviewed" in page
+    assert 'id="filter-severity"' in page and '["Severity", function' in page and '["Reference", function' in page
+    assert "1.2.826.0.1.987654" not in page  # a trend's detail names an exam: never on the QA share's page

@@ -87,7 +87,8 @@ def test_the_archive_has_a_summary_sheet_with_a_native_bar_chart_of_months_and_s
         ("2026-03", 1, 0, 1),
     ]
     rules = summary["Notifications per rule"]
-    assert rules[1:] == [("adult chest", 2, 2, 1.8), ("adult head", 3, 3, 2.0)]
+    assert rules[0] == ("Rule", "Notifications", "Alerts", "Not yet reviewed", "Highest value ÷ limit", "Reference")
+    assert rules[1:] == [("adult chest", 2, 0, 2, 1.8), ("adult head", 3, 0, 3, 2.0)]
     assert summary["Outcomes"] == [("Outcome", "Notifications"), ("not yet reviewed", 5)]
     # A station named like a formula stays text (openpyxl would otherwise write it as a formula).
     assert workbook["Summary"]["B5"].data_type == "s" and workbook["Summary"]["B5"].quotePrefix
@@ -125,3 +126,16 @@ def test_an_empty_record_has_a_summary_without_a_chart(tmp_path: Path) -> None:
     assert workbook["Summary"]["A2"].value.startswith("0 notifications")
     with zipfile.ZipFile(path) as archive:
         assert not [name for name in archive.namelist() if name.startswith("xl/charts/")]
+
+
+def test_the_summary_counts_alerts_and_names_the_source_of_each_rules_limit(tmp_path: Path) -> None:
+    made = rows()
+    drl = {"severity": "alert", "reference": "UK NDRL 2022", "reference_value": Decimal(25), "multiple": Decimal(2)}
+    made[0] = archive_row(notification={**drl, "rule": "adult head", "study_date": date(2026, 1, 10)})
+    path = tmp_path / "archive.xlsx"
+    write_archive(made, path)
+
+    sheet = openpyxl.load_workbook(path)["Summary"]
+    assert sheet["A2"].value.startswith("5 notifications (1 alert), 5 not yet reviewed")
+    rules = sections(sheet)["Notifications per rule"]
+    assert rules[1:] == [("adult chest", 2, 0, 2, 1.8), ("adult head", 3, 1, 3, 2.0, "UK NDRL 2022")]

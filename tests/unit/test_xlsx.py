@@ -67,7 +67,7 @@ def load_cells(rows: list[ArchiveRow]) -> list[list[Any]]:
 def test_header_row_names_every_column_in_order() -> None:
     assert load([])[0] == HEADERS
     assert HEADERS[:2] == ["Notified at (UTC time)", "Study date"] and HEADERS[-1] == "Notification key"
-    assert HEADERS[19:26] == [
+    assert HEADERS[24:31] == [
         "Reviewed by",
         "Reviewed on",
         "Outcome",
@@ -92,17 +92,22 @@ def test_row_holds_the_notification_with_real_dates_and_numbers() -> None:
         "Study description": "CT HEAD",
         "Protocol": "Head routine",
         "Rule": "adult head",
+        "Severity": "notification",
         "Metric": "CTDIvol (event)",
         "Value": 76.12,
         "Limit": 50,
         "Unit": "mGy",
         "Ratio": pytest.approx(1.5224),
+        "Reference value": None,
+        "Multiple": None,
+        "Reference": None,
         "Previous value": 60.5,
+        "Detail": None,
         "Status": "sent",
         "Sent at (UTC time)": datetime(2026, 3, 2, 9, 0, 5),
         "Recipients": None,
         "Error": None,
-        **dict.fromkeys(HEADERS[19:26]),
+        **dict.fromkeys(HEADERS[24:31]),
         "Changed after review": None,
         "Notified at (UTC)": datetime(2026, 3, 2, 9, 0),
         "Message-ID": "<ctpoller.7@hospital.example>",
@@ -335,9 +340,20 @@ def _saved_parts(rows: list[dict[str, Any]], *, fast: bool) -> dict[str, bytes]:
 
 
 KEY_HEADER = HEADERS[-1]
+DRL_ALERT: dict[str, Any] = {
+    "severity": "alert",
+    "limit": Decimal("94.0"),
+    "reference": "UK NDRL 2022",
+    "reference_value": Decimal("47"),
+    "multiple": Decimal("2.0"),
+    "metric": "trend_ctdivol",
+    "event_key": "",
+    "detail": "mean of the last 20 exams on Main CT: 101 mGy (2.15 × 47 mGy UK NDRL 2022)",
+}
 MIXED_ROWS: list[dict[str, Any]] = [
     row_cells(archive_row(), "nkey-1", {"outcome": "justified", "reviewed_on": "2026-01-02"}, None, UTC, "UTC"),
     row_cells(archive_row(notification={"protocol": "=1", "description": " padded "}), "nkey-2", {}, "yes", UTC, "UTC"),
+    row_cells(archive_row(notification=DRL_ALERT), "nkey-3", {}, None, UTC, "UTC"),
     # adopted rows: any cell types an older workbook held, and ones only openpyxl's own path writes
     {"Unit": "mGy", "Value": 12, "Limit": 1e300, "Ratio": float("nan"), "Station": "", "Rule": True, "Protocol": "<&>"},
     {"Unit": 'a"b', "Value": 0.1, "Study date": datetime(1900, 1, 1).date(), "Study time": time(23, 59, 59, 999)},
@@ -369,3 +385,32 @@ def test_any_row_written_as_xml_text_matches_openpyxl(texts: list[str], numbers:
     fast, reference = _saved_parts([row], fast=True), _saved_parts([row], fast=False)
     for name in reference:
         assert fast[name].decode() == reference[name].decode(), name
+
+
+def test_a_limit_from_a_reference_level_shows_level_multiple_source_severity_and_detail() -> None:
+    _, row = load_cells([archive_row(notification=DRL_ALERT)])
+    by_header = {h: cell for h, cell in zip(HEADERS, row, strict=True)}
+
+    assert [by_header[h].value for h in ("Severity", "Limit", "Reference value", "Multiple", "Reference")] == [
+        "alert",
+        94,
+        47,
+        2,
+        "UK NDRL 2022",
+    ]
+    assert by_header["Detail"].value == DRL_ALERT["detail"]
+    assert by_header["Metric"].value == "mean CTDIvol of a scanner's last exams of one type"
+    assert by_header["Irradiation event"].value == "(whole exam)"
+    assert by_header["Reference value"].number_format == '0.00" mGy"'
+    assert by_header["Multiple"].number_format == '0.00"×"'
+
+
+def test_an_alert_is_red_in_the_severity_column(tmp_path: Path) -> None:
+    path = tmp_path / "archive.xlsx"
+    write_archive([archive_row(notification=DRL_ALERT), archive_row()], path)
+    sheet = openpyxl.load_workbook(path)["Notifications"]
+    letter = openpyxl.utils.get_column_letter(HEADERS.index("Severity") + 1)
+
+    [alert] = [r for area in sheet.conditional_formatting for r in area.rules if r.formula == ['"alert"']]
+    [area] = [str(a.sqref) for a in sheet.conditional_formatting if alert in a.rules]
+    assert area == f"{letter}2:{letter}3" and alert.operator == "equal"

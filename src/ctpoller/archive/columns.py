@@ -3,6 +3,13 @@
 A row is a mapping header -> value (text, number, naive datetime, date or time): a notification from
 the store and a row adopted from an older workbook are written the same way. Times are shown in the
 site's time zone (``CTPOLLER_TIMEZONE``) with the UTC time kept in a column of its own.
+
+A workbook is read back by header name and the hidden "Notification key", never by position, so a
+column may be added anywhere: a workbook written before it existed still reads back (its reviews,
+and its rows when adopted; an adopted row leaves the new column empty). Severity, Reference value,
+Multiple, Reference and Detail came so (issue 14): a limit from a reference level is
+``Reference value`` × ``Multiple`` with its source in ``Reference``; a plain limit leaves the first
+two empty; Detail says what a trend or cumulative value is made of.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ KEY = "Notification key"
 CHANGED = "Changed after review"
 UTC_HEADER = "Notified at (UTC)"
 REVIEW_HEADERS = tuple(header for _, header in FIELDS)
+SEVERITY = "Severity"
 
 STATUS_WORDS: dict[str, str] = {
     "pending": "pending",
@@ -53,12 +61,17 @@ def columns(zone_name: str) -> tuple[Column, ...]:
         Column("Study description", 30),
         Column("Protocol", 30),
         Column("Rule", 20),
+        Column(SEVERITY, 13),
         Column("Metric", 24),
         Column("Value", 14, "value"),
         Column("Limit", 14, "value"),
         Column("Unit", 8),
         Column("Ratio", 9, "ratio"),
+        Column("Reference value", 14, "value"),
+        Column("Multiple", 9, "ratio"),
+        Column("Reference", 24),
         Column("Previous value", 14, "value"),
+        Column("Detail", 40),
         Column("Status", 20),
         Column(f"Sent at ({zone_name} time)", 20, "datetime"),
         Column("Recipients", 30),
@@ -104,12 +117,17 @@ def row_cells(
         "Study description": n.description,
         "Protocol": n.protocol,
         "Rule": n.rule,
+        SEVERITY: n.severity,
         "Metric": n.metric_label,
         "Value": number(n.value),
         "Limit": number(n.limit),
         "Unit": n.unit,
         "Ratio": number(n.ratio),
+        "Reference value": number(n.reference_value),
+        "Multiple": number(n.multiple),
+        "Reference": n.reference,
         "Previous value": number(n.previous_value),
+        "Detail": n.detail,
         "Status": STATUS_WORDS.get(row.status, str(row.status)),
         f"Sent at ({zone_name} time)": local(row.sent_at, zone),
         "Recipients": ", ".join(row.recipients) or None,

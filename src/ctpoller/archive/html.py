@@ -1,7 +1,8 @@
 """The HTML report (``CTPOLLER_REPORT_HTML``): one static, self-contained page for the QA share.
 
 Open items first, then charts (notifications per month and station; each rule's values against its
-limit) and every notification, with filters by station, rule and outcome. Everything is inside the
+limit) and every notification with its severity and the reference its limit comes from ("2 × 47 mGy
+(UK NDRL 2022)"), with filters by station, rule, severity and outcome. Everything is inside the
 file: the data as JSON, the page's script and Chart.js (MIT, vendored in ``assets/``), so the page
 opens from a file share with no network; its Content-Security-Policy forbids fetching anything.
 
@@ -80,6 +81,10 @@ def item_data(item: Item, now: datetime) -> dict[str, Any]:
         "outcome": item.outcome,
         "reason": item.reason,
         "age": item.age_days(now),
+        "severity": item.severity,
+        "reference": item.reference,
+        "level": _number(item.reference_value),
+        "multiple": _number(item.multiple),
     }
 
 
@@ -89,11 +94,13 @@ def render_report(items: Iterable[Item], *, now: datetime) -> str:
     generated = now.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
     data = {"generated": generated, "tableRows": TABLE_ROWS, "items": rows}
     open_count = sum(1 for row in rows if not row["outcome"])
+    alerts = sum(1 for row in rows if row["severity"] == "alert")
     return PAGE.format(
         csp=escape(_CSP),
         style=asset("report.css"),
         generated=escape(generated),
         total=len(rows),
+        alerts=f" ({alerts} alert{'' if alerts == 1 else 's'})" if alerts else "",
         open=open_count,
         data=script_json(data),
         chartjs=asset("chart.umd.min.js"),
@@ -160,13 +167,14 @@ PAGE = """<!DOCTYPE html>
 <body data-ready="false">
 <header>
 <h1>CT dose notifications</h1>
-<p class="meta">Written by ctpoller at {generated}: {total} notifications, {open} not yet reviewed.
+<p class="meta">Written by ctpoller at {generated}: {total} notifications{alerts}, {open} not yet reviewed.
 Patient-free: the workbook archive has the accession numbers.</p>
 </header>
 <noscript><p class="warning">This report needs JavaScript to show its tables and charts.</p></noscript>
 <form id="filters" class="filters">
 <label>Station <select id="filter-station"><option value="">all</option></select></label>
 <label>Rule <select id="filter-rule"><option value="">all</option></select></label>
+<label>Severity <select id="filter-severity"><option value="">all</option></select></label>
 <label>Outcome <select id="filter-outcome"><option value="">all</option></select></label>
 <span id="shown" class="meta"></span>
 </form>

@@ -4,7 +4,8 @@
 report and the workbook's Summary sheet both read the record through it. Without reviews (``None``)
 every notification is open. An item holds nothing that identifies a patient or an exam (no name, no
 patient ID, no birth date, no accession number, no Study Instance UID): the report may be opened by
-anyone who can read the QA share.
+anyone who can read the QA share. For that reason an item has no ``Notification.detail`` either: a
+trend's detail names the Study Instance UID of the exam that armed it.
 """
 
 from __future__ import annotations
@@ -58,6 +59,14 @@ class Item:
     status: str
     outcome: str | None
     reason: str | None
+    severity: str = "notification"  # or "alert"
+    reference: str = ""  # the source the rule names for its limit, e.g. "UK NDRL 2022"
+    reference_value: Decimal | None = None  # the reference level: limit = reference_value × multiple
+    multiple: Decimal | None = None
+
+    @property
+    def alert(self) -> bool:
+        return self.severity == "alert"
 
     @property
     def open(self) -> bool:
@@ -98,6 +107,10 @@ def item(row: ArchiveRow, review: Review | None = None) -> Item:
         status=row.status,
         outcome=outcome,
         reason=(review.reason or None) if review is not None and outcome else None,
+        severity=n.severity,
+        reference=n.reference or "",
+        reference_value=n.reference_value,
+        multiple=n.multiple,
     )
 
 

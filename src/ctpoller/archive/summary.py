@@ -1,9 +1,9 @@
 """The workbook's ``Summary`` sheet: the record in counts, with a native Excel chart.
 
 Notifications per month (of the study date) and station, with a stacked bar chart of that table;
-per rule (how many, how many open, the highest value ÷ limit); open items (not yet reviewed) by age;
-outcomes and reasons (empty until reviews are recorded). It reads the record through
-``items.report_items``, like the HTML report.
+per rule (how many, how many alerts, how many open, the highest value ÷ limit, the source of its
+limit); open items (not yet reviewed) by age; outcomes and reasons (empty until reviews are
+recorded). It reads the record through ``items.report_items``, like the HTML report.
 
 The notification sheet streams its rows once; a ``Tally`` counts them on the way
 (``tally.counting(rows)``), so the summary needs no second pass and memory stays flat however
@@ -25,7 +25,7 @@ from openpyxl.chart import BarChart, Reference
 from openpyxl.styles import Font
 from openpyxl.utils import get_column_letter
 
-from ctpoller.archive.columns import UTC_HEADER
+from ctpoller.archive.columns import SEVERITY, UTC_HEADER
 from ctpoller.archive.items import Item, NotificationKey, Review, item, notification_key
 from ctpoller.core.model import ArchiveRow
 
@@ -43,8 +43,10 @@ NOT_REVIEWED = "not yet reviewed"
 @dataclass
 class RuleCounts:
     notifications: int = 0
+    alerts: int = 0
     open: int = 0
     highest_ratio: Decimal | None = None
+    reference: str = ""  # the source of the limit, as the rule's newest notification names it
 
 
 @dataclass
@@ -54,6 +56,7 @@ class Tally:
     reviews: Mapping[NotificationKey, Review] | None = None
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
     total: int = 0
+    alerts: int = 0
     per_month: Counter[tuple[str, str]] = field(default_factory=Counter)  # (month, station) -> count
     per_rule: dict[str, RuleCounts] = field(default_factory=dict)
     open_ages: Counter[str] = field(default_factory=Counter)  # age band -> count
@@ -67,9 +70,12 @@ class Tally:
 
     def add_item(self, entry: Item) -> None:
         self.total += 1
+        self.alerts += entry.alert
         self.per_month[entry.month, entry.station] += 1
         rule = self.per_rule.setdefault(entry.rule, RuleCounts())
         rule.notifications += 1
+        rule.alerts += entry.alert
+        rule.reference = entry.reference or rule.reference
         if entry.ratio is not None and (rule.highest_ratio is None or entry.ratio > rule.highest_ratio):
             rule.highest_ratio = entry.ratio
         if entry.open:
@@ -168,7 +174,8 @@ class _Sheet:
         self.append(["Summary of the notifications"], bold=True)
         opened = t.outcomes[NOT_REVIEWED]
         written = t.now.astimezone(UTC).replace(tzinfo=None, microsecond=0)
-        self.append([f"{t.total} notifications, {opened} not yet reviewed; written (UTC)", written])
+        alerts = f" ({t.alerts} alert{'' if t.alerts == 1 else 's'})" if t.alerts else ""
+        self.append([f"{t.total} notifications{alerts}, {opened} not yet reviewed; written (UTC)", written])
         self.append()
         self._months()
         self.append()
@@ -209,11 +216,13 @@ class _Sheet:
 
     def _rules(self) -> None:
         self.append(["Notifications per rule"], bold=True)
-        self.append(["Rule", "Notifications", "Not yet reviewed", "Highest value ÷ limit"], bold=True)
+        header = ["Rule", "Notifications", "Alerts", "Not yet reviewed", "Highest value ÷ limit", "Reference"]
+        self.append(header, bold=True)
         for name in sorted(self.tally.per_rule):
             counts = self.tally.per_rule[name]
             highest = float(counts.highest_ratio) if counts.highest_ratio is not None else None
-            self.append([name, counts.notifications, counts.open, highest], number_format='0.00"×"')
+            cells = [name, counts.notifications, counts.alerts, counts.open, highest, counts.reference or None]
+            self.append(cells, number_format='0.00"×"')
 
     def _open(self) -> None:
         t = self.tally
@@ -256,4 +265,16 @@ def item_from_cells(cells: Mapping[str, Any]) -> Item:
         status=str(cells.get("Status") or ""),
         outcome=outcome,
         reason=(str(cells.get("Reason") or "").strip() or None) if outcome else None,
+        severity="alert" if str(cells.get(SEVERITY) or "").strip() == "alert" else "notification",
+        reference=str(cells.get("Reference") or ""),
+        reference_value=_decimal(cells.get("Reference value")),
+        multiple=_decimal(cells.get("Multiple")),
     )
+
+
+def _decimal(value: Any) -> Decimal | None:
+    """A number cell as a Decimal; anything else (empty, text a reviewer typed) as None."""
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        return None
+    number = Decimal(str(value))
+    return number if number.is_finite() else None

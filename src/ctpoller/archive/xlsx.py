@@ -6,8 +6,9 @@ than openpyxl's cells, the same bytes). ``write_archive`` replaces the file atom
 archive stays intact on failure, and ``before_replace`` runs right before the rename (the archive job
 checks there that nobody saved the workbook meanwhile).
 
-The sheet: a frozen, filtered header; values with 2 decimals and their unit, the ratio as ``0.00"×"``
-coloured at 2× and 3× the limit; the review columns with drop-downs (``Outcome``, ``Reason``: lists on
+The sheet: a frozen, filtered header; values with 2 decimals and their unit, the ratio (and the
+multiple of a reference level) as ``0.00"×"``, the ratio coloured at 2× and 3× the limit, "alert" in
+the Severity column in red; the review columns with drop-downs (``Outcome``, ``Reason``: lists on
 a hidden sheet, by defined name, as Excel's 255-character limit on an inline list requires); the
 notification's identity in the hidden "Notification key" column; landscape pages repeating the header.
 
@@ -37,7 +38,7 @@ from openpyxl.workbook.defined_name import DefinedName
 from openpyxl.worksheet.datavalidation import DataValidation
 from openpyxl.writer.excel import ExcelWriter
 
-from ctpoller.archive.columns import Column
+from ctpoller.archive.columns import SEVERITY, Column
 from ctpoller.archive.rows_xml import RowWriter
 from ctpoller.archive.summary import Tally, add_summary
 from ctpoller.core.review import OUTCOMES, REASONS
@@ -57,6 +58,8 @@ _UNWRITABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]
 _FORMATS = {datetime: "yyyy-mm-dd hh:mm:ss", date: "yyyy-mm-dd", time: "hh:mm:ss"}
 _AMBER = PatternFill(start_color="FFE699", end_color="FFE699", fill_type="solid")
 _RED = PatternFill(start_color="F4B084", end_color="F4B084", fill_type="solid")
+_ALERT_FILL = PatternFill(start_color="FFC7CE", end_color="FFC7CE", fill_type="solid")
+_ALERT_FONT = Font(bold=True, color="9C0006")
 
 
 def cell_text(text: str) -> str:
@@ -156,6 +159,10 @@ def _fill(
     area = f"{ratio}2:{ratio}{end}"
     sheet.conditional_formatting.add(area, CellIsRule(operator="greaterThanOrEqual", formula=["3"], fill=_RED))
     sheet.conditional_formatting.add(area, CellIsRule(operator="greaterThanOrEqual", formula=["2"], fill=_AMBER))
+    if SEVERITY in headers:  # an alert stands out in its column
+        severity = get_column_letter(headers.index(SEVERITY) + 1)
+        alert = CellIsRule(operator="equal", formula=['"alert"'], fill=_ALERT_FILL, font=_ALERT_FONT)
+        sheet.conditional_formatting.add(f"{severity}2:{severity}{end}", alert)
     add_summary(workbook, tally)
     return count
 

@@ -195,6 +195,8 @@ def _source_checks(parts: Parts, rules: RuleSet | None) -> Iterator[Check]:
                 extra += f" (not readable, so the emails leave out {', '.join(unread)}: see sql/readonly_role.sql)"
             proven = "is there" if source.is_sqlite else "is there and this role may SELECT it"
             yield True, f"OpenREM database {source.where}: every table and column a run reads {proven}{extra}", None
+        if rules is not None and (problem := source.criteria_problem(rules)):
+            yield False, problem, ConfigError(problem)
         if rules is not None and rules.uses_standard_names and not source.has_standard_names:
             e2 = ConfigError("the rules use standard_name but the OpenREM database has no standard-name tables")
             yield False, str(e2), e2

@@ -153,6 +153,8 @@ def connect_for(source: OpenremSource, rules: RuleSet) -> None:
     a rule that uses them against an OpenREM without them is refused (run and backfill alike)."""
     source.connect()
     source.read_standard_names = rules.uses_standard_names
+    if problem := source.criteria_problem(rules):
+        raise ConfigError(problem)
     if rules.uses_standard_names and not source.has_standard_names:
         raise ConfigError(
             f"the rules file uses standard_name, but the OpenREM database {source.where} "

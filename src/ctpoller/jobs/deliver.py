@@ -100,11 +100,12 @@ def warn_failed(state: StateStore, report: Report) -> None:
 
 
 def failed_line(message: Message) -> str:
-    """A failed message in a few words: its id, study date and why (no patient data)."""
+    """A failed message in a few words: its id, whether it is an alert, study date and why (no patient data)."""
     dates = sorted({n.study_date.isoformat() for n in message.notifications if n.study_date})
     when = dates[0] if dates else "unknown"
     error = (message.last_error or "no error recorded").splitlines()[0][:200]
-    return f"id {message.id} (study date {when}, {message.attempts} attempts): {error}"
+    alert = "an ALERT, " if any(n.severity == "alert" for n in message.notifications) else ""
+    return f"id {message.id} ({alert}study date {when}, {message.attempts} attempts): {error}"
 
 
 def write_archive(state: StateStore, archive: Archive | None, report: Report, *, now: datetime | None = None) -> None:

@@ -136,9 +136,10 @@ def _station(row: ArchiveRow) -> str:
 
 def _line(row: ArchiveRow, zone: tzinfo) -> str:
     n = row.notification
+    alert = "[ALERT] " if n.severity == "alert" else ""
     return (
         f"recorded {row.created_at.astimezone(zone):%Y-%m-%d}, study date {n.study_date or 'unknown'}, "
-        f"{_station(row)}, {n.rule}: {n.metric_label} {format_decimal(n.value)} > {format_decimal(n.limit)} "
+        f"{_station(row)}, {alert}{n.rule}: {n.metric_label} {format_decimal(n.value)} > {format_decimal(n.limit)} "
         f"{n.unit}, accession {n.accession_number or '-'}"
     )
 

@@ -21,7 +21,7 @@ from functools import cache
 import jinja2
 
 from ctpoller.core.model import Message
-from ctpoller.mail.view import MISSING, format_decimal, format_ratio, one_line, shown, station, view
+from ctpoller.mail.view import MISSING, alert_prefix, format_decimal, format_ratio, one_line, shown, station, view
 
 __all__ = [
     "MISSING",
@@ -43,6 +43,13 @@ WIRE = email.policy.SMTP.clone(max_line_length=998)
 #: Longest subject, in characters, before it is shortened with "…".
 SUBJECT_MAX = 200
 _SUBJECT_PART_MAX = 80
+#: What the subject calls a value of many exams (else "CT dose").
+SUBJECT_WHAT = {
+    "trend_ctdivol": "CT dose trend",
+    "trend_dlp_total": "CT dose trend",
+    "cumulative_dlp_total": "Cumulative CT dose",
+    "cumulative_exams": "Number of CT exams",
+}
 
 
 @dataclass(frozen=True)
@@ -75,9 +82,11 @@ def header_text(text: str | None, limit: int = SUBJECT_MAX) -> str:
 
 
 def subject(message: Message) -> str:
-    """``[Update: ]CT dose <ratio> limit: <description> at <station>, <date>``.
+    """``[ALERT: ][Update: ]CT dose <ratio> limit: <description> at <station>, <date>``.
 
     The ratio is the highest of the message's; with more than one exceedance "up to <ratio>" and the count.
+    "ALERT: " when any of them is an alert (a rule with ``severity = "alert"``). A message of one trend
+    or cumulative value names it instead of "CT dose" (``SUBJECT_WHAT``): "CT dose trend 1.09× limit".
     """
     notes = message.notifications
     if not notes:
@@ -86,9 +95,11 @@ def subject(message: Message) -> str:
     top = max(notes, key=lambda n: n.ratio)
     count = len(notes)
     ratio = format_ratio(top.value, top.limit)
-    dose = f"CT dose {ratio} limit" if count == 1 else f"CT dose up to {ratio} limit ({count} exceedances)"
+    what = SUBJECT_WHAT.get(top.metric, "CT dose")
+    dose = f"{what} {ratio} limit" if count == 1 else f"CT dose up to {ratio} limit ({count} exceedances)"
     day = first.study_date.isoformat() if first.study_date else "unknown date"
-    text = "{update}{dose}: {description} at {station}, {day}".format(
+    text = "{alert}{update}{dose}: {description} at {station}, {day}".format(
+        alert=alert_prefix(message),
         update="Update: " if message.is_update else "",
         dose=dose,
         description=header_text(shown(first.description) if first.description else "no description", _SUBJECT_PART_MAX),
@@ -122,6 +133,8 @@ def render_email(message: Message, *, mail_from: str, look: Look = PLAIN) -> Ema
         msg["In-Reply-To"] = root
         msg["References"] = root
     msg["Auto-Submitted"] = "auto-generated"
+    if alert_prefix(message):
+        msg["Importance"] = "high"  # mail readers flag it (Outlook, Thunderbird)
     msg.set_content(render_text(message, look), cte="quoted-printable")
     msg.add_alternative(render_html(message, look), subtype="html", cte="quoted-printable")
     return msg

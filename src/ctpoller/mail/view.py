@@ -25,6 +25,11 @@ MISSING = "—"
 PHANTOMS = {"head": "16 cm (head)", "body": "32 cm (body)"}
 #: How OpenREM's patient sex codes are shown.
 SEXES = {"M": "male", "F": "female", "O": "other"}
+#: Metrics of many exams (a scanner's trend, a patient's cumulative dose): no event of their own, and a
+#: line (``Notification.detail``) on what the value is made of.
+AGGREGATE_METRICS = frozenset({"trend_ctdivol", "trend_dlp_total", "cumulative_dlp_total", "cumulative_exams"})
+#: How an alert (``severity = "alert"``) is marked: the subject and summary begin with it, its line carries it.
+ALERT = "ALERT"
 #: The most decimals a ratio gets when two would make a value over its limit look equal to it.
 RATIO_PLACES_MAX = 4
 
@@ -123,6 +128,8 @@ class Line:
     metric: str
     value: str
     limit: str
+    times: str  # the limit as a multiple of a reference level, "2 × 47 mGy", or ""
+    source: str  # where the limit comes from, "UK NDRL 2022", or ""
     ratio: str
     change: str  # "new", or "rose from 76 mGy"
     protocol: str
@@ -130,6 +137,9 @@ class Line:
     phantom: str
     event: str  # series description and event number, or "whole exam"
     proceeding: str | None  # a Dose Check exceedance: who authorised proceeding, and the operator's reason
+    alert: bool = False
+    aggregate: bool = False  # a trend or cumulative value: of many exams, no event of its own
+    detail: str = ""  # what a trend or cumulative value is made of
 
 
 @dataclass(frozen=True)
@@ -161,15 +171,42 @@ def event_name(n: Notification) -> str:
     return f"{number} (series {series})" if series else number
 
 
+def is_aggregate(n: Notification) -> bool:
+    return n.metric in AGGREGATE_METRICS
+
+
+def is_alert(n: Notification) -> bool:
+    return n.severity == "alert"
+
+
+def limit_basis(n: Notification) -> tuple[str, str]:
+    """Where the limit comes from: ``("2 × 47 mGy", "UK NDRL 2022")`` for a multiple of a reference
+    level, ``("", "UK NDRL 2022")`` for the level itself, ``("", "AAPM Dose Check 2011")`` for a plain
+    limit whose rule names its source, ``("", "")`` for a plain limit. A reference level without a
+    name is called one."""
+    source = one_line(n.reference)
+    if n.reference_value is None:
+        return "", source
+    multiple = n.multiple if n.multiple is not None else Decimal(1)
+    times = ""
+    if multiple != 1:
+        level = f"{format_decimal(n.reference_value, None)} {one_line(n.unit)}".strip()
+        times = f"{format_decimal(multiple, None)} × {level}"
+    return times, source or "reference level"
+
+
 def line(n: Notification) -> Line:
     unit = one_line(n.unit)
     value, limit = _value(n)
+    times, source = limit_basis(n)
     change = "new" if n.previous_value is None else f"rose from {format_decimal(n.previous_value)} {unit}".strip()
     return Line(
         rule=shown(n.rule),
         metric=shown(n.metric_label),
         value=f"{value} {unit}".strip(),
         limit=f"{limit} {unit}".strip(),
+        times=times,
+        source=source,
         ratio=format_ratio(n.value, n.limit),
         change=change,
         protocol=shown(n.protocol),
@@ -177,6 +214,9 @@ def line(n: Notification) -> Line:
         phantom=PHANTOMS.get(n.phantom or "", MISSING),
         event=event_name(n),
         proceeding=proceeding(n),
+        alert=is_alert(n),
+        aggregate=is_aggregate(n),
+        detail=one_line(n.detail),
     )
 
 
@@ -189,23 +229,50 @@ def proceeding(n: Notification) -> str | None:
 
 
 def _summary(message: Message) -> list[str]:
-    """What the email is about: for an update, precisely what is new and what rose."""
+    """What the email is about: for an update, precisely what is new and what rose. "ALERT: " first
+    when any of it is an alert."""
+    said = _update(message) if message.is_update else _first(message)
+    alerts = sum(is_alert(n) for n in message.notifications)
+    if alerts:
+        said[0] = f"{ALERT}: {said[0]}"
+    if 0 < alerts < len(message.notifications):  # say which: not every line is an alert
+        said.append(f"{alerts} of them {'is an alert' if alerts == 1 else 'are alerts'}, marked {ALERT} below.")
+    return said
+
+
+def _first(message: Message) -> list[str]:
+    """A first email: how many doses are over their limits; which trend or cumulative value this exam took over."""
     notes = message.notifications
-    if not message.is_update:
-        count = len(notes)
-        if count == 1:
-            return ["A CT exam has a dose over its limit."]
-        return [f"A CT exam has {count} doses over their limits."]
+    doses = [n for n in notes if not is_aggregate(n)]
+    said = []
+    if len(doses) == 1:
+        said.append("A CT exam has a dose over its limit.")
+    elif doses or not notes:
+        said.append(f"A CT exam has {len(doses)} doses over their limits.")
+    for label in dict.fromkeys(shown(n.metric_label) for n in notes if is_aggregate(n)):
+        said.append(f"This exam took the {label} over its limit.")
+    return said
+
+
+def _update(message: Message) -> list[str]:
     said = ["Update on a CT exam emailed about before:"]
-    for n in notes:
+    for n in message.notifications:
         unit = one_line(n.unit)
-        where = "the whole exam" if not n.event_key else event_name(n)
         rule = f"(rule {shown(n.rule)}, limit {format_decimal(n.limit)} {unit})".replace(" )", ")")
+        value = f"{format_decimal(n.value)} {unit}".rstrip()
+        if is_aggregate(n):  # a value of many exams: no event, no "whole exam"
+            if n.previous_value is None:
+                said.append(f"New: {shown(n.metric_label)} over its limit: {value} {rule}")
+            else:
+                said.append(f"Rose: {shown(n.metric_label)} from {format_decimal(n.previous_value)} to {value} {rule}")
+            continue
+        where = "the whole exam" if not n.event_key else event_name(n)
         if n.previous_value is None:
-            said.append(f"New: {where} over its limit: {shown(n.metric_label)} {format_decimal(n.value)} {unit} {rule}")
+            said.append(f"New: {where} over its limit: {shown(n.metric_label)} {value} {rule}")
         else:
-            rose = f"from {format_decimal(n.previous_value)} to {format_decimal(n.value)} {unit}".rstrip()
-            said.append(f"Rose: {shown(n.metric_label)} of {where} {rose} {rule}")
+            said.append(
+                f"Rose: {shown(n.metric_label)} of {where} from {format_decimal(n.previous_value)} to {value} {rule}"
+            )
     return said
 
 
@@ -230,13 +297,18 @@ def exam_link(n: Notification, openrem_url: str | None) -> str | None:
     return f"{openrem_url.rstrip('/')}/openrem/ct/{n.study_pk}/"
 
 
+def alert_prefix(message: Message) -> str:
+    """``"ALERT: "`` when any notification of ``message`` is an alert, else ``""``."""
+    return f"{ALERT}: " if any(is_alert(n) for n in message.notifications) else ""
+
+
 _NOTHING = Notification(study_uid="", rule="", metric="", event_key="", value=Decimal(0), limit=Decimal(1), unit="")
 
 
 def view(message: Message, *, openrem_url: str | None = None, zone: tzinfo | None = None) -> View:
     first = message.notifications[0] if message.notifications else _NOTHING
     return View(
-        title=f"CT dose over limit: {shown(first.description)} at {station(first)}",
+        title=f"{alert_prefix(message)}CT dose over limit: {shown(first.description)} at {station(first)}",
         summary=_summary(message),
         exam=exam_rows(first),
         link=exam_link(first, openrem_url),

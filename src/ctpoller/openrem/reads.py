@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -166,12 +167,7 @@ class Reads:
         if not rows:
             return []
         pks = [row.id for row in rows]
-        r, ev, pm, ps = (
-            self.source.t(RADIATION_DOSE),
-            self.source.t(EVENT),
-            self.source.t(PATIENT),
-            self.source.t(PATIENT_STUDY),
-        )
+        r, ev, pm, ps = (self.source.t(name) for name in (RADIATION_DOSE, EVENT, PATIENT, PATIENT_STUDY))
         study_fk = r.c.general_study_module_attributes_id
         events = {
             row[0]: row[1:]
@@ -265,7 +261,10 @@ class Reads:
                 ps.c.patient_age_decimal,
                 ps.c.patient_age,
                 self.source.shown(pm, "patient_sex"),  # of the patient table only the sex
+                self.source.shown(ps, "patient_weight"),
                 eq.c.station_name,
+                self.source.shown(eq, "manufacturer"),
+                self.source.shown(eq, "manufacturer_model_name"),
                 u.c.display_name,
             )
             .select_from(
@@ -292,6 +291,9 @@ class Reads:
                 patient_age_decimal=decimal_or_none(row.patient_age_decimal),
                 patient_age=text_or_none(row.patient_age),
                 patient_sex=text_or_none(row.patient_sex),
+                patient_weight_kg=_weight_or_none(row.patient_weight),
+                manufacturer=text_or_none(row.manufacturer),
+                model=text_or_none(row.manufacturer_model_name),
             )
         if not studies:
             return {}
@@ -306,6 +308,8 @@ class Reads:
         r, ev, dc = self.source.t(RADIATION_DOSE), self.source.t(EVENT), self.source.t(DOSE_CHECK)
         acq = self.source.t(CONTEXT).alias("acq")
         phantom = self.source.t(CONTEXT).alias("phantom")
+        region = self.source.t(CONTEXT).alias("region")  # target region: NULL where not readable
+        region_id = ev.c.target_region_id if self.source.readable(ev, "target_region_id") else sa.null()
         rows = self.conn.execute(
             sa.select(
                 r.c.general_study_module_attributes_id.label("study_pk"),
@@ -318,11 +322,13 @@ class Reads:
                 acq.c.code_value.label("acq_code"),
                 acq.c.code_meaning.label("acq_meaning"),
                 phantom.c.code_value.label("phantom_code"),
+                region.c.code_meaning.label("region"),
             )
             .select_from(
                 r.join(ev, ev.c.ct_radiation_dose_id == r.c.id)
                 .outerjoin(acq, acq.c.id == ev.c.ct_acquisition_type_id)
                 .outerjoin(phantom, phantom.c.id == ev.c.ctdiw_phantom_type_id)
+                .outerjoin(region, region.c.id == region_id)
             )
             .where(self.source.in_values(r.c.general_study_module_attributes_id, pks))
             .order_by(r.c.general_study_module_attributes_id, ev.c.id)
@@ -370,6 +376,7 @@ class Reads:
                     series_description=text_or_none(row.series_description),
                     standard_names=names.get(row.id, ()),
                     dose_checks=tuple(checks.get(row.id, ())),
+                    target_region=text_or_none(row.region),
                 )
             )
         return result
@@ -396,25 +403,26 @@ class Reads:
         return {key: ", ".join(found) for key, found in names.items() if found}
 
     def _study_standard_names(self, pks: list[int]) -> dict[int, tuple[str, ...]]:
-        if not (self.source.has_standard_names and self.source.read_standard_names):
+        return self._standard_names(STUDY_STANDARD_NAMES, "generalstudymoduleattr_id", pks)
+
+    def _event_standard_names(self, event_pks: list[int]) -> dict[int, tuple[str, ...]]:
+        return self._standard_names(EVENT_STANDARD_NAMES, "ctirradiationeventdata_id", event_pks)
+
+    def _standard_names(self, table: str, column: str, pks: list[int]) -> dict[int, tuple[str, ...]]:
+        """pk -> the OpenREM standard names linked to it through ``table`` (by ``column``)."""
+        if not (self.source.has_standard_names and self.source.read_standard_names) or not pks:
             return {}
-        link, sn = self.source.t(STUDY_STANDARD_NAMES), self.source.t(STANDARD_NAMES)
+        link, sn = self.source.t(table), self.source.t(STANDARD_NAMES)
         return group_names(
             self.conn.execute(
-                sa.select(link.c.generalstudymoduleattr_id, sn.c.standard_name)
+                sa.select(link.c[column], sn.c.standard_name)
                 .select_from(link.join(sn, sn.c.id == link.c.standardnames_id))
-                .where(self.source.in_values(link.c.generalstudymoduleattr_id, pks))
+                .where(self.source.in_values(link.c[column], pks))
             )
         )
 
-    def _event_standard_names(self, event_pks: list[int]) -> dict[int, tuple[str, ...]]:
-        if not (self.source.has_standard_names and self.source.read_standard_names) or not event_pks:
-            return {}
-        link, sn = self.source.t(EVENT_STANDARD_NAMES), self.source.t(STANDARD_NAMES)
-        return group_names(
-            self.conn.execute(
-                sa.select(link.c.ctirradiationeventdata_id, sn.c.standard_name)
-                .select_from(link.join(sn, sn.c.id == link.c.standardnames_id))
-                .where(self.source.in_values(link.c.ctirradiationeventdata_id, event_pks))
-            )
-        )
+
+def _weight_or_none(value: object) -> Decimal | None:
+    """A patient weight (kg) above 0 and at most 500, else None: OpenREM stores 0 for "not known"."""
+    weight = decimal_or_none(value)
+    return weight if weight is not None and weight.is_finite() and 0 < weight <= 500 else None

@@ -21,10 +21,13 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
+from ctpoller.core.rules import RuleSet
 from ctpoller.database import CLIENT_ENCODING, classify, describe, first_line, parse_url, read_any_text
 from ctpoller.errors import ConfigError, SourceError
 from ctpoller.openrem.reads import Reads
 from ctpoller.openrem.tables import (
+    CRITERIA,
+    CRITERIA_COLUMNS,
     EQUIPMENT,
     EQUIPMENT_NAMES,
     INSUFFICIENT_PRIVILEGE,
@@ -91,6 +94,7 @@ class OpenremSource:
         self.supports_snapshot = False
         self.study_sequence: str | None = None
         self.unshown: set[tuple[str, str]] = set()  # SHOWN columns this role may not read
+        self.unread_criteria: set[tuple[str, str]] = set()  # CRITERIA columns not readable or not there
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -189,14 +193,19 @@ class OpenremSource:
                 )
         self.tables = {**tables, **shown}
         if not self.is_sqlite:
-            self.unshown = self._unreadable(SHOWN)
-            if self.unshown:
-                log.warning(
-                    "OpenREM database %s: this role may not SELECT %s: the emails show them as not recorded "
-                    "(grant them, see sql/readonly_role.sql)",
-                    self.where,
-                    ", ".join(f"{t}.{c}" for t, c in sorted(self.unshown)),
-                )
+            there = {t: tuple(c for c in cs if c in self.tables[t].c) for t, cs in CRITERIA.items()}
+            wanted = {t: (*SHOWN.get(t, ()), *there.get(t, ())) for t in {*SHOWN, *there}}
+            unreadable = self._unreadable(wanted)
+            self.unshown = {pair for pair in unreadable if pair[1] in SHOWN.get(pair[0], ())}
+            self.unread_criteria = unreadable - self.unshown
+        self.unread_criteria |= {(t, c) for t, cs in CRITERIA.items() for c in cs if c not in self.tables[t].c}
+        if not self.is_sqlite and self.unshown:
+            log.warning(
+                "OpenREM database %s: this role may not SELECT %s: the emails show them as not recorded "
+                "(grant them, see sql/readonly_role.sql)",
+                self.where,
+                ", ".join(f"{t}.{c}" for t, c in sorted(self.unshown)),
+            )
 
     def _checked(self, reflected: sa.Table, columns: Sequence[str]) -> sa.Table:
         for column in columns:
@@ -280,10 +289,32 @@ class OpenremSource:
         )
 
     def shown(self, table: sa.Table, column: str) -> sa.ColumnElement[Any]:
-        """A ``SHOWN`` column, or NULL under its name where this role may not read it."""
-        if (table.name, column) in self.unshown or column not in table.c:
-            return sa.null().label(column)
-        return table.c[column]
+        """A ``SHOWN`` or ``CRITERIA`` column, or NULL under its name where this role may not read it."""
+        if self.readable(table, column):
+            return table.c[column]
+        return sa.null().label(column)
+
+    def readable(self, table: sa.Table, column: str) -> bool:
+        """Whether a ``SHOWN`` or ``CRITERIA`` column is there and this role may read it."""
+        pair = (table.name, column)
+        return pair not in self.unshown and pair not in self.unread_criteria and column in table.c
+
+    def criteria_problem(self, rules: RuleSet) -> str | None:
+        """One line naming the first rule, key and column a rule's criterion needs that this role
+        may not read (or OpenREM does not have), or None: such a rule could never match."""
+        self.connect()
+        for rule in rules.rules:
+            for key, (table, column) in CRITERIA_COLUMNS.items():
+                used = [k for k in (key, f"not_{key}") if rule.uses(k)]
+                if used and (table, column) in self.unread_criteria:
+                    there = column in self.tables[table].c
+                    why = (
+                        "this role may not SELECT it (grant it, see sql/readonly_role.sql)"
+                        if there
+                        else ("this OpenREM database does not have it")
+                    )
+                    return f"rule '{rule.name}': key '{used[0]}' needs OpenREM column {table}.{column}, but {why}"
+        return None
 
     def _unreadable(self, wanted: dict[str, tuple[str, ...]]) -> set[tuple[str, str]]:
         """The ``table.column`` pairs of ``wanted`` this role may not SELECT (in one query)."""

@@ -96,6 +96,23 @@ SHOWN: dict[str, tuple[str, ...]] = {
     DOSE_CHECK: tuple(DOSE_CHECK_REASONS),
 }
 
+#: Columns only rules' criteria use (rules-file key -> table, column): read where this role may SELECT
+#: them and they exist (else NULL: the criterion matches nothing), like ``SHOWN``; a rule that uses
+#: one that is not readable stops ``run``, ``backfill`` and ``check`` with one line
+#: (``OpenremSource.criteria_problem``). Target region is a ``CONTEXT`` id: its code meaning is matched.
+CRITERIA_COLUMNS: dict[str, tuple[str, str]] = {
+    "manufacturer": (EQUIPMENT, "manufacturer"),
+    "model": (EQUIPMENT, "manufacturer_model_name"),
+    "weight_min": (PATIENT_STUDY, "patient_weight"),
+    "weight_max": (PATIENT_STUDY, "patient_weight"),
+    "target_region": (EVENT, "target_region_id"),
+}
+#: The same, per table, as ``SHOWN`` has them.
+CRITERIA: dict[str, tuple[str, ...]] = {
+    table: tuple(dict.fromkeys(c for t, c in CRITERIA_COLUMNS.values() if t == table))
+    for table in dict.fromkeys(t for t, _ in CRITERIA_COLUMNS.values())
+}
+
 #: Tables only shown in the emails, read where they exist and this role may SELECT every column named
 #: (else the emails leave their values out, with one warning). Of the persons OpenREM records only
 #: those linked to a Dose Check (role 113850 "Irradiation Authorizing": staff, never the patient),

@@ -154,7 +154,7 @@ def _notification_row(n: Notification) -> dict[str, Any]:
         value=str(n.value),
         limit_value=str(n.limit),
         unit=n.unit,
-        previous_value=str(n.previous_value) if n.previous_value is not None else None,
+        previous_value=_text(n.previous_value),
         protocol=n.protocol,
         station_name=n.station_name,
         display_name=n.display_name,
@@ -172,6 +172,11 @@ def _notification_row(n: Notification) -> dict[str, Any]:
         event_number=n.event_number,
         reason=n.reason,
         authorised_by=n.authorised_by,
+        severity=n.severity,
+        reference=n.reference,
+        reference_value=_text(n.reference_value),
+        multiple=_text(n.multiple),
+        detail=n.detail,
     )
 
 
@@ -184,7 +189,7 @@ def _notification(row: Any) -> Notification:
         value=Decimal(row.value),
         limit=Decimal(row.limit_value),
         unit=row.unit,
-        previous_value=Decimal(row.previous_value) if row.previous_value is not None else None,
+        previous_value=_decimal(row.previous_value),
         protocol=row.protocol,
         station_name=row.station_name,
         display_name=row.display_name,
@@ -202,7 +207,20 @@ def _notification(row: Any) -> Notification:
         event_number=row.event_number,
         reason=row.reason,
         authorised_by=row.authorised_by,
+        severity="alert" if row.severity == "alert" else "notification",
+        reference=row.reference,
+        reference_value=_decimal(row.reference_value),
+        multiple=_decimal(row.multiple),
+        detail=row.detail,
     )
+
+
+def _text(value: Decimal | None) -> str | None:
+    return str(value) if value is not None else None
+
+
+def _decimal(text: str | None) -> Decimal | None:
+    return Decimal(text) if text is not None else None
 
 
 def notification_query() -> sa.Select[Any]:

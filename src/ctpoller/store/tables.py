@@ -55,6 +55,7 @@ SILENCE_ANNOUNCED = "silence_announced"
 DIGEST_PERIOD = "digest_period"
 DIGEST_NOTIFICATION = "digest_notification"
 EXAM = "exam"  # ctp_message.kind of a message about an exam's exceedances
+SEVERITY_DEFAULT = "notification"  # ctp_notification.severity of rows recorded before ctpoller kept it
 
 metadata = sa.MetaData()
 
@@ -141,6 +142,12 @@ notification_table = sa.Table(
     sa.Column("reason", sa.Text, nullable=True),
     # added by the migration "notification: who authorised proceeding past a Dose Check"
     sa.Column("authorised_by", sa.Text, nullable=True),
+    # added by the migration "notification: severity, the reference level a limit came from, and detail"
+    sa.Column("severity", sa.String(16), nullable=False, server_default=SEVERITY_DEFAULT),
+    sa.Column("reference", sa.Text, nullable=True),
+    sa.Column("reference_value", sa.Text, nullable=True),
+    sa.Column("multiple", sa.Text, nullable=True),
+    sa.Column("detail", sa.Text, nullable=True),
 )
 
 
@@ -244,5 +251,10 @@ MIGRATIONS = (
         "notification: who authorised proceeding past a Dose Check",
         table=notification_table,
         columns=("authorised_by",),
+    ),
+    Migration(
+        "notification: severity, the reference level a limit came from, and detail",
+        table=notification_table,
+        columns=("severity", "reference", "reference_value", "multiple", "detail"),
     ),
 )

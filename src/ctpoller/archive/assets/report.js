@@ -15,6 +15,7 @@
   var filters = {
     station: document.getElementById("filter-station"),
     rule: document.getElementById("filter-rule"),
+    severity: document.getElementById("filter-severity"),
     outcome: document.getElementById("filter-outcome")
   };
 
@@ -41,9 +42,20 @@
     var outcome = filters.outcome.value;
     if (filters.station.value && item.station !== filters.station.value) { return false; }
     if (filters.rule.value && item.rule !== filters.rule.value) { return false; }
+    if (filters.severity.value && item.severity !== filters.severity.value) { return false; }
     if (outcome === "(open)") { return !item.outcome; }
     if (outcome) { return item.outcome === outcome; }
     return true;
+  }
+
+  function short(number) { return String(Number(number.toFixed(3))); }
+
+  // Where a limit comes from: "2 × 47 mGy (UK NDRL 2022)", "47 mGy (UK NDRL 2022)", "AAPM Dose Check 2011".
+  function reference(i) {
+    if (i.level === null || i.level === undefined) { return i.reference || ""; }
+    var multiple = i.multiple === null || i.multiple === undefined ? 1 : i.multiple;
+    var times = multiple !== 1 ? short(multiple) + " \u00d7 " : "";
+    return times + short(i.level) + " " + i.unit + " (" + (i.reference || "reference level") + ")";
   }
 
   var COLUMNS = [
@@ -51,10 +63,12 @@
     ["Study date", function (i) { return i.date || ""; }],
     ["Station", function (i) { return i.station; }],
     ["Rule", function (i) { return i.rule; }],
+    ["Severity", function (i) { return i.severity; }],
     ["Metric", function (i) { return i.metric; }],
     ["Value", function (i) { return fixed(i.value, 2) + " " + i.unit; }, "number"],
     ["Limit", function (i) { return fixed(i.limit, 2) + " " + i.unit; }, "number"],
     ["Ratio", function (i) { return i.ratio === null ? "" : fixed(i.ratio, 2) + "\u00d7"; }, "number"],
+    ["Reference", function (i) { return reference(i); }],
     ["Protocol", function (i) { return i.protocol; }],
     ["Study description", function (i) { return i.description; }],
     ["Email", function (i) { return i.status; }]
@@ -82,6 +96,7 @@
         td.textContent = column[1](item);
         if (column[2]) { td.className = column[2]; }
         if (column[0] === "Ratio" && item.ratio !== null && item.ratio >= 2) { td.className += " high"; }
+        if (column[0] === "Severity" && item.severity === "alert") { td.className = "alert"; }
       });
     });
   }
@@ -186,6 +201,7 @@
 
   addOptions(filters.station, distinct("station"));
   addOptions(filters.rule, distinct("rule"));
+  addOptions(filters.severity, distinct("severity"));
   addOptions(filters.outcome, ["(open)"].concat(distinct("outcome")));
   Object.keys(filters).forEach(function (key) { filters[key].addEventListener("change", render); });
   render();

@@ -171,6 +171,11 @@ class Rule:
         drl, multiple = self.reference_value(metric), self.multiple(metric)
         return drl * multiple if drl is not None and multiple is not None else None
 
+    def uses(self, key: str) -> bool:
+        """Whether the rules file set ``key`` on this rule (a criterion, a limit, ...)."""
+        value = getattr(self, key, None)
+        return value is not None and value != ()
+
     @property
     def positive_event_criteria(self) -> bool:
         """Whether the rule picks events (protocol, standard name, phantom, acquisition type, region)."""
