@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from ctpoller.core.rules import RuleSet
 from ctpoller.jobs.explain import explain_lines
 from ctpoller.settings import Settings
 from ctpoller.wiring import Parts
@@ -172,3 +173,52 @@ def test_colour_only_on_a_terminal_and_never_with_no_color(real_openrem, tmp_pat
 
 def untimed(lines: list[str]) -> list[str]:
     return [re.sub(r", \d+ ms$", "", line) for line in lines]
+
+
+WATCH_RULES = """
+[defaults]
+recipients = ["physics@hospital.example"]
+
+[[rule]]
+name = "Any event CTDIvol"
+ctdivol = 5
+
+[[trend]]
+name = "Body CTDIvol trend"
+phantom = "body"
+metric = "ctdivol"
+drl = 2
+exams = 2
+above = 1.5
+reference = "test DRL"
+
+[[trend]]
+name = "Head only trend"
+phantom = "head"
+metric = "ctdivol"
+drl = 50
+exams = 2
+
+[[cumulative]]
+name = "Patient exams"
+days = 3650
+exams = 1
+"""
+
+
+@pytest.mark.skipif(not hasattr(RuleSet(), "trends"), reason="[[trend]] and [[cumulative]] are not in this branch yet")
+def test_trends_and_cumulative_rules_say_whether_the_exam_counts_and_stats_count_them_as_recorded(
+    real_openrem, tmp_path
+):
+    env = environment(tmp_path, real_openrem, WATCH_RULES)
+    dry = ctpoller("backfill", "--since", "2000-01-01", "--dry-run", "--stats", env=env, cwd=tmp_path).assert_ok()
+    real = ctpoller("backfill", "--since", "2000-01-01", "--no-email", "--stats", env=env, cwd=tmp_path).assert_ok()
+    for name, kind in (("Body CTDIvol trend", "trend"), ("Patient exams", "cumulative")):
+        [line] = [line for line in dry.stdout.splitlines() if line.startswith(name + "  ")]
+        assert line.split()[len(name.split())] == kind
+        assert line in real.stdout  # the same counts and ratios after the real backfill
+    out = ctpoller("explain", TOSHIBA_DOSE_CHECK, env=env, cwd=tmp_path).assert_ok().stdout
+    trends = section(out, "Trends")
+    assert re.search(r"✓  Body CTDIvol trend  — counts 5\.3 mGy .* window of 2 exams, limit 3 mGy", trends), trends
+    assert re.search(r"✗  Head only trend  — no event passes its event-level criteria", trends), trends
+    assert "✓  Patient exams  — counts as one of its patient's CT exams (its total DLP 502" in section(out, "Cumul")

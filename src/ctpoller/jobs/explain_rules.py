@@ -222,25 +222,30 @@ def watch_lines(exam: Exam, rules: RuleSet, paint: Paint) -> list[str]:
 
 
 def _watch_line(exam: Exam, item: Any, is_trend: bool, paint: Paint) -> str:
+    """✓ and what the exam counts in the watch's window, or ✗ and why it does not count."""
     criteria: Rule = item.criteria
     [t] = trace(exam, RuleSet(rules=(criteria,)))
-    failed = next((v for v in t.verdicts if not v.passed), None)
-    head = f"{_INDENT[:-3]}{paint.mark(failed is None)}  {paint.bold(item.name)}"
-    if failed is not None:
-        return f"{head}  — {failed.why}"
-    metric = item.metric if is_trend else "dlp_total"
     matched = [event for event, e in zip(exam.events, t.events, strict=True) if e.matched]
-    if metric == "ctdivol":
-        values = [event.ctdivol_mgy for event in matched if event.ctdivol_mgy is not None]
-        value = max(values, default=None)
+    metric = item.metric if is_trend else "dlp_total"
+    failed = next((_why(v) for v in t.verdicts if not v.passed), None)
+    if failed is None and not matched and criteria.positive_event_criteria:
+        failed = "no event passes its event-level criteria"
+    if failed is None and metric == "dlp_total" and not total_applies(criteria, t.events):
+        failed = f"its total DLP is not counted: {_total_why(t)}"
+    if failed is None and metric == "ctdivol":
+        value = max((v for event in matched if (v := event.ctdivol_mgy) is not None and v.is_finite()), default=None)
         what = "the highest CTDIvol of its matching events"
     else:
-        value = exam.total_dlp_mgycm if total_applies(criteria, t.events) else None
-        what = "its total DLP"
-    if not matched and criteria.positive_event_criteria:
-        return f"{head}  — no event passes its event-level criteria: not counted"
+        value, what = exam.total_dlp_mgycm, "its total DLP"
+    if failed is None and is_trend and value is None:
+        failed = "not counted: no value recorded"
+    if failed is None and not is_trend and all(row.study_date is None for row in exam.rows):
+        failed = "not counted: no study date"
+    head = f"  {paint.mark(failed is None)}  {paint.bold(item.name)}"
+    if failed is not None:
+        return f"{head}  — {failed}"
     if not is_trend:
-        return f"{head}  — counts as one of this patient's exams ({what}: {number(value)} {UNIT_MGYCM})"
-    unit = UNITS[metric]
-    counted = f"counts {number(value)} {unit} ({what})" if value is not None else "not counted: no value recorded"
-    return f"{head}  — {counted} in its station's window of {item.exams} exams, limit {number(item.limit)} {unit}"
+        dlp = f"{what} {number(value)} {UNIT_MGYCM}"
+        return f"{head}  — counts as one of its patient's CT exams ({dlp}) where OpenREM holds the patient ID"
+    unit, window = UNITS[metric], f"its station's window of {item.exams} exams"
+    return f"{head}  — counts {number(value)} {unit} ({what}) in {window}, limit {number(item.limit)} {unit}"
