@@ -4,11 +4,13 @@ taking a check, what was notified when, and one line when nothing is found."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import re
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from ctpoller.core.rules import RuleSet
 from ctpoller.jobs.explain import explain_lines
@@ -24,6 +26,9 @@ PIXELMED = "1.2.840.113619.2.55.3.2831209208.960.1363108704.865"  # rt16, head p
 CONTINUED = "1.3.6.1.4.1.5962.99.1.64928122.996247427.1524778350970.5.0"  # pks 1 and 2
 TOSHIBA_DOSE_CHECK = "1.3.6.1.4.1.5962.99.1.4226553877.745998417.1511760107541.3.0"  # pk 14
 SHARED_ACCESSION = "3599305798462538"  # pk 5 (Multi-3) and pk 14 (Toshiba Dose Check)
+VCT_HASH = hashlib.sha256(
+    b"001234512345678"
+).hexdigest()  # pk 7's accession number as OpenREM hashes it  # pk 5 (Multi-3) and pk 14 (Toshiba Dose Check)
 
 STOP_RULES = """
 [defaults]
@@ -118,6 +123,19 @@ def test_an_accession_number_naming_two_exams_explains_both(real_openrem, tmp_pa
         r"event 2 .*accumulated DLP over its alert value +502\.4 mGy·cm > 100 mGy·cm +EXCEEDED", dose_check
     )
     assert re.search(r"event 2 .*accumulated CTDIvol over its alert value +10\.6 mGy > 10 mGy +EXCEEDED", dose_check)
+
+
+def test_an_accession_number_openrem_stores_hashed_is_found_by_the_number(real_openrem, tmp_path):
+    engine = sa.create_engine(real_openrem)
+    with engine.begin() as conn:  # OpenREM with accession_hashed on: SHA-256 hex of the number
+        conn.execute(
+            sa.text("UPDATE remapp_generalstudymoduleattr SET accession_number = :h WHERE id = 7"), {"h": VCT_HASH}
+        )
+    engine.dispose()
+    env = environment(tmp_path, real_openrem, EXAMPLE_RULES.read_text(encoding="utf-8"))
+    out = ctpoller("explain", "001234512345678", env=env, cwd=tmp_path).assert_ok().stdout
+    assert "found by   accession number, as OpenREM's SHA-256 hash of it: 2 sequential scans" in out
+    assert re.search(f"accession +{VCT_HASH}", out)
 
 
 def test_a_continued_exam_is_every_row_of_its_uid(real_openrem, tmp_path):
