@@ -158,6 +158,12 @@ def test_a_stop_rule_takes_the_check_of_a_lower_rule_as_a_run_does(real_openrem,
     ctpoller("backfill", "--since", "2000-01-01", "--no-email", env=env, cwd=tmp_path).assert_ok()
     record = section(ctpoller("explain", PIXELMED, env=env, cwd=tmp_path).assert_ok().stdout, "What ctpoller")
     assert "nothing notified about this exam" in record  # the run agrees: the stop rule took the check
+    listed = ctpoller("check", env=env, cwd=tmp_path).stdout  # the rules as check lists them
+    assert re.search(
+        r"ok      rule  1  Head, this scanner +CTDIvol 150 × 1\.5 = 225 mGy \(local DRL 2025\) +priority 10, stop",
+        listed,
+    )
+    assert re.search(r"ok      rule  2  Adult head +CTDIvol 80 mGy +notification", listed), listed
 
 
 def test_nothing_found_is_one_line_and_exit_1(real_openrem, tmp_path):
