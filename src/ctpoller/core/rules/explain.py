@@ -355,25 +355,25 @@ def text_verdicts(
     found: list[Verdict] = []
     if wanted:
         hit = _first_match(wanted, values)
-        found.append(Verdict(key, hit is not None, _text_why(label, wanted, values, hit, "has", words)))
+        why = _text_why(label, wanted, values, hit, "has") if words else ""
+        found.append(Verdict(key, hit is not None, why))
     if unwanted:
         hit = _first_match(unwanted, values)
-        found.append(Verdict(f"not_{key}", hit is None, _text_why(label, unwanted, values, hit, "excluded by", words)))
+        why = _text_why(label, unwanted, values, hit, "excluded by") if words else ""
+        found.append(Verdict(f"not_{key}", hit is None, why))
     return found
 
 
 def _first_match(criterion: Criterion, values: Sequence[str | None]) -> str | None:
-    for value in values:
-        if any(entry.matches(value) for entry in criterion):
-            return value
+    for value in values:  # loops, not any(): this runs for every rule, event and entry
+        if value:
+            for entry in criterion:
+                if entry.matches(value):
+                    return value
     return None
 
 
-def _text_why(
-    label: str, criterion: Criterion, values: Sequence[str | None], hit: str | None, verb: str, words: bool
-) -> str:
-    if not words:
-        return ""
+def _text_why(label: str, criterion: Criterion, values: Sequence[str | None], hit: str | None, verb: str) -> str:
     shown = shown_criterion(criterion)
     if hit is not None:
         return f"{label} {_quote(hit)} {verb} {shown}"

@@ -86,8 +86,9 @@ class Entry:
             return False
         if self.words:
             folded = _fold(value)
-            if not all(word in folded for word in self.words):
-                return False
+            for word in self.words:  # a loop, not all(): this runs for every rule, event and entry
+                if word not in folded:
+                    return False
         if self.regexes:
             normal = unicodedata.normalize("NFC", value)
             return all(regex.search(normal) is not None for regex in self.regexes)
