@@ -259,8 +259,8 @@ def _age_verdict(rule: Rule, age: AgeRange | None, words: bool) -> Verdict:
         return Verdict(key, passed, "")
     band = _band(rule.age_min, rule.age_max, "y")
     if age is None:
-        return Verdict(key, passed, f"age unknown: never in {band}")
-    return Verdict(key, passed, f"age {age.shown()}: {'in' if passed else 'not in'} {band}")
+        return Verdict(key, passed, f"age not recorded: never in an age band ({band})")
+    return Verdict(key, passed, f"age {age.shown()}: {'' if passed else 'not '}{band}")
 
 
 def _weight_verdict(rule: Rule, weight: Decimal | None, words: bool) -> Verdict:
@@ -271,16 +271,17 @@ def _weight_verdict(rule: Rule, weight: Decimal | None, words: bool) -> Verdict:
         return Verdict(key, passed, "")
     band = _band(rule.weight_min, rule.weight_max, "kg")
     if weight is None:
-        return Verdict(key, passed, f"weight unknown: never in {band}")
-    return Verdict(key, passed, f"weight {_number(weight)} kg: {'in' if passed else 'not in'} {band}")
+        return Verdict(key, passed, f"weight not recorded: never in a weight band ({band})")
+    return Verdict(key, passed, f"weight {_number(weight)} kg: {'' if passed else 'not '}{band}")
 
 
 def _band(low: Decimal | None, high: Decimal | None, unit: str) -> str:
+    """``under 6 y``, ``100 kg or more``, ``2 to under 6 y``."""
     if low is None:
         return f"under {_number(high)} {unit}"
     if high is None:
         return f"{_number(low)} {unit} or more"
-    return f"{_number(low)}–{_number(high)} {unit} (under {_number(high)})"
+    return f"{_number(low)} to under {_number(high)} {unit}"
 
 
 def _number(value: Decimal | None) -> str:
@@ -305,7 +306,9 @@ def _event_trace(
         )
     if rule.phantom is not None:
         passed = event.phantom == rule.phantom
-        why = f"phantom {event.phantom or 'not recorded'}: {'is' if passed else 'not'} {rule.phantom}" if words else ""
+        why = (
+            f"phantom {event.phantom or 'not recorded'}: {'is' if passed else 'is not'} {rule.phantom}" if words else ""
+        )
         found.append(Verdict("phantom", passed, why))
     if rule.acquisition_type or rule.not_acquisition_type:
         found.extend(_acquisition_verdicts(rule, event, words))
@@ -336,11 +339,13 @@ def _acquisition_verdicts(rule: Rule, event: Event, words: bool) -> list[Verdict
     found: list[Verdict] = []
     if rule.acquisition_type:
         passed = name in rule.acquisition_type
-        why = f"acquisition {shown}: {'is' if passed else 'not'} {' or '.join(rule.acquisition_type)}" if words else ""
+        wanted = " or ".join(rule.acquisition_type)
+        why = f"acquisition type {shown}: {'is' if passed else 'is not'} {wanted}" if words else ""
         found.append(Verdict("acquisition_type", passed, why))
     if rule.not_acquisition_type:
         excluded = name in rule.not_acquisition_type
-        why = f"acquisition {shown}: {'excluded' if excluded else 'not excluded'}" if words else ""
+        unwanted = " or ".join(rule.not_acquisition_type)
+        why = f"acquisition type {shown}: {'excluded' if excluded else 'not excluded'} by {unwanted}" if words else ""
         found.append(Verdict("not_acquisition_type", not excluded, why))
     return found
 
