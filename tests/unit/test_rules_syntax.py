@@ -329,3 +329,25 @@ def test_the_commented_newer_keys_of_the_example_parse():
     ]
     assert by_name["Adult head, UK NDRL"].limit("ctdivol") == Decimal("70.5")
     assert by_name["Paediatric head, stop"].stop and by_name["Heavy patients, spiral body"].severity == "alert"
+
+
+@pytest.mark.parametrize(
+    ("criterion", "shown"),
+    [
+        ('"Ped  Head"', '"ped head"'),
+        ('[["ped", "head"]]', '"ped head"'),
+        ('[["with contrast"]]', '[["with contrast"]]'),
+        ('"re:^NCT\\\\d"', '"re:^NCT\\d"'),
+        ('{ all = ["ped", "re:\\\\bhead"] }', '{ all = ["ped", "re:\\bhead"] }'),
+        ('{ all = [["with contrast"], "re:x"] }', '{ all = [["with contrast"], "re:x"] }'),
+        (
+            '{ any = ["ct north", ["with contrast"], "re:^NCT"] }',
+            '{ any = ["ct north", ["with contrast"], "re:^NCT"] }',
+        ),
+    ],
+)
+def test_a_criterion_is_shown_as_the_file_would_write_it(criterion: str, shown: str):
+    [route] = parse(
+        f'[[route]]\nname = "N"\nstation = {criterion}\nrecipients = ["n@b.org"]\n' + RULE + "ctdivol = 1"
+    ).routes
+    assert route.shown() == f"station {shown}"
