@@ -532,3 +532,15 @@ def test_event_level_verdicts_say_why_with_the_event_value(body: str, event: Eve
     [rule_trace] = trace(exam(event), rule(f"{body}\nctdivol = 60"))
     assert [(v.key, v.passed, v.why) for v in rule_trace.events[0].verdicts] == expected
     assert rule_trace.events[0].matched is all(passed for _, passed, _ in expected)
+
+
+def test_matched_events_and_total_matches_give_the_criteria_alone():
+    from ctpoller.core.rules.explain import matched_events, total_matches
+
+    [r] = rule('protocol = "head"\nnot_protocol = "perf"\nage_min = 18\nctdivol = 1').rules
+    adult = exam(ev("a", "Head"), ev("b", "Head Perf"), ev("c", "Chest"), patient_age_decimal=Decimal(40))
+    assert [e.key for e in matched_events(r, adult) or ()] == ["a"]
+    assert not total_matches(r, adult)  # the perfusion event takes the exam out
+    assert total_matches(r, exam(ev("a", "Head"), patient_age_decimal=Decimal(40)))
+    child = exam(ev("a", "Head"), patient_age_decimal=Decimal(4))
+    assert matched_events(r, child) is None and not total_matches(r, child)

@@ -123,6 +123,24 @@ def exceedances(exam: Exam, rules: RuleSet, base: Callable[[Rule], tuple[str, ..
     return found
 
 
+def matched_events(rule: Rule, exam: Exam) -> tuple[Event, ...] | None:
+    """The events ``rule``'s criteria match (its limits aside), or None when its exam-level criteria
+    fail: what a trend or cumulative rule, which has the same criteria keys, counts."""
+    row_names = {row.pk: row.standard_names for row in exam.rows}
+    if not all(v.passed for v in exam_verdicts(rule, exam, words=False)):
+        return None
+    events = exam.events
+    return tuple(e for n, e in enumerate(events, 1) if _event_trace(rule, n, e, row_names, False).matched)
+
+
+def total_matches(rule: Rule, exam: Exam) -> bool:
+    """Whether ``rule``'s criteria match ``exam`` the way its ``dlp_total`` is checked (see above)."""
+    if not all(v.passed for v in exam_verdicts(rule, exam, words=False)):
+        return False
+    row_names = {row.pk: row.standard_names for row in exam.rows}
+    return total_applies(rule, [_event_trace(rule, n, e, row_names, False) for n, e in enumerate(exam.events, 1)])
+
+
 def _trace(exam: Exam, rules: RuleSet, *, words: bool) -> tuple[RuleTrace, ...]:
     row_names = {row.pk: row.standard_names for row in exam.rows}
     claimed: dict[tuple[str, str], str] = {}  # (metric, event_key) -> the stop rule that took it
