@@ -122,6 +122,16 @@ priority = -1
 ctdivol = 20
 dlp_total = 1500
 """,
+    "scanner and weight only": HEADER
+    + """
+[[rule]]
+name = "Siemens, 60 to 90 kg"
+manufacturer = "siemens"
+not_model = "flash"
+weight_min = 60
+weight_max = 90
+ctdivol = 0.5
+""",
     "everything is near": HEADER
     + """
 [[rule]]
@@ -298,6 +308,9 @@ def test_screened_backfill_finds_exactly_what_reading_everything_finds(
         found = {(n.rule, n.severity) for m in report.messages for n in m.notifications}
         assert {rule for rule, _ in found} == {rule.name for rule in parse_rules(RULE_SETS[rules], source="r").rules}
         assert ("Head, stops the rest", "alert") in found
+    if rules == "scanner and weight only":  # exam-level keys the screen applies exactly
+        assert report.exceedances > 50
+        assert report.exams_read < report.exams_evaluated / 3
     if rules == "nothing is near":
         # found: the scanners' own Dose Check alerts only; read: what holds NaN or infinities (a sixth
         # of the spoiled rows), continued reports, duplicates and Dose Check rows over their values

@@ -12,11 +12,14 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
+from ctpoller import wiring
 from ctpoller.core.exam import Exam, StudyRow
 from ctpoller.core.rules import RuleSet, evaluate, parse_rules, trace
 from ctpoller.errors import ConfigError
+from ctpoller.jobs.check import run_checks
 from ctpoller.jobs.cycle import connect_for
 from ctpoller.openrem.source import OpenremSource
+from ctpoller.settings import Settings
 from support import pg
 
 pytestmark = [pytest.mark.postgres]
@@ -257,3 +260,15 @@ def test_a_rule_needing_a_column_openrem_does_not_have_stops_connect(real_openre
     )
     rows = read_rows(real_openrem, parse_rules(HEADER + RULES_USING["manufacturer"], source="rules.toml"))
     assert rows[11].patient_weight_kg is None and rows[11].manufacturer == "SIEMENS"
+
+
+def test_check_names_the_rule_key_and_column_the_role_may_not_read(real_openrem, reader_url, tmp_path):
+    admin(real_openrem, f"REVOKE SELECT (target_region_id) ON remapp_ctirradiationeventdata FROM {ROLE}")
+    rules_file = tmp_path / "rules.toml"
+    rules_file.write_text(HEADER + RULES_USING["target_region_id"], encoding="utf-8")
+    settings = Settings(_env_file=None, source_url=reader_url, rules_file=rules_file)
+    failed = [(line, error) for ok, line, error in run_checks(wiring.Parts(settings)) if not ok]
+    assert [line for line, _ in failed if "OpenREM column" in line] == [
+        "rule 'Chest': key 'not_target_region' needs OpenREM column remapp_ctirradiationeventdata.target_region_id, "
+        "but this role may not SELECT it (grant it, see sql/readonly_role.sql)"
+    ]
