@@ -141,7 +141,12 @@ def _check_lines(t: RuleTrace, paint: Paint) -> list[str]:
             place, protocol = protocols.get(check.event_key, (0, None))
             where = f"event {place}" + (f" {clipped(protocol, _PROTOCOL_CELLS)}" if protocol else "")
         value = "–" if check.value is None else f"{number(check.value)} {UNITS[check.metric]}"
-        sign = ">" if check.exceeded else ("≤" if check.value is not None and check.value <= check.limit else "")
+        compared = check.value is not None and check.stopped_by is None  # a stopped check compares nothing
+        sign = (
+            ">"
+            if check.exceeded
+            else ("≤" if compared and check.value is not None and check.value <= check.limit else "")
+        )
         rows.append([where, SHORT_LABELS[check.metric], value, sign, f"{number(check.limit)}", _result(check, paint)])
     lines = aligned(rows, right=(2, 4)) if rows else []
     if t.rule.limit("dlp_total") is not None and not any(c.metric == "dlp_total" for c in t.checks):
