@@ -5,8 +5,10 @@ needs."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
+from types import SimpleNamespace
 
 import psycopg
 import pytest
@@ -272,3 +274,21 @@ def test_check_names_the_rule_key_and_column_the_role_may_not_read(real_openrem,
         "rule 'Chest': key 'not_target_region' needs OpenREM column remapp_ctirradiationeventdata.target_region_id, "
         "but this role may not SELECT it (grant it, see sql/readonly_role.sql)"
     ]
+
+
+def test_the_criteria_of_a_trend_or_cumulative_rule_are_looked_at_too(real_openrem, reader_url):
+    """``[[trend]]`` and ``[[cumulative]]`` carry their criteria as a rule (``criteria``)."""
+    admin(real_openrem, f"REVOKE SELECT (manufacturer) ON remapp_generalequipmentmoduleattr FROM {ROLE}")
+    [criteria] = parse_rules(HEADER + RULES_USING["manufacturer"], source="rules.toml").rules
+    watched = SimpleNamespace(criteria=replace(criteria, name="Trend by maker"))
+    for field in ("trends", "cumulatives"):
+        rules = SimpleNamespace(rules=(), **{field: (watched,)})
+        source = OpenremSource(reader_url)
+        try:
+            assert source.criteria_problem(rules) == (  # type: ignore[arg-type]
+                "rule 'Trend by maker': key 'not_manufacturer' needs OpenREM column "
+                "remapp_generalequipmentmoduleattr.manufacturer, but this role may not SELECT it "
+                "(grant it, see sql/readonly_role.sql)"
+            )
+        finally:
+            source.dispose()

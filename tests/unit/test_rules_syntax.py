@@ -351,3 +351,9 @@ def test_a_criterion_is_shown_as_the_file_would_write_it(criterion: str, shown: 
         f'[[route]]\nname = "N"\nstation = {criterion}\nrecipients = ["n@b.org"]\n' + RULE + "ctdivol = 1"
     ).routes
     assert route.shown() == f"station {shown}"
+
+
+@pytest.mark.parametrize("phantom", ['"Head"', '["head"]', '[" HEAD ", "head"]'])
+def test_phantom_is_one_value_or_a_list_of_one(phantom: str):
+    [rule] = parse(RULE + f"phantom = {phantom}\nctdivol = 1").rules
+    assert rule.phantom == "head"
