@@ -228,7 +228,8 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     Already-notified exceedances are not notified again (the same ledger as run). With --no-email
     what is found is recorded and archived as "recorded, not emailed" and never sent. History is
     read in one statement (one line per study, screened against the rules; only exams that could
-    exceed a limit are read in full), allowed ten times CTPOLLER_STATEMENT_TIMEOUT_SECONDS.
+    exceed a limit are read in full), allowed ten times CTPOLLER_STATEMENT_TIMEOUT_SECONDS. --stats prints instead,
+    per rule, trend and cumulative rule: exams fired of all exams evaluated (the rate) and value/limit ratios.
     """
     from ctpoller.jobs.backfill import backfill
     from ctpoller.jobs.deliver import warn_failed
@@ -238,10 +239,9 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     settings = _settings(args)
     need = not (args.dry_run or args.no_email)
     with Components(settings, need_delivery=need, dry_run=args.dry_run) as c, c.locked(args.dry_run):
-        parts, options = (c.source, c.state, c.rules, c.notifier, c.archive), c.cycle_options()
-        options.update(since=args.since, email=not args.no_email, dry_run=args.dry_run)
+        p, options = (c.source, c.state, c.rules, c.notifier, c.archive), c.cycle_options()
         options.pop("heartbeat")  # a backfill tells nothing about OpenREM's silence
-        report = backfill(*parts, now=_now(), **options)
+        report = backfill(*p, now=_now(), since=args.since, email=not args.no_email, dry_run=args.dry_run, **options)
         if args.no_email and not args.dry_run:  # a backfill that sends warns like one that does
             warn_failed(c.state, report)
         if args.stats:
@@ -270,10 +270,10 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_explain(args: argparse.Namespace) -> int:
     """Show how the rules see one exam, and what ctpoller notified about it when.
 
-    EXAM: an accession number (each exam it names is shown) or a Study Instance UID. Per rule, in precedence
-    order: matched or not and why; each check: value, limit (reference × multiple), exceeded or stopped by a
-    stop rule; the Dose Check, trends, cumulative rules; the notifications (status, times, Message-ID). OpenREM
-    indexes neither column: the lookup is a sequential scan of its study table, never on the polling path.
+    EXAM: an accession number (each exam it names is shown) or a Study Instance UID. Per rule, in precedence order:
+    matched or not and why, each check (value, limit = reference × multiple, exceeded, stopped by a stop rule); the Dose
+    Check, trends, cumulative rules; what was notified when. A sequential scan (OpenREM indexes neither column), so
+    never on the polling path.
     """
     from ctpoller.jobs.explain import explain_lines
     from ctpoller.wiring import Parts

@@ -82,6 +82,56 @@ ctdivol = 1
 [dose_check]
 notify = true
 """,
+    "newer keys": HEADER
+    + """
+[[rule]]
+name = "Reference levels, any of two"
+protocol = { any = ["chest", "abdomen"] }
+drl_ctdivol = 8
+drl_dlp = 300
+notify_above = 1.25
+reference = "a test DRL"
+[[rule]]
+name = "Head, stops the rest"
+protocol = { all = ["head", 're:^\\s*\\w'] }
+priority = 5
+stop = true
+drl_ctdivol = 40
+drl_dlp_total = 900
+severity = "alert"
+[[rule]]
+name = "By scanner and weight"
+manufacturer = "siemens"
+not_model = "flash"
+weight_min = 60
+weight_max = 90
+ctdivol = 10
+dlp_total = 800
+[[rule]]
+name = "By acquisition and region"
+acquisition_type = ["spiral", "sequenced"]
+not_acquisition_type = "constant_angle"
+target_region = { any = ["chest", "abdomen"] }
+not_target_region = "head"
+ctdivol = 12
+dlp = 400
+dlp_total = 1000
+[[rule]]
+name = "Everything else, low priority"
+priority = -1
+ctdivol = 20
+dlp_total = 1500
+""",
+    "scanner and weight only": HEADER
+    + """
+[[rule]]
+name = "Siemens, 60 to 90 kg"
+manufacturer = "siemens"
+not_model = "flash"
+weight_min = 60
+weight_max = 90
+ctdivol = 0.5
+""",
     "everything is near": HEADER
     + """
 [[rule]]
@@ -153,6 +203,19 @@ SPOIL = [
     "ctdivol_alert_value_configured = false WHERE id % 5 = 0",
     "UPDATE remapp_ctdosecheckdetails SET ctdivol_notification_value = 'NaN' WHERE id % 7 = 0",
     "UPDATE remapp_ctdosecheckdetails SET dlp_forward_estimate = NULL WHERE id % 2 = 0",
+    # the columns only the newer criteria read: manufacturer, model, weight, target region
+    "UPDATE remapp_generalequipmentmoduleattr SET manufacturer = CASE id % 4 WHEN 0 THEN 'SIEMENS' WHEN 1 THEN "
+    "'GE MEDICAL SYSTEMS' WHEN 2 THEN ' Siemens Healthineers ' END, manufacturer_model_name = CASE id % 3 "
+    "WHEN 0 THEN 'SOMATOM Definition Flash' WHEN 1 THEN 'SOMATOM go.Top' END",
+    "ALTER TABLE remapp_patientstudymoduleattr ALTER COLUMN patient_weight TYPE numeric",
+    "UPDATE remapp_patientstudymoduleattr SET patient_weight = CASE id % 9 WHEN 0 THEN NULL WHEN 1 THEN 0 "
+    "WHEN 2 THEN 'NaN' WHEN 3 THEN 600 WHEN 4 THEN 60 WHEN 5 THEN 89.99 WHEN 6 THEN 90 ELSE 20 + id % 80 END",
+    "INSERT INTO remapp_contextid (id, code_value, code_meaning, cid_table) VALUES (9101, 'T-D3000', 'Chest', "
+    "'CID4030'), (9102, 'T-D4000', 'Abdomen', 'CID4030'), (9103, 'T-D1100', 'Head', 'CID4030'), "
+    "(9104, '00001', 'Unknown', 'CID4030'), (9105, ' P5-08001 ', 'padded spiral', 'CID10013'), "
+    "(9106, '116152004', 'Helical', 'CID10013'), (9107, 'junk', 'junk', 'CID10013')",
+    "UPDATE remapp_ctirradiationeventdata SET target_region_id = 9101 + id % 5 WHERE id % 5 < 4",
+    "UPDATE remapp_ctirradiationeventdata SET ct_acquisition_type_id = 9105 + id % 3 WHERE id % 17 = 0",
     # alerts alone, each metric on its own
     "UPDATE remapp_ctdosecheckdetails SET ctdivol_notification_value_configured = false, "
     "dlp_notification_value_configured = false, dlp_alert_value_configured = false, "
@@ -241,6 +304,13 @@ def test_screened_backfill_finds_exactly_what_reading_everything_finds(
     if rules == "example":
         assert report.exceedances > 50  # the comparison is about something
         assert report.exams_read < report.exams_evaluated / 4  # and the screen spared most reading
+    if rules == "newer keys":
+        found = {(n.rule, n.severity) for m in report.messages for n in m.notifications}
+        assert {rule for rule, _ in found} == {rule.name for rule in parse_rules(RULE_SETS[rules], source="r").rules}
+        assert ("Head, stops the rest", "alert") in found
+    if rules == "scanner and weight only":  # exam-level keys the screen applies exactly
+        assert report.exceedances > 50
+        assert report.exams_read < report.exams_evaluated / 3
     if rules == "nothing is near":
         # found: the scanners' own Dose Check alerts only; read: what holds NaN or infinities (a sixth
         # of the spoiled rows), continued reports, duplicates and Dose Check rows over their values

@@ -4,12 +4,15 @@ taking a check, what was notified when, and one line when nothing is found."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import re
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
+from ctpoller.core.rules import RuleSet
 from ctpoller.jobs.explain import explain_lines
 from ctpoller.settings import Settings
 from ctpoller.wiring import Parts
@@ -23,6 +26,9 @@ PIXELMED = "1.2.840.113619.2.55.3.2831209208.960.1363108704.865"  # rt16, head p
 CONTINUED = "1.3.6.1.4.1.5962.99.1.64928122.996247427.1524778350970.5.0"  # pks 1 and 2
 TOSHIBA_DOSE_CHECK = "1.3.6.1.4.1.5962.99.1.4226553877.745998417.1511760107541.3.0"  # pk 14
 SHARED_ACCESSION = "3599305798462538"  # pk 5 (Multi-3) and pk 14 (Toshiba Dose Check)
+VCT_HASH = hashlib.sha256(
+    b"001234512345678"
+).hexdigest()  # pk 7's accession number as OpenREM hashes it  # pk 5 (Multi-3) and pk 14 (Toshiba Dose Check)
 
 STOP_RULES = """
 [defaults]
@@ -119,6 +125,19 @@ def test_an_accession_number_naming_two_exams_explains_both(real_openrem, tmp_pa
     assert re.search(r"event 2 .*accumulated CTDIvol over its alert value +10\.6 mGy > 10 mGy +EXCEEDED", dose_check)
 
 
+def test_an_accession_number_openrem_stores_hashed_is_found_by_the_number(real_openrem, tmp_path):
+    engine = sa.create_engine(real_openrem)
+    with engine.begin() as conn:  # OpenREM with accession_hashed on: SHA-256 hex of the number
+        conn.execute(
+            sa.text("UPDATE remapp_generalstudymoduleattr SET accession_number = :h WHERE id = 7"), {"h": VCT_HASH}
+        )
+    engine.dispose()
+    env = environment(tmp_path, real_openrem, EXAMPLE_RULES.read_text(encoding="utf-8"))
+    out = ctpoller("explain", "001234512345678", env=env, cwd=tmp_path).assert_ok().stdout
+    assert "found by   accession number, as OpenREM's SHA-256 hash of it: 2 sequential scans" in out
+    assert re.search(f"accession +{VCT_HASH}", out)
+
+
 def test_a_continued_exam_is_every_row_of_its_uid(real_openrem, tmp_path):
     env = environment(tmp_path, real_openrem, EXAMPLE_RULES.read_text(encoding="utf-8"))
     out = ctpoller("explain", "4885555100963520", env=env, cwd=tmp_path).assert_ok().stdout
@@ -135,10 +154,17 @@ def test_a_stop_rule_takes_the_check_of_a_lower_rule_as_a_run_does(real_openrem,
     assert "limits   CTDIvol 150 × 1.5 = 225 mGy (local DRL 2025)" in rules
     assert re.search(r"event 2 .* CTDIvol +222\.59 mGy +≤ +225 +within", rules), rules
     assert re.search(r"event 2 .* CTDIvol +222\.59 mGy +80 +stopped by 'Head, this scanner'", rules), rules
-    assert re.search(r"✗  3  Children +— age .*: not in under 18 y", rules), rules
+    assert re.search(r"event 1 +CTDIvol +60\.41 mGy +80 +stopped by 'Head, this scanner'", rules), rules
+    assert re.search(r"✗  3  Children +— age 100 y: not .*18 y", rules), rules
     ctpoller("backfill", "--since", "2000-01-01", "--no-email", env=env, cwd=tmp_path).assert_ok()
     record = section(ctpoller("explain", PIXELMED, env=env, cwd=tmp_path).assert_ok().stdout, "What ctpoller")
     assert "nothing notified about this exam" in record  # the run agrees: the stop rule took the check
+    listed = ctpoller("check", env=env, cwd=tmp_path).stdout  # the rules as check lists them
+    assert re.search(
+        r"ok      rule  1  Head, this scanner +CTDIvol 150 × 1\.5 = 225 mGy \(local DRL 2025\) +priority 10, stop",
+        listed,
+    )
+    assert re.search(r"ok      rule  2  Adult head +CTDIvol 80 mGy +notification", listed), listed
 
 
 def test_nothing_found_is_one_line_and_exit_1(real_openrem, tmp_path):
@@ -172,3 +198,52 @@ def test_colour_only_on_a_terminal_and_never_with_no_color(real_openrem, tmp_pat
 
 def untimed(lines: list[str]) -> list[str]:
     return [re.sub(r", \d+ ms$", "", line) for line in lines]
+
+
+WATCH_RULES = """
+[defaults]
+recipients = ["physics@hospital.example"]
+
+[[rule]]
+name = "Any event CTDIvol"
+ctdivol = 5
+
+[[trend]]
+name = "Body CTDIvol trend"
+phantom = "body"
+metric = "ctdivol"
+drl = 2
+exams = 2
+above = 1.5
+reference = "test DRL"
+
+[[trend]]
+name = "Head only trend"
+phantom = "head"
+metric = "ctdivol"
+drl = 50
+exams = 2
+
+[[cumulative]]
+name = "Patient exams"
+days = 3650
+exams = 1
+"""
+
+
+@pytest.mark.skipif(not hasattr(RuleSet(), "trends"), reason="[[trend]] and [[cumulative]] are not in this branch yet")
+def test_trends_and_cumulative_rules_say_whether_the_exam_counts_and_stats_count_them_as_recorded(
+    real_openrem, tmp_path
+):
+    env = environment(tmp_path, real_openrem, WATCH_RULES)
+    dry = ctpoller("backfill", "--since", "2000-01-01", "--dry-run", "--stats", env=env, cwd=tmp_path).assert_ok()
+    real = ctpoller("backfill", "--since", "2000-01-01", "--no-email", "--stats", env=env, cwd=tmp_path).assert_ok()
+    for name, kind in (("Body CTDIvol trend", "trend"), ("Patient exams", "cumulative")):
+        [line] = [line for line in dry.stdout.splitlines() if line.startswith(name + "  ")]
+        assert line.split()[len(name.split())] == kind
+        assert line in real.stdout  # the same counts and ratios after the real backfill
+    out = ctpoller("explain", TOSHIBA_DOSE_CHECK, env=env, cwd=tmp_path).assert_ok().stdout
+    trends = section(out, "Trends")
+    assert re.search(r"✓  Body CTDIvol trend  — counts 5\.3 mGy .* window of 2 exams, limit 3 mGy", trends), trends
+    assert re.search(r"✗  Head only trend  — no event passes its event-level criteria", trends), trends
+    assert "✓  Patient exams  — counts as one of its patient's CT exams (its total DLP 502" in section(out, "Cumul")

@@ -78,7 +78,8 @@ def test_check_lists_each_route_the_defaults_and_each_rule_with_its_recipients(t
     start = next(i for i, line in enumerate(lines) if line.startswith(f"ok      rules file {rules}: 2 rules, 2 routes"))
     assert lines[start + 1 : start + 6] == [
         "ok      recipients: route 'North site': station \"vctscanner\" -> north@hospital.example",
-        'ok      recipients: route \'South site\': station "geoptima", "south ct" -> south@hospital.example',
+        'ok      recipients: route \'South site\': station { any = ["geoptima", "south ct"] } '
+        "-> south@hospital.example",
         "ok      recipients: [defaults] (exams no route matches) -> physics@hospital.example, lead@hospital.example",
         "ok      recipients: rule 'Any exam' -> the route's recipients or the defaults",
         "ok      recipients: rule 'Head CTDIvol' -> the route's recipients or the defaults, "

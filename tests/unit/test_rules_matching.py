@@ -393,7 +393,7 @@ def test_the_trace_says_why_in_one_line_per_criterion():
     )
     ped, adult, heavy = trace(teen, rules)
     assert [(v.key, v.passed, v.why) for v in ped.verdicts] == [
-        ("age_max", False, "age 17 y: not in under 16 y"),
+        ("age_max", False, "age 17 y: not under 16 y"),
     ]
     assert not ped.exam_matched and ped.checks == ()
     assert [(v.key, v.passed, v.why) for v in ped.events[0].verdicts] == [
@@ -406,10 +406,10 @@ def test_the_trace_says_why_in_one_line_per_criterion():
     ]
     assert [(v.key, v.passed, v.why) for v in heavy.verdicts] == [
         ("manufacturer", False, 'manufacturer "GE MEDICAL SYSTEMS": no match for "siemens"'),
-        ("weight_min", False, "weight 80.5 kg: not in 100 kg or more"),
+        ("weight_min", False, "weight 80.5 kg: not 100 kg or more"),
     ]
     assert [(v.key, v.passed, v.why) for v in heavy.events[0].verdicts] == [
-        ("acquisition_type", True, "acquisition spiral: is spiral"),
+        ("acquisition_type", True, "acquisition type spiral: is spiral"),
         ("not_target_region", False, 'target region "Head" excluded by "head"'),
     ]
     assert (heavy.events[0].number, heavy.events[0].protocol, heavy.events[0].matched) == (1, "HEAD PED", False)
@@ -445,3 +445,102 @@ def test_evaluate_is_the_trace_filtered_to_the_exceedances(age: str | None, ctdi
     )
     from_trace = [(t.rule.name, c.metric, c.event_key) for t in trace(exam_, rules) for c in t.checks if c.exceeded]
     assert found(exam_, rules) == from_trace
+
+
+@pytest.mark.parametrize(
+    ("body", "fields", "expected"),
+    [
+        ("age_min = 2\nage_max = 6", {}, ("age_min", False, "age not recorded: never in an age band (2 to under 6 y)")),
+        ("age_min = 2\nage_max = 6", {"patient_age": "004Y"}, ("age_min", True, "age 4 y: 2 to under 6 y")),
+        ("age_min = 2\nage_max = 6", {"patient_age": "001Y"}, ("age_min", False, "age 12–23 mo: not 2 to under 6 y")),
+        ("age_min = 2\nage_max = 6", {"patient_age": "007Y"}, ("age_max", False, "age 7 y: not 2 to under 6 y")),
+        ("age_min = 18", {"patient_age_decimal": Decimal("17.96")}, ("age_min", True, "age 17–18 y: 18 y or more")),
+        (
+            "weight_max = 30",
+            {"patient_weight_kg": Decimal(0)},
+            ("weight_max", False, "weight not recorded: never in a weight band (under 30 kg)"),
+        ),
+        (
+            "weight_min = 60\nweight_max = 90.5",
+            {"patient_weight_kg": Decimal("70.20")},
+            ("weight_min", True, "weight 70.2 kg: 60 to under 90.5 kg"),
+        ),
+        (
+            "weight_min = 60\nweight_max = 90",
+            {"patient_weight_kg": Decimal(95)},
+            ("weight_max", False, "weight 95 kg: not 60 to under 90 kg"),
+        ),
+        ('station = "north"', {}, ("station", False, 'station not recorded: no match for "north"')),
+        (
+            'station = "north"',
+            {"station_name": "CT1", "display_name": "South"},
+            ("station", False, 'station "CT1", "South": no match for "north"'),
+        ),
+        (
+            'not_station = { any = ["north", "re:^ct"] }',
+            {"station_name": "CT1"},
+            ("not_station", False, 'station "CT1" excluded by { any = ["north", "re:^ct"] }'),
+        ),
+        (
+            'model = "flash"',
+            {"model": "SOMATOM Definition Flash"},
+            ("model", True, 'model "SOMATOM Definition Flash" has "flash"'),
+        ),
+    ],
+)
+def test_exam_level_verdicts_say_why_with_the_exam_value(body: str, fields: dict[str, object], expected):
+    [rule_trace] = trace(exam(ev(), **fields), rule(f"{body}\nctdivol = 60"))
+    assert [(v.key, v.passed, v.why) for v in rule_trace.verdicts] == [expected]
+
+
+@pytest.mark.parametrize(
+    ("body", "event", "expected"),
+    [
+        ('phantom = "head"', ev(phantom="body"), [("phantom", False, "phantom body: is not head")]),
+        ('phantom = "head"', ev(), [("phantom", False, "phantom not recorded: is not head")]),
+        (
+            'not_acquisition_type = ["constant_angle", "free"]',
+            ev(code="113805"),
+            [("not_acquisition_type", False, "acquisition type constant_angle: excluded by constant_angle or free")],
+        ),
+        (
+            'acquisition_type = "spiral"',
+            ev(code="X1"),
+            [("acquisition_type", False, "acquisition type unknown code X1: is not spiral")],
+        ),
+        (
+            'acquisition_type = "spiral"',
+            ev(),
+            [("acquisition_type", False, "acquisition type not recorded: is not spiral")],
+        ),
+        (
+            'protocol = "head"\nnot_protocol = "perf"',
+            ev(protocol="Head Perfusion"),
+            [
+                ("protocol", True, 'protocol "Head Perfusion" has "head"'),
+                ("not_protocol", False, 'protocol "Head Perfusion" excluded by "perf"'),
+            ],
+        ),
+        (
+            'target_region = "chest"',
+            ev(region="Head"),
+            [("target_region", False, 'target region "Head": no match for "chest"')],
+        ),
+    ],
+)
+def test_event_level_verdicts_say_why_with_the_event_value(body: str, event: Event, expected):
+    [rule_trace] = trace(exam(event), rule(f"{body}\nctdivol = 60"))
+    assert [(v.key, v.passed, v.why) for v in rule_trace.events[0].verdicts] == expected
+    assert rule_trace.events[0].matched is all(passed for _, passed, _ in expected)
+
+
+def test_matched_events_and_total_matches_give_the_criteria_alone():
+    from ctpoller.core.rules.explain import matched_events, total_matches
+
+    [r] = rule('protocol = "head"\nnot_protocol = "perf"\nage_min = 18\nctdivol = 1').rules
+    adult = exam(ev("a", "Head"), ev("b", "Head Perf"), ev("c", "Chest"), patient_age_decimal=Decimal(40))
+    assert [e.key for e in matched_events(r, adult) or ()] == ["a"]
+    assert not total_matches(r, adult)  # the perfusion event takes the exam out
+    assert total_matches(r, exam(ev("a", "Head"), patient_age_decimal=Decimal(40)))
+    child = exam(ev("a", "Head"), patient_age_decimal=Decimal(4))
+    assert matched_events(r, child) is None and not total_matches(r, child)

@@ -4,6 +4,7 @@ more criteria, alert recipients; every bad value is one line naming file, rule a
 from __future__ import annotations
 
 from decimal import Decimal
+from pathlib import Path
 from textwrap import dedent
 
 import pytest
@@ -287,3 +288,72 @@ def test_new_criteria_are_kept():
 def test_bad_new_criteria_are_one_line(body: str, expected: str):
     message = error_of(RULE + "ctdivol = 1\n" + body)
     assert "rule 'ped head'" in message and expected in message
+
+
+# ------------------------------------------------------------------------------------- the example file
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "rules.toml"
+
+
+def commented_section(title: str) -> str:
+    """The commented-out rules of one ``# --- title`` section of the example file, uncommented."""
+    lines = EXAMPLE.read_text(encoding="utf-8").split("\n# --- ")
+    [section] = [part for part in lines if part.startswith(title)]
+    kept = [line[2:] for line in section.splitlines()[1:] if line.startswith("# ")]
+    start = next(i for i, line in enumerate(kept) if line.startswith("[[rule]]"))
+    return "\n".join(line for line in kept[start:] if not line.startswith(("Note:", "  ", "then,", "exceeds both")))
+
+
+def test_the_commented_old_script_rules_of_the_example_parse_and_say_all():
+    rules = parse(commented_section("Moving from the old script"))
+    assert [rule.name for rule in rules.rules] == [
+        "ped head",
+        "head",
+        "chest",
+        "abdo",
+        "perfusion",
+        "cardiac",
+        "ped body",
+    ]
+    assert [e.words for e in rules.rules[0].protocol] == [("ped", "head")]
+    assert '# protocol = { all = ["ped", "head"] }' in EXAMPLE.read_text(encoding="utf-8")
+
+
+def test_the_commented_newer_keys_of_the_example_parse():
+    rules = parse(commented_section("The newer keys, by example"))
+    by_name = {rule.name: rule for rule in rules.rules}
+    assert [rule.name for rule in rules.rules] == [
+        "Paediatric head, stop",  # priority 10 first
+        "Adult head, UK NDRL",
+        "Heavy patients, spiral body",
+    ]
+    assert by_name["Adult head, UK NDRL"].limit("ctdivol") == Decimal("70.5")
+    assert by_name["Paediatric head, stop"].stop and by_name["Heavy patients, spiral body"].severity == "alert"
+
+
+@pytest.mark.parametrize(
+    ("criterion", "shown"),
+    [
+        ('"Ped  Head"', '"ped head"'),
+        ('[["ped", "head"]]', '"ped head"'),
+        ('[["with contrast"]]', '[["with contrast"]]'),
+        ('"re:^NCT\\\\d"', '"re:^NCT\\d"'),
+        ('{ all = ["ped", "re:\\\\bhead"] }', '{ all = ["ped", "re:\\bhead"] }'),
+        ('{ all = [["with contrast"], "re:x"] }', '{ all = [["with contrast"], "re:x"] }'),
+        (
+            '{ any = ["ct north", ["with contrast"], "re:^NCT"] }',
+            '{ any = ["ct north", ["with contrast"], "re:^NCT"] }',
+        ),
+    ],
+)
+def test_a_criterion_is_shown_as_the_file_would_write_it(criterion: str, shown: str):
+    [route] = parse(
+        f'[[route]]\nname = "N"\nstation = {criterion}\nrecipients = ["n@b.org"]\n' + RULE + "ctdivol = 1"
+    ).routes
+    assert route.shown() == f"station {shown}"
+
+
+@pytest.mark.parametrize("phantom", ['"Head"', '["head"]', '[" HEAD ", "head"]'])
+def test_phantom_is_one_value_or_a_list_of_one(phantom: str):
+    [rule] = parse(RULE + f"phantom = {phantom}\nctdivol = 1").rules
+    assert rule.phantom == "head"

@@ -4,6 +4,7 @@ terminal columns ``explain`` and both print."""
 from __future__ import annotations
 
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -95,8 +96,8 @@ def test_the_table_says_what_the_rate_is_of_and_aligns_its_columns() -> None:
     report.fired.add([message(f"1.{i}", ("Adult head", str(81 + i), "80")) for i in range(12)])
     lines = stats_lines(report, RULES, since=None, would=True)
     assert lines[0].startswith("alert-rate replay: 1,234 exams evaluated of the whole history (dry run: nothing")
-    assert "rate: fired / all 1,234 exams evaluated" in lines[1]
-    table = lines[4:]
+    assert "rate: fired / all 1,234 exams evaluated" in lines[2]
+    table = lines[5:]
     assert len({width(line.split("|")[0]) for line in table}) == 1  # the bar lines up: columns aligned
     [adult] = [line for line in table if line.startswith("Adult head")]
     assert adult.split()[3:6] == ["1,234", "12", "0.97"]
@@ -115,3 +116,14 @@ def test_columns_count_terminal_cells_not_characters() -> None:
     assert width("頭部") == 4 and width("e\u0301") == 1 and width("\x1b[1;31mX\x1b[0m") == 1
     assert aligned([["頭部", "1"], ["head", "22"]], right=(1,)) == ["頭部   1", "head  22"]
     assert clipped("a long protocol name", 8) == "a long …"
+
+
+def test_the_openrem_lookup_by_uid_or_accession_is_never_on_the_polling_path() -> None:
+    """Only ``explain`` imports ``openrem.lookup`` (a sequential scan of OpenREM's study table)."""
+    source = Path(__file__).resolve().parents[2] / "src" / "ctpoller"
+    users = {
+        path.relative_to(source).as_posix()
+        for path in source.rglob("*.py")
+        if "openrem.lookup" in path.read_text(encoding="utf-8") and path.name != "lookup.py"
+    }
+    assert users == {"jobs/explain.py"}

@@ -40,7 +40,7 @@ ctdivol = 50
 
 [[rule]]
 name = "Thorax exam DLP"
-study = ["thorax", "chest"]
+study = { any = ["thorax", "chest"] }
 dlp_total = 75
 
 [[rule]]

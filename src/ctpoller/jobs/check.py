@@ -101,8 +101,8 @@ def run_checks(parts: Parts, env_file: str | None = None) -> Iterator[Check]:
             where = parts.settings.rules_file
             routes = f", {len(rules.routes)} routes" if rules.routes else ""
             yield True, f"rules file {where}: {len(rules.rules)} rules{routes}, each with recipients", None
-            yield from ((True, line, None) for line in rules_listed(rules))
             yield from ((True, line, None) for line in who_receives(rules))
+            yield from ((True, line, None) for line in rules_listed(rules))
         except CtpollerError as e:
             yield False, str(e), e
     if parts.settings.source_url is not None:

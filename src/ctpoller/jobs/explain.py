@@ -104,8 +104,8 @@ def exam_lines(exam: Exam, how: str, found: Lookup, seconds: float, paint: Paint
         ("date", _when(exam)),
         ("station", _station(exam)),
         ("scanner", scanner or "not recorded"),
-        ("study", " / ".join(exam.texts("description")) or "not recorded"),
-        ("procedure", " / ".join(exam.texts("requested_procedure") + exam.texts("procedure")) or "not recorded"),
+        ("study", _joined(exam.texts("description"))),
+        ("procedure", _joined(exam.texts("requested_procedure") + exam.texts("procedure"))),
         ("patient", f"age {age}; weight {f'{number(weight)} kg' if weight is not None else 'not recorded'}"),
         ("total DLP", f"{total}, {len(exam.events)} events in {reports}, OpenREM study pk(s) {_pks(exam.study_pks)}"),
         ("found by", f"{how}: {found.cost}, {seconds * 1000:.0f} ms"),
@@ -158,6 +158,11 @@ def _station(exam: Exam) -> str:
     return f"{shown} (station name {' / '.join(names)})" if displays and names and names != displays else shown
 
 
+def _joined(values: Sequence[str]) -> str:
+    """Distinct values of the exam's rows (a continued report may differ), or "not recorded"."""
+    return " / ".join(dict.fromkeys(values)) or "not recorded"
+
+
 def _pks(pks: Sequence[int]) -> str:
     return ", ".join(str(pk) for pk in pks)
 
@@ -186,6 +191,8 @@ class _Record:
             what = f"{n.rule}: {n.metric_label} {number(n.value)} {n.unit} > {number(n.limit)}"
             what += f" (event {n.event_number})" if n.event_number else ""
             what += f", rose from {number(n.previous_value)}" if n.previous_value is not None else ""
+            what += f"; {n.detail}" if n.detail else ""
+            what = (paint.bad("ALERT") + " " if n.severity == "alert" else "") + what
             status = row.status.replace("_", " ")
             status += f" ({clipped(row.error, 60)})" if row.error and row.status == "failed" else ""
             table.append([_time(row.created_at, zone), status, _time(row.sent_at, zone), row.message_id, what])

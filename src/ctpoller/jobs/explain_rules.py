@@ -96,17 +96,17 @@ def _why(verdict: Verdict) -> str:
 
 
 def _event_lines(t: RuleTrace, paint: Paint) -> list[str]:
-    """Each event's verdicts; events with the same protocol and the same verdicts on one line (1, 3–5)."""
+    """Each event's verdicts; events with the same verdicts on one line (``1, 3–5``)."""
     if not any(event.verdicts for event in t.events):
         return [f"{_INDENT}events   every event (no event-level criteria)"]
-    groups: dict[tuple[bool, str, str], list[int]] = {}
+    groups: dict[tuple[bool, str], list[EventTrace]] = {}
     for e in t.events:
-        protocol = clipped(e.protocol or "(no protocol)", _PROTOCOL_CELLS)
-        groups.setdefault((e.matched, protocol, _whys(e)), []).append(e.number)
-    rows = [
-        [paint.mark(matched), _numbers(numbers), protocol, whys]
-        for (matched, protocol, whys), numbers in groups.items()
-    ]
+        groups.setdefault((e.matched, _whys(e)), []).append(e)
+    rows = []
+    for (ok, whys), events in groups.items():
+        protocols = {e.protocol for e in events}
+        protocol = next(iter(protocols)) or "(no protocol)" if len(protocols) == 1 else f"({len(protocols)} protocols)"
+        rows.append([paint.mark(ok), _numbers([e.number for e in events]), clipped(protocol, _PROTOCOL_CELLS), whys])
     table = aligned(rows, right=(1,))
     return [f"{_INDENT}{'events' if i == 0 else '':<8} {line}" for i, line in enumerate(table)]
 
@@ -123,8 +123,13 @@ def _numbers(numbers: Sequence[int]) -> str:
 
 
 def _whys(event: EventTrace) -> str:
-    shown: Sequence[Verdict] = event.verdicts if event.matched else [v for v in event.verdicts if not v.passed]
-    return "; ".join(_why(v) for v in shown)
+    """Why an event failed (its failed verdicts), or passed: its positive verdicts, then the ``not_`` keys
+    that did not exclude it (their values are in the failed lines of the events they do exclude)."""
+    if not event.matched:
+        return "; ".join(_why(v) for v in event.verdicts if not v.passed)
+    passed = [v.why for v in event.verdicts if not v.key.startswith("not_")]
+    passed += [f"{v.key}: not excluded" for v in event.verdicts if v.key.startswith("not_")]
+    return "; ".join(passed)
 
 
 def _check_lines(t: RuleTrace, paint: Paint) -> list[str]:
@@ -136,7 +141,12 @@ def _check_lines(t: RuleTrace, paint: Paint) -> list[str]:
             place, protocol = protocols.get(check.event_key, (0, None))
             where = f"event {place}" + (f" {clipped(protocol, _PROTOCOL_CELLS)}" if protocol else "")
         value = "–" if check.value is None else f"{number(check.value)} {UNITS[check.metric]}"
-        sign = ">" if check.exceeded else ("≤" if check.value is not None and check.value <= check.limit else "")
+        compared = check.value is not None and check.stopped_by is None  # a stopped check compares nothing
+        sign = (
+            ">"
+            if check.exceeded
+            else ("≤" if compared and check.value is not None and check.value <= check.limit else "")
+        )
         rows.append([where, SHORT_LABELS[check.metric], value, sign, f"{number(check.limit)}", _result(check, paint)])
     lines = aligned(rows, right=(2, 4)) if rows else []
     if t.rule.limit("dlp_total") is not None and not any(c.metric == "dlp_total" for c in t.checks):
@@ -217,25 +227,30 @@ def watch_lines(exam: Exam, rules: RuleSet, paint: Paint) -> list[str]:
 
 
 def _watch_line(exam: Exam, item: Any, is_trend: bool, paint: Paint) -> str:
+    """✓ and what the exam counts in the watch's window, or ✗ and why it does not count."""
     criteria: Rule = item.criteria
     [t] = trace(exam, RuleSet(rules=(criteria,)))
-    failed = next((v for v in t.verdicts if not v.passed), None)
-    head = f"{_INDENT[:-3]}{paint.mark(failed is None)}  {paint.bold(item.name)}"
-    if failed is not None:
-        return f"{head}  — {failed.why}"
-    metric = item.metric if is_trend else "dlp_total"
     matched = [event for event, e in zip(exam.events, t.events, strict=True) if e.matched]
-    if metric == "ctdivol":
-        values = [event.ctdivol_mgy for event in matched if event.ctdivol_mgy is not None]
-        value = max(values, default=None)
+    metric = item.metric if is_trend else "dlp_total"
+    failed = next((_why(v) for v in t.verdicts if not v.passed), None)
+    if failed is None and not matched and criteria.positive_event_criteria:
+        failed = "no event passes its event-level criteria"
+    if failed is None and metric == "dlp_total" and not total_applies(criteria, t.events):
+        failed = f"its total DLP is not counted: {_total_why(t)}"
+    if failed is None and metric == "ctdivol":
+        value = max((v for event in matched if (v := event.ctdivol_mgy) is not None and v.is_finite()), default=None)
         what = "the highest CTDIvol of its matching events"
     else:
-        value = exam.total_dlp_mgycm if total_applies(criteria, t.events) else None
-        what = "its total DLP"
-    if not matched and criteria.positive_event_criteria:
-        return f"{head}  — no event passes its event-level criteria: not counted"
+        value, what = exam.total_dlp_mgycm, "its total DLP"
+    if failed is None and is_trend and value is None:
+        failed = "not counted: no value recorded"
+    if failed is None and not is_trend and all(row.study_date is None for row in exam.rows):
+        failed = "not counted: no study date"
+    head = f"  {paint.mark(failed is None)}  {paint.bold(item.name)}"
+    if failed is not None:
+        return f"{head}  — {failed}"
     if not is_trend:
-        return f"{head}  — counts as one of this patient's exams ({what}: {number(value)} {UNIT_MGYCM})"
-    unit = UNITS[metric]
-    counted = f"counts {number(value)} {unit} ({what})" if value is not None else "not counted: no value recorded"
-    return f"{head}  — {counted} in its station's window of {item.exams} exams, limit {number(item.limit)} {unit}"
+        dlp = f"{what} {number(value)} {UNIT_MGYCM}"
+        return f"{head}  — counts as one of its patient's CT exams ({dlp}) where OpenREM holds the patient ID"
+    unit, window = UNITS[metric], f"its station's window of {item.exams} exams"
+    return f"{head}  — counts {number(value)} {unit} ({what}) in {window}, limit {number(item.limit)} {unit}"

@@ -117,8 +117,8 @@ def stats_lines(report: Report, rules: RuleSet, *, since: date | None, would: bo
     lines = [
         f"alert-rate replay: {evaluated:,} exams evaluated {period}"
         + (" (dry run: nothing written, nothing sent)" if would else ""),
-        f"  fired: exams this backfill {verb} for the rule (not those notified before); "
-        f"rate: fired / all {evaluated:,} exams evaluated, whatever the rule matched",
+        f"  fired: exams this backfill {verb} for the rule (exceedances notified before are not told again)",
+        f"  rate: fired / all {evaluated:,} exams evaluated in the period, whatever the rule matched",
         "  ratio: value / limit, per exam the highest of the rule's notifications; p90 by nearest rank",
         "",
     ]

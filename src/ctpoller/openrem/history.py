@@ -173,6 +173,9 @@ class History:
                 ps.c.patient_age,
                 eq.c.station_name,
                 u.c.display_name,
+                self.source.shown(eq, "manufacturer"),  # NULL where not readable: then no rule uses it
+                self.source.shown(eq, "manufacturer_model_name"),
+                self.source.shown(ps, "patient_weight"),
             )
             .select_from(self.source.study_with_its_rows().outerjoin(events, on))
             .where(*studies)
@@ -282,7 +285,7 @@ def _in_chunks(items: Iterator[Screened], size: int) -> Iterator[list[Screened]]
 
 def _screened(values: Sequence[Any]) -> Screened:
     (pk, uid, has_patient, n_events, dose_check, answers, description, requested, procedure, age_decimal, age,
-     station, display) = values  # fmt: skip
+     station, display, manufacturer, model, weight) = values  # fmt: skip
     uid = text_or_none(uid)
     row = None
     if "1" in answers:
@@ -296,6 +299,9 @@ def _screened(values: Sequence[Any]) -> Screened:
             display_name=text_or_none(display),
             patient_age_decimal=decimal_or_none(age_decimal),
             patient_age=text_or_none(age),
+            manufacturer=text_or_none(manufacturer),
+            model=text_or_none(model),
+            patient_weight_kg=decimal_or_none(weight),
         )
     complete = bool(has_patient) and uid is not None
     return Screened(

@@ -9,6 +9,7 @@ has (a site may have added one).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -20,8 +21,14 @@ from ctpoller.openrem.reads import Reads
 from ctpoller.openrem.tables import STUDY
 from ctpoller.openrem.values import text_or_none
 
-MatchedBy = Literal["Study Instance UID", "accession number"]
-_COLUMNS: dict[MatchedBy, str] = {"Study Instance UID": "study_instance_uid", "accession number": "accession_number"}
+MatchedBy = Literal["Study Instance UID", "accession number", "accession number, as OpenREM's SHA-256 hash of it"]
+_COLUMNS = {"Study Instance UID": "study_instance_uid", "accession number": "accession_number"}
+
+
+def openrem_hash(text: str) -> str:
+    """What OpenREM stores instead of an accession number with ``accession_hashed`` on (its ``hash_id``:
+    SHA-256 of the UTF-8 text, in hex), so that explain finds an exam by the number a person knows."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -53,14 +60,16 @@ class Lookup:
 
 def find_exams(reads: Reads, text: str) -> Lookup:
     """The exams whose Study Instance UID or accession number is ``text`` (compared as OpenREM stored it,
-    surrounding spaces ignored), read in full with ``Reads.study_rows``. A UID names one exam; an
+    surrounding spaces ignored; an accession number also as OpenREM's hash of it), read in full with
+    ``Reads.study_rows``. A UID names one exam; an
     accession number may name several (one per UID). Two statements at most, each a scan of the study
     table unless indexed: the rows matched, then (for an accession number) every row of their UIDs."""
     g = reads.source.t(STUDY)
     wanted = text.strip()
+    hashed = openrem_hash(wanted)
     matched = reads.conn.execute(
         sa.select(g.c.id, g.c.study_instance_uid, g.c.accession_number, g.c.modality_type)
-        .where(sa.or_(g.c.study_instance_uid == wanted, g.c.accession_number == wanted))
+        .where(sa.or_(g.c.study_instance_uid == wanted, g.c.accession_number.in_([wanted, hashed])))
         .order_by(g.c.id)
     ).all()
     by_uid: dict[str, MatchedBy] = {}
@@ -72,10 +81,13 @@ def find_exams(reads: Reads, text: str) -> Lookup:
         if modality and modality != "CT":
             other.append(modality)
             continue
-        by_uid.setdefault(uid, "Study Instance UID" if uid == wanted else "accession number")
+        how: MatchedBy = "Study Instance UID" if uid == wanted else "accession number"
+        if how == "accession number" and text_or_none(row.accession_number) == hashed:
+            how = "accession number, as OpenREM's SHA-256 hash of it"
+        by_uid.setdefault(uid, how)
     pks = [row.id for row in matched if text_or_none(row.study_instance_uid) in by_uid]
     scans = 1
-    if any(how == "accession number" for how in by_uid.values()):  # the exam's other rows, whatever their accession
+    if any(how != "Study Instance UID" for how in by_uid.values()):  # the exam's other rows, whatever their accession
         scans += 1
         pks = list(
             reads.conn.execute(

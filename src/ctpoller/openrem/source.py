@@ -303,16 +303,16 @@ class OpenremSource:
         """One line naming the first rule, key and column a rule's criterion needs that this role
         may not read (or OpenREM does not have), or None: such a rule could never match."""
         self.connect()
-        for rule in rules.rules:
+        watched = [*getattr(rules, "trends", ()), *getattr(rules, "cumulatives", ())]  # their criteria: a Rule
+        for rule in [*rules.rules, *(getattr(item, "criteria", None) for item in watched)]:
+            if rule is None:
+                continue
             for key, (table, column) in CRITERIA_COLUMNS.items():
                 used = [k for k in (key, f"not_{key}") if rule.uses(k)]
                 if used and (table, column) in self.unread_criteria:
-                    there = column in self.tables[table].c
-                    why = (
-                        "this role may not SELECT it (grant it, see sql/readonly_role.sql)"
-                        if there
-                        else ("this OpenREM database does not have it")
-                    )
+                    why = "this OpenREM database does not have it"
+                    if column in self.tables[table].c:
+                        why = "this role may not SELECT it (grant it, see sql/readonly_role.sql)"
                     return f"rule '{rule.name}': key '{used[0]}' needs OpenREM column {table}.{column}, but {why}"
         return None
 

@@ -31,10 +31,10 @@ Criteria (all optional; different keys must all pass)
     Event level, each event: ``protocol`` (acquisition protocol), ``standard_name`` (the event's
     OpenREM standard names and those of its study row), ``target_region`` (the code meaning of the
     target region, where OpenREM has one), each with a ``not_`` twin; ``phantom`` ("head" = 16 cm,
-    "body" = 32 cm CTDIw phantom); ``acquisition_type`` / ``not_acquisition_type``: one of, or a
-    list of (one of), "spiral", "sequenced", "stationary", "constant_angle" (the localiser), "free",
-    matched on OpenREM's code value (``ruleset.ACQUISITION_TYPES``); an unknown code never matches
-    and never excludes.
+    "body" = 32 cm CTDIw phantom; a one-entry list is the same, both at once is refused);
+    ``acquisition_type`` / ``not_acquisition_type``: one of, or a list of (one of), "spiral",
+    "sequenced", "stationary", "constant_angle" (the localiser), "free", matched on OpenREM's code
+    value (``ruleset.ACQUISITION_TYPES``); an unknown code never matches and never excludes.
 
     A text criterion is a string, a one-entry list, or ``{ any = [...] }`` (any entry matches) or
     ``{ all = [...] }`` (every entry matches the same value). A bare list of two or more entries is

@@ -123,6 +123,24 @@ def exceedances(exam: Exam, rules: RuleSet, base: Callable[[Rule], tuple[str, ..
     return found
 
 
+def matched_events(rule: Rule, exam: Exam) -> tuple[Event, ...] | None:
+    """The events ``rule``'s criteria match (its limits aside), or None when its exam-level criteria
+    fail: what a trend or cumulative rule, which has the same criteria keys, counts."""
+    row_names = {row.pk: row.standard_names for row in exam.rows}
+    if not all(v.passed for v in exam_verdicts(rule, exam, words=False)):
+        return None
+    events = exam.events
+    return tuple(e for n, e in enumerate(events, 1) if _event_trace(rule, n, e, row_names, False).matched)
+
+
+def total_matches(rule: Rule, exam: Exam) -> bool:
+    """Whether ``rule``'s criteria match ``exam`` the way its ``dlp_total`` is checked (see above)."""
+    if not all(v.passed for v in exam_verdicts(rule, exam, words=False)):
+        return False
+    row_names = {row.pk: row.standard_names for row in exam.rows}
+    return total_applies(rule, [_event_trace(rule, n, e, row_names, False) for n, e in enumerate(exam.events, 1)])
+
+
 def _trace(exam: Exam, rules: RuleSet, *, words: bool) -> tuple[RuleTrace, ...]:
     row_names = {row.pk: row.standard_names for row in exam.rows}
     claimed: dict[tuple[str, str], str] = {}  # (metric, event_key) -> the stop rule that took it
@@ -259,8 +277,8 @@ def _age_verdict(rule: Rule, age: AgeRange | None, words: bool) -> Verdict:
         return Verdict(key, passed, "")
     band = _band(rule.age_min, rule.age_max, "y")
     if age is None:
-        return Verdict(key, passed, f"age unknown: never in {band}")
-    return Verdict(key, passed, f"age {age.shown()}: {'in' if passed else 'not in'} {band}")
+        return Verdict(key, passed, f"age not recorded: never in an age band ({band})")
+    return Verdict(key, passed, f"age {age.shown()}: {'' if passed else 'not '}{band}")
 
 
 def _weight_verdict(rule: Rule, weight: Decimal | None, words: bool) -> Verdict:
@@ -271,16 +289,17 @@ def _weight_verdict(rule: Rule, weight: Decimal | None, words: bool) -> Verdict:
         return Verdict(key, passed, "")
     band = _band(rule.weight_min, rule.weight_max, "kg")
     if weight is None:
-        return Verdict(key, passed, f"weight unknown: never in {band}")
-    return Verdict(key, passed, f"weight {_number(weight)} kg: {'in' if passed else 'not in'} {band}")
+        return Verdict(key, passed, f"weight not recorded: never in a weight band ({band})")
+    return Verdict(key, passed, f"weight {_number(weight)} kg: {'' if passed else 'not '}{band}")
 
 
 def _band(low: Decimal | None, high: Decimal | None, unit: str) -> str:
+    """``under 6 y``, ``100 kg or more``, ``2 to under 6 y``."""
     if low is None:
         return f"under {_number(high)} {unit}"
     if high is None:
         return f"{_number(low)} {unit} or more"
-    return f"{_number(low)}–{_number(high)} {unit} (under {_number(high)})"
+    return f"{_number(low)} to under {_number(high)} {unit}"
 
 
 def _number(value: Decimal | None) -> str:
@@ -305,7 +324,9 @@ def _event_trace(
         )
     if rule.phantom is not None:
         passed = event.phantom == rule.phantom
-        why = f"phantom {event.phantom or 'not recorded'}: {'is' if passed else 'not'} {rule.phantom}" if words else ""
+        why = (
+            f"phantom {event.phantom or 'not recorded'}: {'is' if passed else 'is not'} {rule.phantom}" if words else ""
+        )
         found.append(Verdict("phantom", passed, why))
     if rule.acquisition_type or rule.not_acquisition_type:
         found.extend(_acquisition_verdicts(rule, event, words))
@@ -336,11 +357,13 @@ def _acquisition_verdicts(rule: Rule, event: Event, words: bool) -> list[Verdict
     found: list[Verdict] = []
     if rule.acquisition_type:
         passed = name in rule.acquisition_type
-        why = f"acquisition {shown}: {'is' if passed else 'not'} {' or '.join(rule.acquisition_type)}" if words else ""
+        wanted = " or ".join(rule.acquisition_type)
+        why = f"acquisition type {shown}: {'is' if passed else 'is not'} {wanted}" if words else ""
         found.append(Verdict("acquisition_type", passed, why))
     if rule.not_acquisition_type:
         excluded = name in rule.not_acquisition_type
-        why = f"acquisition {shown}: {'excluded' if excluded else 'not excluded'}" if words else ""
+        unwanted = " or ".join(rule.not_acquisition_type)
+        why = f"acquisition type {shown}: {'excluded' if excluded else 'not excluded'} by {unwanted}" if words else ""
         found.append(Verdict("not_acquisition_type", not excluded, why))
     return found
 
@@ -355,25 +378,25 @@ def text_verdicts(
     found: list[Verdict] = []
     if wanted:
         hit = _first_match(wanted, values)
-        found.append(Verdict(key, hit is not None, _text_why(label, wanted, values, hit, "has", words)))
+        why = _text_why(label, wanted, values, hit, "has") if words else ""
+        found.append(Verdict(key, hit is not None, why))
     if unwanted:
         hit = _first_match(unwanted, values)
-        found.append(Verdict(f"not_{key}", hit is None, _text_why(label, unwanted, values, hit, "excluded by", words)))
+        why = _text_why(label, unwanted, values, hit, "excluded by") if words else ""
+        found.append(Verdict(f"not_{key}", hit is None, why))
     return found
 
 
 def _first_match(criterion: Criterion, values: Sequence[str | None]) -> str | None:
-    for value in values:
-        if any(entry.matches(value) for entry in criterion):
-            return value
+    for value in values:  # loops, not any(): this runs for every rule, event and entry
+        if value:
+            for entry in criterion:
+                if entry.matches(value):
+                    return value
     return None
 
 
-def _text_why(
-    label: str, criterion: Criterion, values: Sequence[str | None], hit: str | None, verb: str, words: bool
-) -> str:
-    if not words:
-        return ""
+def _text_why(label: str, criterion: Criterion, values: Sequence[str | None], hit: str | None, verb: str) -> str:
     shown = shown_criterion(criterion)
     if hit is not None:
         return f"{label} {_quote(hit)} {verb} {shown}"

@@ -139,11 +139,7 @@ def _parse_rule(table: object, number: int, where: str) -> Rule:
             fields[key] = _criterion(table[key], here, key)
     _bands(table, here, fields)
     if "phantom" in table:
-        phantom = table["phantom"]
-        folded = phantom.strip().casefold() if isinstance(phantom, str) else None
-        if folded not in _PHANTOMS:
-            _fail(here, "phantom", f'must be "head" (16 cm) or "body" (32 cm), not {_show(phantom)}')
-        fields["phantom"] = folded
+        fields["phantom"] = _phantom(table["phantom"], here)
     for key in ("acquisition_type", "not_acquisition_type"):
         if key in table:
             fields[key] = _acquisition_types(table[key], here, key)
@@ -211,6 +207,22 @@ def _precedence(table: dict[str, Any], here: str, fields: dict[str, Any]) -> Non
         if folded not in _SEVERITIES:
             _fail(here, "severity", f'must be "notification" or "alert", not {_show(severity)}')
         fields["severity"] = folded
+
+
+def _phantom(value: object, where: str) -> str:
+    """``"head"`` or ``"body"``, or a list of them (one of: an event has one phantom). Both at once
+    would only leave out the events with none recorded: refused as a likely slip."""
+    names: list[str] = []
+    for item in value if isinstance(value, list) else [value]:
+        folded = item.strip().casefold() if isinstance(item, str) else None
+        if folded not in _PHANTOMS:
+            _fail(where, "phantom", f'must be "head" (16 cm) or "body" (32 cm), not {_show(item)}')
+        names.append(folded)
+    if not names:
+        _fail(where, "phantom", 'must be "head" (16 cm) or "body" (32 cm), not an empty list')
+    if len(set(names)) > 1:
+        _fail(where, "phantom", 'lists both "head" and "body": leave phantom out to check events on either')
+    return names[0]
 
 
 def _acquisition_types(value: object, where: str, key: str) -> tuple[str, ...]:

@@ -91,22 +91,30 @@ class Entry:
             return False
         if self.words:
             folded = _fold(value)
-            if not all(word in folded for word in self.words):
-                return False
+            for word in self.words:  # a loop, not all(): this runs for every rule, event and entry
+                if word not in folded:
+                    return False
         if self.regexes:
             normal = unicodedata.normalize("NFC", value)
             return all(regex.search(normal) is not None for regex in self.regexes)
         return True
 
-    def shown(self) -> str:
-        """The entry as the rules file wrote it (folded): ``"ped head"``, ``"re:^NCT"``, or
-        ``{ all = ["ped", "re:head"] }`` when it mixes them."""
-        parts = [*(f"re:{r.pattern}" for r in self.regexes)]
-        if not parts:
+    def shown(self, *, in_list: bool = False) -> str:
+        """The entry as the rules file wrote it (folded): ``"ped head"``, ``"re:^NCT"``, a phrase as a
+        list of words (``[["with contrast"]]``, in a list ``["with contrast"]``), or
+        ``{ all = ["ped", "re:head"] }`` when it mixes words and regular expressions."""
+        regexes = [_quoted(f"re:{r.pattern}") for r in self.regexes]
+        words = [_quoted(word) for word in self.words]
+        if any(c.isspace() for word in self.words for c in word):
+            listed = "[" + ", ".join(words) + "]"
+            if not regexes:
+                return listed if in_list else f"[{listed}]"
+            return "{ all = [" + ", ".join([listed, *regexes]) + "] }"
+        if not regexes:
             return _quoted(" ".join(self.words))
-        if not self.words and len(parts) == 1:
-            return _quoted(parts[0])
-        return "{ all = [" + ", ".join(_quoted(p) for p in (*self.words, *parts)) + "] }"
+        if not words and len(regexes) == 1:
+            return regexes[0]
+        return "{ all = [" + ", ".join([*words, *regexes]) + "] }"
 
 
 Criterion = tuple[Entry, ...]
@@ -207,8 +215,9 @@ class Route:
 def shown_criterion(criterion: Criterion) -> str:
     """A criterion in one line: its entries quoted, a regular expression with its ``re:``; several
     entries (any of them) as ``{ any = [...] }``."""
-    shown = [entry.shown() for entry in criterion]
-    return shown[0] if len(shown) == 1 else "{ any = [" + ", ".join(shown) + "] }"
+    if len(criterion) == 1:
+        return criterion[0].shown()
+    return "{ any = [" + ", ".join(entry.shown(in_list=True) for entry in criterion) + "] }"
 
 
 def _quoted(text: str) -> str:

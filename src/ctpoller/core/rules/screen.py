@@ -48,9 +48,11 @@ class Screen:
     """What ``backfill`` asks the database about each study row, to skip reading exams in full.
 
     ``evaluate`` can only report an exceedance in a one-row exam when ``may_exceed`` says so; the
-    questions over-approximate every event-level criterion (standard names are ignored; protocols,
-    excluded protocols and phantoms only narrow), and the exam-level criteria (description,
-    procedure, station, age) are applied exactly, as ``evaluate`` does.
+    questions over-approximate every event-level criterion (standard names, acquisition types and
+    target regions are ignored; protocols, excluded protocols and phantoms only narrow), and the
+    exam-level criteria (description, procedure, station, manufacturer, model, age, weight) are
+    applied exactly, as ``evaluate`` does. Limits are the effective ones (reference level ×
+    multiple); ``stop`` and ``priority`` only take exceedances away, so they are ignored.
     """
 
     rules: RuleSet
@@ -88,6 +90,9 @@ class Screen:
             row.display_name,
             row.patient_age_decimal,
             row.patient_age,
+            row.manufacturer,
+            row.model,
+            row.patient_weight_kg,
         )
         known = self._texts.get(key)
         if known is None:
@@ -97,10 +102,14 @@ class Screen:
         return known
 
 
-#: The exam-level criteria the screen applies (exactly, as ``evaluate`` does); the others
-#: (manufacturer, model, weight) only narrow what ``evaluate`` reports, so leaving them out is safe.
+#: The exam-level criteria the screen applies to a one-row exam's row, exactly as ``evaluate`` does
+#: (``openrem.history`` reads their columns into ``Screened.row``). Every one of them only narrows what
+#: ``evaluate`` reports, so a key left out here would merely be read in full.
 _SCREENED_KEYS = frozenset(
-    ("study", "not_study", "procedure", "not_procedure", "station", "not_station", "age_min", "age_max")
+    (
+        *("study", "not_study", "procedure", "not_procedure", "station", "not_station"),
+        *("manufacturer", "not_manufacturer", "model", "not_model", "age_min", "age_max", "weight_min", "weight_max"),
+    )
 )
 
 
