@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, ROUND_UP, Decimal
 
 from ctpoller.core.exam import Exam, finite
-from ctpoller.core.rules.explain import _event_trace, exam_verdicts, total_applies
+from ctpoller.core.rules.explain import matched_events, total_matches
 from ctpoller.core.rules.ruleset import Rule
 
 #: Where an exam without a station name or display name is counted.
@@ -68,17 +68,12 @@ class Matched:
 
 def matched(criteria: Rule, exam: Exam) -> Matched:
     """The exam as a rule with these criteria sees it (see ``Matched``), by the rules' own trace
-    (``core.rules.explain``): the same verdicts ``evaluate`` and ``explain`` use."""
-    if not all(verdict.passed for verdict in exam_verdicts(criteria, exam, words=False)):
+    (``core.rules.explain``): the verdicts ``evaluate`` and ``explain`` use."""
+    events = matched_events(criteria, exam)
+    if events is None:
         return Matched((), False, None)
-    row_names = {row.pk: row.standard_names for row in exam.rows}
-    events = [_event_trace(criteria, n, event, row_names, False) for n, event in enumerate(exam.events, start=1)]
-    ctdivols = tuple(
-        value
-        for event, seen in zip(exam.events, events, strict=True)
-        if seen.matched and (value := finite(event.ctdivol_mgy)) is not None
-    )
-    return Matched(ctdivols, total_applies(criteria, events), finite(exam.total_dlp_mgycm))
+    ctdivols = tuple(value for event in events if (value := finite(event.ctdivol_mgy)) is not None)
+    return Matched(ctdivols, total_matches(criteria, exam), finite(exam.total_dlp_mgycm))
 
 
 def shown_value(value: Decimal, limit: Decimal | None = None) -> Decimal:
