@@ -28,6 +28,9 @@ GRANT USAGE ON SCHEMA public TO ctpoller_reader;
 GRANT SELECT (id, study_instance_uid, accession_number, study_date, study_time, study_description, requested_procedure_code_meaning, procedure_code_meaning, modality_type, total_dlp, number_of_events) ON remapp_generalstudymoduleattr TO ctpoller_reader;
 GRANT SELECT (id, general_study_module_attributes_id, patient_age, patient_age_decimal, patient_weight) ON remapp_patientstudymoduleattr TO ctpoller_reader;
 GRANT SELECT (id, general_study_module_attributes_id, patient_sex) ON remapp_patientmoduleattr TO ctpoller_reader;
+-- Only for [[cumulative]] rules (one patient's exams within a period): the patient ID, which ctpoller
+-- turns into a keyed hash at once and never stores, logs or mails. Without a [[cumulative]] leave it out.
+-- GRANT SELECT (patient_id) ON remapp_patientmoduleattr TO ctpoller_reader;
 GRANT SELECT (id, general_study_module_attributes_id, station_name, unique_equipment_name_id, manufacturer, manufacturer_model_name) ON remapp_generalequipmentmoduleattr TO ctpoller_reader;
 GRANT SELECT (id, display_name) ON remapp_uniqueequipmentnames TO ctpoller_reader;
 GRANT SELECT (id, general_study_module_attributes_id) ON remapp_ctradiationdose TO ctpoller_reader;

@@ -19,12 +19,15 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+from ctpoller import wiring
 from ctpoller.demo.exams import GE_PIXELMED, as_another_exam
 from ctpoller.demo.openrem import OpenremImporter
 from ctpoller.demo.seeds import SeedStudy
 from ctpoller.errors import ConfigError
+from ctpoller.jobs.check import run_checks
 from ctpoller.openrem.patients import patient_id_coverage
 from ctpoller.openrem.source import OpenremSource
+from ctpoller.settings import Settings
 from ctpoller.store import windows as windows_module
 from ctpoller.store.store import StateStore
 from support import pg
@@ -157,7 +160,7 @@ def test_poll_cycles_notify_each_trend_episode_once_and_backfill_and_its_dry_run
     )
     assert first.detail == (
         f"mean of the last 3 exams on {RT16}: 140.86 mGy (2.17 × 65 mGy BfS DRW 2022); "
-        f"armed by {REAL_RT16} at 222.59 mGy (3.42 ×)"
+        "armed by the exam of 2013-03-13 08:58 at 222.59 mGy (3.42 ×)"  # by its date, never an identifier
     )
     assert len(inbox.messages) == 2 and all(m["Subject"] for m in inbox.messages)
     assert cycles(run).messages == []  # nothing new: nothing told again
@@ -325,6 +328,30 @@ def test_check_can_tell_how_many_recent_ct_studies_have_a_patient_id(real_openre
         source.dispose()
 
 
+def checked(source_url: str, tmp_path: Path, rules_text: str) -> list[tuple[bool, str]]:
+    """``ctpoller check``'s lines about OpenREM's patient IDs."""
+    rules_file = tmp_path / "rules.toml"
+    rules_file.write_text(rules_text, encoding="utf-8")
+    settings = Settings(_env_file=None, source_url=source_url, rules_file=rules_file)
+    return [
+        (ok, line) for ok, line, _ in run_checks(wiring.Parts(settings)) if "patient ID" in line or "patient_id" in line
+    ]
+
+
+def test_check_says_whether_a_cumulative_rule_can_group_anything(real_openrem, tmp_path):
+    assert checked(real_openrem, tmp_path, TREND) == []  # without a [[cumulative]] it is never asked
+    [(ok, line)] = checked(real_openrem, tmp_path, CUMULATIVE)
+    assert ok and line.startswith("15 of the last 15 CT studies in OpenREM ") and "never shown" in line
+    engine = sa.create_engine(real_openrem)
+    try:
+        with engine.begin() as conn:  # OpenREM's default: no patient ID stored
+            conn.exec_driver_sql("UPDATE remapp_patientmoduleattr SET patient_id = NULL")
+    finally:
+        engine.dispose()
+    [(ok, line)] = checked(real_openrem, tmp_path, CUMULATIVE)
+    assert not ok and line.startswith("0 of the last 15 CT studies") and "find nothing" in line
+
+
 def test_a_role_that_may_not_read_patient_ids_stops_a_cumulative_rule_with_one_line(real_openrem, tmp_path, inbox):
     admin = pg.libpq_url(real_openrem)
     with psycopg.connect(admin, autocommit=True) as conn:
@@ -340,6 +367,8 @@ def test_a_role_that_may_not_read_patient_ids_stops_a_cumulative_rule_with_one_l
         assert "[[cumulative]]" in str(refused.value) and "\n" not in str(refused.value)
         with pytest.raises(ConfigError):
             harness.backfill(since=None, email=False, dry_run=True)
+        [(ok, line)] = checked(reader, tmp_path, CUMULATIVE)
+        assert not ok and "may not SELECT remapp_patientmoduleattr.patient_id" in line
         harness.rules_text = TREND  # without a [[cumulative]] the patient ID is never read
         cycles(harness)
     finally:

@@ -172,7 +172,7 @@ def trend_message() -> Message:
         reference_value=Decimal("65"),
         multiple=Decimal("2"),
         detail="mean of the last 20 exams on Main CT: 141.8 mGy (2.18 × 65 mGy BfS DRW 2022); "
-        "armed by 1.2.826.0.1.3680043.8.498.77 at 210 mGy (3.23 ×)",
+        "armed by the exam of 2026-03-02 14:05 at 210 mGy (3.23 ×)",
     )
     return message(trend)
 

@@ -106,7 +106,8 @@ def test_armed_above_fires_only_while_some_exam_in_the_window_exceeded_m_times_d
     assert uid == "c"
     assert found.reference == "BfS DRW 2022"
     assert found.detail == (
-        "mean of the last 3 exams on CT North: 160 mGy (2.46 × 65 mGy BfS DRW 2022); armed by b at 200 mGy (3.08 ×)"
+        "mean of the last 3 exams on CT North: 160 mGy (2.46 × 65 mGy BfS DRW 2022); "
+        "armed by the exam of 2026-01-02 09:00 at 200 mGy (3.08 ×)"
     )
     window, fired = run(armed, [("d", day(4), 190), ("e", day(5), 190)], window)
     assert fired == [] and window.episodes == {}  # b left the window: disarmed, the episode ended

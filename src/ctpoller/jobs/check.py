@@ -15,6 +15,7 @@ from ctpoller.jobs.heartbeat import Heartbeat
 if TYPE_CHECKING:
     from ctpoller.jobs.digest import Digest
 from ctpoller.mail.base import Notifier
+from ctpoller.openrem.patients import patient_id_coverage, patient_id_problem
 from ctpoller.openrem.source import OpenremSource
 from ctpoller.openrem.tables import SHOWN_TABLES
 from ctpoller.settings import Settings
@@ -99,8 +100,14 @@ def run_checks(parts: Parts, env_file: str | None = None) -> Iterator[Check]:
         try:
             rules = parts.rules()
             where = parts.settings.rules_file
-            routes = f", {len(rules.routes)} routes" if rules.routes else ""
-            yield True, f"rules file {where}: {len(rules.rules)} rules{routes}, each with recipients", None
+            counts = [
+                (len(rules.rules), "rules"),
+                (len(rules.trends), "trends"),
+                (len(rules.cumulatives), "cumulative"),
+            ]
+            counts.append((len(rules.routes), "routes"))
+            listed = ", ".join(f"{n} {what}" for n, what in counts if n or what == "rules")
+            yield True, f"rules file {where}: {listed}, each with recipients", None
             yield from ((True, line, None) for line in who_receives(rules))
             yield from ((True, line, None) for line in rules_listed(rules))
         except CtpollerError as e:
@@ -197,6 +204,8 @@ def _source_checks(parts: Parts, rules: RuleSet | None) -> Iterator[Check]:
             yield True, f"OpenREM database {source.where}: every table and column a run reads {proven}{extra}", None
         if rules is not None and (problem := source.criteria_problem(rules)):
             yield False, problem, ConfigError(problem)
+        if rules is not None and rules.cumulatives:
+            yield _patient_ids(source)
         if rules is not None and rules.uses_standard_names and not source.has_standard_names:
             e2 = ConfigError("the rules use standard_name but the OpenREM database has no standard-name tables")
             yield False, str(e2), e2
@@ -205,6 +214,21 @@ def _source_checks(parts: Parts, rules: RuleSet | None) -> Iterator[Check]:
     finally:
         if source is not None:
             source.dispose()
+
+
+def _patient_ids(source: OpenremSource) -> Check:
+    """Whether a ``[[cumulative]]`` can group anything: the role reads the patient IDs, and OpenREM
+    stores them (its default stores none)."""
+    problem = patient_id_problem(source)
+    if problem:
+        return False, problem, ConfigError(problem)
+    with source.reading("counting the patient IDs OpenREM stores") as reads:
+        with_id, studies = patient_id_coverage(reads)
+    counted = f"{with_id} of the last {studies} CT studies in OpenREM {source.where} have a patient ID"
+    if studies and not with_id:
+        e = ConfigError(f"{counted}: the [[cumulative]] rules find nothing (OpenREM stores no patient IDs by default)")
+        return False, str(e), e
+    return True, f"{counted}; [[cumulative]] rules group those (by a keyed hash, never shown)", None
 
 
 def _state_checks(parts: Parts) -> Iterator[Check]:

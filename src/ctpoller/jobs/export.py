@@ -4,9 +4,9 @@ history, for audits and regulator submissions.
 CSV: two files, ``PATH`` (one row per notification) and ``PATH`` with ``-history`` before the suffix
 (one row per review change). XLSX: one workbook, sheets "Notifications" and "Review history".
 The period is by the day a notification was recorded (UTC), ``since`` and ``until`` included.
-``deidentify``: no accession number, no Study Instance UID, no irradiation event UID, no
-Message-ID and no Detail (a trend's names the exam that armed it); the notification key (a one-way
-digest) stays as the pseudonym that links the two.
+``deidentify``: no accession number, no Study Instance UID, no irradiation event UID and no
+Message-ID (a trend's or cumulative value's Detail names no exam or patient: it stays); the
+notification key (a one-way digest) stays as the pseudonym that links the two.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from ctpoller.errors import ConfigError
 from ctpoller.files import atomic_write
 from ctpoller.store.store import StateStore
 
-IDENTIFYING = ("Accession number", "Study Instance UID", "Irradiation event", "Message-ID", "Detail")
+IDENTIFYING = ("Accession number", "Study Instance UID", "Irradiation event", "Message-ID")
 HISTORY = ("Notification key", "Field", "Old value", "New value", "Changed by", "Changed at (UTC)")
 
 

@@ -252,15 +252,17 @@ class RuleSet:
         return replace(self, default_recipients=unique_addresses((*self.default_recipients, *cleaned)))
 
     def without_recipients(self) -> list[str]:
-        """Names of the rules (and the Dose Check) that would notify nobody about an exam no route matches."""
+        """Names of the rules, trends, cumulative rules (and the Dose Check) that would notify nobody about
+        an exam no route matches."""
         if self.default_recipients:
             return []
-        missing = [rule.name for rule in self.rules if not rule.recipients and not self._alerted(rule)]
+        watches: tuple[Rule | Trend | Cumulative, ...] = (*self.rules, *self.trends, *self.cumulatives)
+        missing = [rule.name for rule in watches if not rule.recipients and not self._alerted(rule)]
         if self.dose_check.notify and not self.dose_check.recipients:
             missing.append("[dose_check]")
         return missing
 
-    def _alerted(self, rule: Rule) -> bool:
+    def _alerted(self, rule: Rule | Trend | Cumulative) -> bool:
         return rule.severity == "alert" and bool(self.default_alert_recipients)
 
     @property

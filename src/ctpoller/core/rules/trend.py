@@ -115,7 +115,8 @@ def _condition(trend: Trend, exams: tuple[Counted, ...]) -> bool:
 
 def _detail(trend: Trend, exams: tuple[Counted, ...], mean: Decimal, station: str) -> str:
     """One line, e.g. "mean of the last 20 exams on CT North: 142 mGy (2.18 × 65 mGy BfS DRW 2022);
-    armed by 1.2.3 at 210 mGy (3.23 ×)"."""
+    armed by the exam of 2026-03-02 14:05 at 210 mGy (3.23 ×)": the arming exam by its study date and
+    time, never by an identifier, so that the line may be shown wherever the notification is."""
     source = f" {trend.reference}" if trend.reference else ""
     line = (
         f"mean of the last {len(exams)} exams on {station}: {number(mean)} {trend.unit} "
@@ -127,5 +128,6 @@ def _detail(trend: Trend, exams: tuple[Counted, ...], mean: Decimal, station: st
             key=lambda exam: (exam.value, exam.order),
         )
         assert armed.value is not None
-        line += f"; armed by {armed.uid} at {number(armed.value)} {trend.unit} ({number(armed.value / trend.drl)} ×)"
+        when = f"the exam of {armed.order[:16]}" if armed.order else "an exam of unknown date"
+        line += f"; armed by {when} at {number(armed.value)} {trend.unit} ({number(armed.value / trend.drl)} ×)"
     return line
