@@ -6,6 +6,7 @@
     .venv/bin/python bench/run.py --size all      # all three, then the table
     .venv/bin/python bench/run.py --report        # just print the table from bench/results.json
     .venv/bin/python bench/run.py --archive       # the QA archive: 50,000 notifications over ten years
+    .venv/bin/python bench/run.py --windows       # trends and cumulative rules: 10k vs 100k window rows kept
 
 A missing database is generated first (bench/generate.py); ``--regenerate`` rebuilds it, ``--drop``
 drops it after measuring. Every run merges its figures into bench/results.json, so the table can
@@ -33,13 +34,16 @@ backfill.py (2), child.py (3, a child's wall time and peak RSS), baseline.py (4)
 parts.py (ctpoller's parts as the benchmark builds them), figures.py (the figures and results.json),
 report.py (the table and the targets), machine.py (machine, load and code in results.json), and
 archive.py (``--archive``: the workbooks per year, an idle run against one that adds a notification;
-it needs no OpenREM database and prints its own figures).
+it needs no OpenREM database and prints its own figures), and windows.py (``--windows``: the cycle of
+100 new exams with three trends and a cumulative rule, with 10,000 and 100,000 window rows kept in the
+state store, against the same cycle without them; on S, printed on its own).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -150,6 +154,27 @@ def ensure_database(server: str, size: str, results: Results, *, regenerate: boo
     return url
 
 
+def _windows(args: argparse.Namespace) -> int:
+    """``--windows``: a cycle's cost with trends and a cumulative rule, by window rows kept (on S)."""
+    from bench.windows import window_figures
+    from ctpoller.openrem.source import OpenremSource
+
+    def say(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    results = Results()
+    results.load(args.results)
+    url = ensure_database(args.server, "S", results, regenerate=args.regenerate, say=say)
+    source = OpenremSource(parts.sqlalchemy_url(url))
+    try:
+        figures = window_figures(url, "S", results, source, repeats=args.repeats, say=say)
+    finally:
+        source.dispose()
+    for figure in figures:
+        print(f"{figure.measure}: median {statistics.median(figure.samples):.3f} s")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--size", choices=("S", "M", "L", "all"), help="which database(s) to measure")
@@ -166,7 +191,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--archive-notifications", type=int, default=50_000, help="notifications for --archive (default 50,000)"
     )
+    parser.add_argument("--windows", action="store_true", help="measure trends and cumulative rules only")
     args = parser.parse_args(argv)
+    if args.windows:
+        return _windows(args)
     if args.archive:
         from bench.archive import measure
 

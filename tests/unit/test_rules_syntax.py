@@ -300,7 +300,7 @@ def commented_section(title: str) -> str:
     lines = EXAMPLE.read_text(encoding="utf-8").split("\n# --- ")
     [section] = [part for part in lines if part.startswith(title)]
     kept = [line[2:] for line in section.splitlines()[1:] if line.startswith("# ")]
-    start = next(i for i, line in enumerate(kept) if line.startswith("[[rule]]"))
+    start = next(i for i, line in enumerate(kept) if line.startswith(("[[rule]]", "[[trend]]")))
     return "\n".join(line for line in kept[start:] if not line.startswith(("Note:", "  ", "then,", "exceeds both")))
 
 
@@ -329,6 +329,14 @@ def test_the_commented_newer_keys_of_the_example_parse():
     ]
     assert by_name["Adult head, UK NDRL"].limit("ctdivol") == Decimal("70.5")
     assert by_name["Paediatric head, stop"].stop and by_name["Heavy patients, spiral body"].severity == "alert"
+
+
+def test_the_commented_trend_and_cumulative_of_the_example_parse():
+    rules = parse(commented_section("Trends and cumulative dose, by example"))
+    [trend] = rules.trends
+    [cumulative] = rules.cumulatives
+    assert (trend.exams, trend.above, trend.armed_above, trend.limit) == (20, 2, 3, Decimal(14))
+    assert (cumulative.days, cumulative.dlp_total, cumulative.exams) == (365, Decimal(3000), 6)
 
 
 @pytest.mark.parametrize(
