@@ -16,6 +16,7 @@ import openpyxl
 import psycopg
 import sqlalchemy as sa
 
+from ctpoller.archive.columns import columns
 from ctpoller.store.store import StateStore
 from support import pg
 
@@ -83,39 +84,9 @@ def archive_cells(path: Path) -> Iterator[Any]:
         workbook.close()
 
 
-COLUMN = {
-    name: index
-    for index, name in enumerate(
-        (
-            "notified_at",
-            "study_date",
-            "study_time",
-            "station",
-            "display_name",
-            "accession",
-            "description",
-            "protocol",
-            "rule",
-            "metric",
-            "value",
-            "limit",
-            "unit",
-            "ratio",
-            "previous",
-            "status",
-            "sent_at",
-            "recipients",
-            "error",
-            *("reviewed_by", "reviewed_on", "outcome", "reason", "comment", "action_taken", "regulator_reference"),
-            "changed_after_review",
-            "notified_at_utc",
-            "message_id",
-            "study_uid",
-            "event",
-            "notification_key",
-        )
-    )
-}
+#: Where the archive's columns are, by the headers ctpoller writes (never a hand-kept list of positions).
+HEADERS = tuple(column.header for column in columns("UTC"))
+COLUMN = {"status": HEADERS.index("Status"), "error": HEADERS.index("Error")}
 
 
 @contextlib.contextmanager
