@@ -26,9 +26,7 @@ PIXELMED = "1.2.840.113619.2.55.3.2831209208.960.1363108704.865"  # rt16, head p
 CONTINUED = "1.3.6.1.4.1.5962.99.1.64928122.996247427.1524778350970.5.0"  # pks 1 and 2
 TOSHIBA_DOSE_CHECK = "1.3.6.1.4.1.5962.99.1.4226553877.745998417.1511760107541.3.0"  # pk 14
 SHARED_ACCESSION = "3599305798462538"  # pk 5 (Multi-3) and pk 14 (Toshiba Dose Check)
-VCT_HASH = hashlib.sha256(
-    b"001234512345678"
-).hexdigest()  # pk 7's accession number as OpenREM hashes it  # pk 5 (Multi-3) and pk 14 (Toshiba Dose Check)
+VCT_HASH = hashlib.sha256(b"001234512345678").hexdigest()  # pk 7's accession number as OpenREM hashes it
 
 STOP_RULES = """
 [defaults]
@@ -143,6 +141,15 @@ def test_a_continued_exam_is_every_row_of_its_uid(real_openrem, tmp_path):
     out = ctpoller("explain", "4885555100963520", env=env, cwd=tmp_path).assert_ok().stdout
     assert "116.61 mGy·cm, 4 events in 2 reports (a continued exam), OpenREM study pk(s) 1, 2" in out
     assert "report (pk)" in section(out, "Events")
+
+
+def test_events_with_no_value_share_one_line(real_openrem, tmp_path):
+    rules = '[defaults]\nrecipients = ["physics@hospital.example"]\n\n[[rule]]\nname = "Every event"\nctdivol = 1000\n'
+    env = environment(tmp_path, real_openrem, rules)
+    out = ctpoller("explain", "001234512345678", env=env, cwd=tmp_path).assert_ok().stdout  # pk 7: 27 events
+    checks = section(out, "Rules")
+    assert re.search(r"events 1–4, 8–11, 14–21 +CTDIvol +– +1000 +no value recorded", checks)
+    assert checks.count("no value recorded") == 1 and checks.count("within") == 11
 
 
 def test_a_stop_rule_takes_the_check_of_a_lower_rule_as_a_run_does(real_openrem, tmp_path):

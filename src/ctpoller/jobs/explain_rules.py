@@ -135,7 +135,11 @@ def _whys(event: EventTrace) -> str:
 def _check_lines(t: RuleTrace, paint: Paint) -> list[str]:
     rows = []
     protocols = {e.event_key: (e.number, e.protocol) for e in t.events}
+    unrecorded: dict[str, list[int]] = {}  # metric -> the events with no value: one line, not one each
     for check in t.checks:
+        if check.value is None and check.stopped_by is None and check.event_key in protocols:
+            unrecorded.setdefault(check.metric, []).append(protocols[check.event_key][0])
+            continue
         where = "exam"
         if check.event_key:
             place, protocol = protocols.get(check.event_key, (0, None))
@@ -148,6 +152,10 @@ def _check_lines(t: RuleTrace, paint: Paint) -> list[str]:
             else ("≤" if compared and check.value is not None and check.value <= check.limit else "")
         )
         rows.append([where, SHORT_LABELS[check.metric], value, sign, f"{number(check.limit)}", _result(check, paint)])
+    for metric, numbers in unrecorded.items():
+        where = f"event{'s' if len(numbers) > 1 else ''} {_numbers(numbers)}"
+        limit = next(number(c.limit) for c in t.checks if c.metric == metric)
+        rows.append([where, SHORT_LABELS[metric], "–", "", limit, paint.dim("no value recorded")])
     lines = aligned(rows, right=(2, 4)) if rows else []
     if t.rule.limit("dlp_total") is not None and not any(c.metric == "dlp_total" for c in t.checks):
         lines.append(f"DLP total not checked: {_total_why(t)}")
