@@ -96,17 +96,7 @@ def _parse_routes(document: dict[str, Any], where: str) -> tuple[Route, ...]:
     for number, table in enumerate(tables, start=1):
         if not isinstance(table, dict):
             _fail(where, "route", f"entry #{number} must be a table, written [[route]], not {_show(table)}")
-        name = table.get("name")
-        valid_name = isinstance(name, str) and _name_problem(name) is None
-        here = (
-            f"{where}: route '{name.strip()}'" if valid_name and isinstance(name, str) else f"{where}: route #{number}"
-        )
-        _check_keys(table, _ROUTE_KEYS, here)
-        if not isinstance(name, str):
-            _fail(here, "name", "is required" if name is None else f"must be a string, not {_show(name)}")
-        problem = _name_problem(name)
-        if problem:
-            _fail(here, "name", problem)
+        name, here = named(table, "route", number, where, _ROUTE_KEYS)
         if rule_identity(name) in seen:
             _fail(here, "name", f"is already used by route #{seen[rule_identity(name)]}")
         seen[rule_identity(name)] = number
@@ -124,16 +114,8 @@ def _parse_routes(document: dict[str, Any], where: str) -> tuple[Route, ...]:
 def _parse_rule(table: object, number: int, where: str) -> Rule:
     if not isinstance(table, dict):
         _fail(where, "rule", f"entry #{number} must be a table, written [[rule]], not {_show(table)}")
-    name = table.get("name")
-    valid_name = isinstance(name, str) and _name_problem(name) is None
-    here = f"{where}: rule '{name.strip()}'" if valid_name and isinstance(name, str) else f"{where}: rule #{number}"
-    _check_keys(table, _RULE_KEYS, here)
-    if not isinstance(name, str):
-        _fail(here, "name", "is required" if name is None else f"must be a string, not {_show(name)}")
-    problem = _name_problem(name)
-    if problem:
-        _fail(here, "name", problem)
-    fields: dict[str, Any] = {"name": name.strip(), "recipients": _recipients(table, here)}
+    name, here = named(table, "rule", number, where, _RULE_KEYS)
+    fields: dict[str, Any] = {"name": name, "recipients": _recipients(table, here)}
     for key in (*_TEXT_CRITERIA, *_NOT_CRITERIA):
         if key in table:
             fields[key] = _criterion(table[key], here, key)
@@ -340,6 +322,24 @@ def _recipients(table: dict[str, Any], where: str, key: str = "recipients") -> t
                 f"must hold plain (ASCII) e-mail addresses such as physics@example.org, not {_show(address)}",
             )
     return unique_addresses(address.strip() for address in value)
+
+
+def named(
+    table: dict[str, Any], kind: str, number: int, where: str, keys: Sequence[str] | None = None
+) -> tuple[str, str]:
+    """The name of one ``[[kind]]`` table (stripped) and where errors place it: ``rule 'X'``, or
+    ``rule #3`` while it has no valid name. ``keys``, the keys it may hold, are checked first."""
+    name = table.get("name")
+    valid = isinstance(name, str) and _name_problem(name) is None
+    here = f"{where}: {kind} '{name.strip()}'" if valid and isinstance(name, str) else f"{where}: {kind} #{number}"
+    if keys is not None:
+        _check_keys(table, keys, here)
+    if not isinstance(name, str):
+        _fail(here, "name", "is required" if name is None else f"must be a string, not {_show(name)}")
+    problem = _name_problem(name)
+    if problem:
+        _fail(here, "name", problem)
+    return name.strip(), here
 
 
 def _name_problem(name: str) -> str | None:

@@ -19,27 +19,25 @@ from ctpoller.core.rules.parse import (
     _check_keys,
     _criterion,
     _fail,
-    _name_problem,
     _number,
     _recipients,
     _show,
+    named,
 )
-from ctpoller.core.rules.ruleset import _NAME_MAX, _NOT_CRITERIA, _PHANTOMS, _SEVERITIES, _TEXT_CRITERIA, Rule
+from ctpoller.core.rules.ruleset import (
+    _CRITERIA_KEYS,
+    _NAME_MAX,
+    _NOT_CRITERIA,
+    _PHANTOMS,
+    _SEVERITIES,
+    _TEXT_CRITERIA,
+    Rule,
+)
 from ctpoller.core.rules.trend import Trend
 from ctpoller.errors import ConfigError
 
 #: The criteria keys a trend or a cumulative takes (as a rule's).
-CRITERIA_KEYS = (
-    *_TEXT_CRITERIA,
-    *_NOT_CRITERIA,
-    "age_min",
-    "age_max",
-    "weight_min",
-    "weight_max",
-    "phantom",
-    "acquisition_type",
-    "not_acquisition_type",
-)
+CRITERIA_KEYS = _CRITERIA_KEYS
 TREND_KEYS = (
     "name",
     *CRITERIA_KEYS,
@@ -85,14 +83,7 @@ def _tables(document: dict[str, Any], kind: str, where: str, seen: dict[str, str
     for number, table in enumerate(tables, start=1):
         if not isinstance(table, dict):
             _fail(where, kind, f"entry #{number} must be a table, written [[{kind}]], not {_show(table)}")
-        name = table.get("name")
-        valid = isinstance(name, str) and _name_problem(name) is None
-        here = f"{where}: {kind} '{name.strip()}'" if valid and isinstance(name, str) else f"{where}: {kind} #{number}"
-        if not isinstance(name, str):
-            _fail(here, "name", "is required" if name is None else f"must be a string, not {_show(name)}")
-        problem = _name_problem(name)
-        if problem:
-            _fail(here, "name", problem)
+        name, here = named(table, kind, number, where)
         if rule_identity(name) in seen:
             _fail(here, "name", f"is already used by {seen[rule_identity(name)]} (names are unique among rules, "
                   "trends and cumulatives)")  # fmt: skip

@@ -35,8 +35,8 @@ _TEXT_CRITERIA = (
 _LIMITS = ("ctdivol", "dlp", "dlp_total")
 _DRLS = ("drl_ctdivol", "drl_dlp", "drl_dlp_total")
 _NOT_CRITERIA = tuple(f"not_{key}" for key in _TEXT_CRITERIA)
-_RULE_KEYS = (
-    "name",
+#: The criteria keys of a rule, a trend and a cumulative rule alike.
+_CRITERIA_KEYS = (
     *_TEXT_CRITERIA,
     *_NOT_CRITERIA,
     "age_min",
@@ -46,6 +46,10 @@ _RULE_KEYS = (
     "phantom",
     "acquisition_type",
     "not_acquisition_type",
+)
+_RULE_KEYS = (
+    "name",
+    *_CRITERIA_KEYS,
     *_LIMITS,
     *_DRLS,
     "notify_above",
