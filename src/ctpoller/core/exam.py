@@ -50,6 +50,17 @@ def finite(value: Decimal | None) -> Decimal | None:
     return value
 
 
+#: A weight (kg) outside (0, this] is not a weight (OpenREM stores 0 for "not known").
+WEIGHT_MAX_KG = Decimal(500)
+
+
+def plausible_weight(kg: Decimal | None) -> Decimal | None:
+    """``kg`` if it can be a patient's weight (finite, above 0, at most ``WEIGHT_MAX_KG``), else None:
+    an unknown weight never matches a weight band."""
+    kg = finite(kg)
+    return kg if kg is not None and 0 < kg <= WEIGHT_MAX_KG else None
+
+
 #: How far OpenREM's ``patient_age_decimal`` (rounded to 0.1 year) may lie from the age it stands for.
 AGE_DECIMAL_HALF_WIDTH = Decimal("0.05")
 

@@ -23,6 +23,7 @@ from ctpoller.core.exam import (
     PHANTOM_CODES,
     PLAUSIBLE_AGE_YEARS,
     StudyRow,
+    plausible_weight,
 )
 from ctpoller.core.model import Screened
 from ctpoller.core.rules import Bound, Screen
@@ -301,7 +302,7 @@ def _screened(values: Sequence[Any]) -> Screened:
             patient_age=text_or_none(age),
             manufacturer=text_or_none(manufacturer),
             model=text_or_none(model),
-            patient_weight_kg=decimal_or_none(weight),
+            patient_weight_kg=plausible_weight(decimal_or_none(weight)),
         )
     complete = bool(has_patient) and uid is not None
     return Screened(

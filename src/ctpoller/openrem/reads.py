@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Sequence
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -16,6 +15,7 @@ from ctpoller.core.exam import (
     DoseCheck,
     Event,
     StudyRow,
+    plausible_weight,
 )
 from ctpoller.core.model import Snapshot, StudyHead
 from ctpoller.openrem.tables import (
@@ -291,7 +291,7 @@ class Reads:
                 patient_age_decimal=decimal_or_none(row.patient_age_decimal),
                 patient_age=text_or_none(row.patient_age),
                 patient_sex=text_or_none(row.patient_sex),
-                patient_weight_kg=_weight_or_none(row.patient_weight),
+                patient_weight_kg=plausible_weight(decimal_or_none(row.patient_weight)),
                 manufacturer=text_or_none(row.manufacturer),
                 model=text_or_none(row.manufacturer_model_name),
             )
@@ -420,9 +420,3 @@ class Reads:
                 .where(self.source.in_values(link.c[column], pks))
             )
         )
-
-
-def _weight_or_none(value: object) -> Decimal | None:
-    """A patient weight (kg) above 0 and at most 500, else None: OpenREM stores 0 for "not known"."""
-    weight = decimal_or_none(value)
-    return weight if weight is not None and weight.is_finite() and 0 < weight <= 500 else None

@@ -7,8 +7,9 @@ from decimal import Decimal
 
 from ctpoller.core.exam import UNIT_MGY, UNIT_MGYCM, Event, Exam, Metric, Severity, finite
 from ctpoller.core.model import Exceedance
-from ctpoller.core.rules.explain import any_match, exceedances
+from ctpoller.core.rules.explain import exceedances
 from ctpoller.core.rules.ruleset import DOSE_CHECK_RULE, Route, RuleSet, unique_addresses
+from ctpoller.core.rules.text import any_match
 
 
 def evaluate(exam: Exam, rules: RuleSet) -> list[Exceedance]:

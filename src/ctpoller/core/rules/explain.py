@@ -24,12 +24,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-from ctpoller.core.exam import UNIT_MGY, UNIT_MGYCM, AgeRange, Event, Exam, Metric, finite
+from ctpoller.core.exam import UNIT_MGY, UNIT_MGYCM, AgeRange, Event, Exam, Metric, finite, plausible_weight
 from ctpoller.core.model import Exceedance
-from ctpoller.core.rules.ruleset import ACQUISITION_TYPES, Criterion, Rule, RuleSet, shown_criterion, unique_addresses
-
-#: A weight (kg) outside (0, this] is not a weight: an unknown weight never matches a weight band.
-WEIGHT_MAX_KG = Decimal(500)
+from ctpoller.core.rules.ruleset import ACQUISITION_TYPES, Criterion, Rule, RuleSet, unique_addresses
+from ctpoller.core.rules.text import first_match, text_why
 
 _PER_EVENT: tuple[Metric, ...] = ("ctdivol", "dlp")
 _UNITS: dict[str, str] = {"ctdivol": UNIT_MGY, "dlp": UNIT_MGYCM, "dlp_total": UNIT_MGYCM}
@@ -245,8 +243,8 @@ def _stations(exam: Exam) -> tuple[str, ...]:
 def exam_weight(exam: Exam) -> Decimal | None:
     """The patient's weight (kg) by the first row with a plausible one (above 0, at most 500 kg)."""
     for row in exam.rows:
-        weight = finite(row.patient_weight_kg)
-        if weight is not None and 0 < weight <= WEIGHT_MAX_KG:
+        weight = plausible_weight(row.patient_weight_kg)
+        if weight is not None:
             return weight
     return None
 
@@ -377,40 +375,11 @@ def text_verdicts(
     """The verdicts of a text criterion and its ``not_`` twin over the values (any value counts)."""
     found: list[Verdict] = []
     if wanted:
-        hit = _first_match(wanted, values)
-        why = _text_why(label, wanted, values, hit, "has") if words else ""
+        hit = first_match(wanted, values)
+        why = text_why(label, wanted, values, hit, "has") if words else ""
         found.append(Verdict(key, hit is not None, why))
     if unwanted:
-        hit = _first_match(unwanted, values)
-        why = _text_why(label, unwanted, values, hit, "excluded by") if words else ""
+        hit = first_match(unwanted, values)
+        why = text_why(label, unwanted, values, hit, "excluded by") if words else ""
         found.append(Verdict(f"not_{key}", hit is None, why))
     return found
-
-
-def _first_match(criterion: Criterion, values: Sequence[str | None]) -> str | None:
-    for value in values:  # loops, not any(): this runs for every rule, event and entry
-        if value:
-            for entry in criterion:
-                if entry.matches(value):
-                    return value
-    return None
-
-
-def _text_why(label: str, criterion: Criterion, values: Sequence[str | None], hit: str | None, verb: str) -> str:
-    shown = shown_criterion(criterion)
-    if hit is not None:
-        return f"{label} {_quote(hit)} {verb} {shown}"
-    present = [v for v in values if v]
-    if not present:
-        return f"{label} not recorded: no match for {shown}"
-    return (
-        f"{label} {', '.join(_quote(v) for v in present[:3])}{' ...' if len(present) > 3 else ''}: no match for {shown}"
-    )
-
-
-def _quote(text: str) -> str:
-    return '"' + "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in text) + '"'
-
-
-def any_match(entries: Criterion, values: Sequence[str | None]) -> bool:
-    return _first_match(entries, values) is not None

@@ -13,17 +13,7 @@ from typing import Any
 from ctpoller.core.exam import Severity
 from ctpoller.core.model import rule_identity
 from ctpoller.core.rules.cumulative import Cumulative
-from ctpoller.core.rules.parse import (
-    _acquisition_types,
-    _bands,
-    _check_keys,
-    _criterion,
-    _fail,
-    _number,
-    _recipients,
-    _show,
-    named,
-)
+from ctpoller.core.rules.parse import _acquisition_types, _bands, _criterion
 from ctpoller.core.rules.ruleset import (
     _CRITERIA_KEYS,
     _NAME_MAX,
@@ -33,6 +23,7 @@ from ctpoller.core.rules.ruleset import (
     _TEXT_CRITERIA,
     Rule,
 )
+from ctpoller.core.rules.toml_values import _check_keys, _fail, _number, _recipients, _show, named
 from ctpoller.core.rules.trend import Trend
 from ctpoller.errors import ConfigError
 

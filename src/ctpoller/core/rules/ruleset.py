@@ -224,8 +224,13 @@ def shown_criterion(criterion: Criterion) -> str:
     return "{ any = [" + ", ".join(entry.shown(in_list=True) for entry in criterion) + "] }"
 
 
+def printable(text: str) -> str:
+    """``text`` on one line as people can read it: a non-printable character as ``\\uXXXX``."""
+    return "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in text)
+
+
 def _quoted(text: str) -> str:
-    return '"' + "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in text) + '"'
+    return '"' + printable(text) + '"'
 
 
 @dataclass(frozen=True)

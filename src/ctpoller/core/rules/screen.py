@@ -10,8 +10,9 @@ from typing import Literal
 
 from ctpoller.core.exam import Exam, Phantom
 from ctpoller.core.model import Screened
-from ctpoller.core.rules.explain import any_match, exam_verdicts
+from ctpoller.core.rules.explain import exam_verdicts
 from ctpoller.core.rules.ruleset import Rule, RuleSet
+from ctpoller.core.rules.text import any_match
 
 SCREEN_MARGIN = Decimal("0.000001")
 
